@@ -1,0 +1,87 @@
+"""Backend protocol and registry.
+
+A backend turns a batch of chat requests into responses. It knows nothing about policies, labels or datasets.
+Built-in backends are lazy factories (torch/transformers are imported only when `local` is used); third-party
+packages register more under the entry-point group `toxcmp.backends` (`name = "module:Class"`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+from ..errors import BackendError, UnknownNameError
+from ..prompting import ChatRequest
+from ..results import ModelResponse
+
+ENTRY_POINT_GROUP = "toxcmp.backends"
+OnResponse = Callable[[int, ModelResponse], None]
+
+_BUILTIN: dict[str, str] = {
+    "api": "toxcmp.backends.api:ApiBackend",
+    "local": "toxcmp.backends.local:LocalBackend",
+}
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Options for every backend; each reads the ones it understands."""
+
+    # local
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: str = "1"
+    # api
+    base_url: str | None = None
+    provider: str = "auto"
+    token: str | None = field(default=None, repr=False)  # never printed, logged or cached
+    concurrency: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    served_model: str | None = None  # the name the server knows the model by, when it differs from the id
+    endpoint_label: str | None = None  # stable cache identity for a server whose URL changes (random port)
+    # shared
+    cache_dir: Path | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+
+    @property
+    def endpoint(self) -> str:
+        """Where answers come from (device, base URL or provider); part of the cache key."""
+
+    def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse | None = None) -> list[ModelResponse]:
+        """One response per request, in input order; failures are responses with `error` set."""
+
+    def close(self) -> None: ...
+
+
+def registry() -> dict[str, str]:
+    found = dict(_BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def backend_names() -> list[str]:
+    return sorted(registry())
+
+
+def get_backend(name: str, config: BackendConfig | None = None) -> Backend:
+    target = registry().get(name)
+    if target is None:
+        raise UnknownNameError("backend", name, backend_names())
+    module_name, _, attr = target.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except ImportError as exc:
+        extra = {"local": "pip install 'toxcmp[local]'", "api": "pip install huggingface_hub"}.get(name, "")
+        raise BackendError(f"backend {name!r} cannot be imported: {exc}", extra or "install its package") from exc
+    backend = factory(config or BackendConfig())
+    backend.name = name
+    return backend

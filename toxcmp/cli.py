@@ -1,0 +1,299 @@
+"""Typer CLI: parse options, call the library, render. Nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.panel import Panel
+from rich.table import Table
+
+from . import __version__
+from .cli_common import (ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
+                         MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RetriesOpt,
+                         RevisionOpt, TimeoutOpt, TokenOpt, console, fail, friendly_errors, print_json)
+from .config import default, default_cache_dir
+from .errors import UsageError
+
+app = typer.Typer(name="toxcmp", help="Compare LLM toxicity classifiers across inference backends.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+cache_app = typer.Typer(help="Inspect or clear the response cache.", no_args_is_help=True)
+policies_app = typer.Typer(help="List or show policies.", no_args_is_help=True)
+backends_app = typer.Typer(help="List inference backends.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+app.add_typer(policies_app, name="policies")
+app.add_typer(backends_app, name="backends")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"toxcmp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False) -> None:
+    """toxcmp: run a policy classifier on two backends; agreement, causes of disagreement, accuracy."""
+
+
+def read_input_text(text: Optional[str], file: Optional[Path]) -> str:
+    if file is not None:
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {file}: {exc.strerror}", "check the path") from None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{file} is not UTF-8 (invalid byte at offset {exc.start})",
+                             "re-encode it, e.g. iconv -f latin1 -t utf-8") from None
+    if text is None:
+        raise UsageError("no text given", "pass TEXT or --file PATH")
+    return text
+
+
+@app.command()
+@friendly_errors
+def classify(
+    text: Annotated[Optional[str], typer.Argument(help="Text to classify.")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read the text from a UTF-8 file.")] = None,
+    policy: PolicyOpt = default("policy", "toxic_simple"),
+    backend: Annotated[str, typer.Option("--backend", "-b", help="api or local (or a plugin).")] = default("backend", "api"),
+    model: ModelOpt = default("model", "smollm2-135m"),
+    revision: RevisionOpt = None,
+    max_new_tokens: MaxNewTokensOpt = None,
+    reasoning_effort: ReasoningOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    provider: ProviderOpt = "auto",
+    token: TokenOpt = None,
+    api_server: ApiServerOpt = "none",
+    concurrency: ConcurrencyOpt = 8,
+    timeout: TimeoutOpt = 120.0,
+    max_retries: RetriesOpt = 4,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Classify one text: binary label, fine-grained label, parse status, reasoning, content."""
+    from .backends import BackendConfig
+    from .config import GenerationConfig
+    from .core import respond, verdict_result
+    from .models import resolve_model
+    from .policies import load_policy
+
+    body = read_input_text(text, file)
+    policy_obj = load_policy(policy)
+    spec = resolve_model(model, revision)
+    generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort)
+    config = BackendConfig(device=device, dtype=dtype, base_url=base_url, provider=provider, token=token,
+                           concurrency=concurrency, timeout_s=timeout, max_retries=max_retries,
+                           cache_dir=cache_dir or default_cache_dir())
+    response = respond(policy_obj, body, spec, backend, generation, config, use_cache=not no_cache,
+                       api_server=api_server)
+    result = verdict_result(response, policy_obj)
+    if as_json:
+        data = result.to_dict()
+        print_json({k: data[k] for k in ("binary_label", "fine_grain_label", "parse_ok", "parse_error", "refusal",
+                                         "content", "reasoning", "backend", "model", "policy", "cached",
+                                         "latency_s", "served_by", "prompt_hash", "error")})
+    else:
+        console.print(verdict_panel(result))
+    if result.error:
+        raise typer.Exit(1)
+
+
+def verdict_panel(result) -> Panel:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    label = "—" if result.binary_label is None else ("[red]1 (violates)[/]" if result.binary_label else "[green]0 (safe)[/]")
+    status = "[green]ok[/]" if result.parse_ok else f"[yellow]{'refusal' if result.refusal else 'failed'}[/]: {result.parse_error}"
+    rows = [("binary label", label), ("fine-grained", result.fine_grain_label or "—"), ("parse", status),
+            ("content", _clip(result.content)), ("reasoning", _clip(result.reasoning) or "—"),
+            ("backend", f"{result.backend} ({result.served_by or '?'})"), ("model", result.model),
+            ("policy", result.policy), ("latency", f"{result.latency_s:.2f}s"), ("cached", str(result.cached))]
+    if result.error:
+        rows.append(("error", f"[red]{result.error}[/]"))
+    for key, value in rows:
+        table.add_row(key, value)
+    return Panel(table, title="toxcmp classify", expand=False)
+
+
+def _clip(text: str, limit: int = 600) -> str:
+    from rich.markup import escape
+
+    text = text.strip()
+    return escape(text if len(text) <= limit else text[:limit] + f"… ({len(text)} chars)")
+
+
+@app.command()
+@friendly_errors
+def render(
+    text: Annotated[str, typer.Argument(help="Text to render.")],
+    policy: PolicyOpt = default("policy", "toxic_simple"),
+    model: ModelOpt = default("model", "smollm2-135m"),
+    revision: RevisionOpt = None,
+    max_new_tokens: MaxNewTokensOpt = None,
+    reasoning_effort: ReasoningOpt = None,
+    cache_dir: CacheDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the prompt the local backend feeds and the request body the API backend sends."""
+    from .backends import BackendConfig
+    from .backends.local import LocalBackend
+    from .config import GenerationConfig
+    from .models import resolve_model
+    from .policies import load_policy
+    from .prompting import build_request
+
+    spec = resolve_model(model, revision)
+    generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort)
+    request = build_request(load_policy(policy), text, spec, generation)
+    prompt = LocalBackend(BackendConfig(cache_dir=cache_dir or default_cache_dir())).render(request)
+    body = {"model": spec.model_id, "messages": request.chat_messages(), "max_tokens": generation.max_new_tokens,
+            "temperature": generation.temperature, "seed": generation.seed, **request.template_options()}
+    if as_json:
+        print_json({"prompt_hash": request.prompt_hash, "local_prompt": prompt, "api_request": body})
+        return
+    console.print(Panel(_clip(prompt, 100_000), title=f"local prompt (hash {request.prompt_hash[:12]})"))
+    import json as _json
+
+    console.print(Panel(_clip(_json.dumps(body, indent=2, ensure_ascii=False), 100_000), title="api request body"))
+
+
+@app.command("verify-setup")
+@friendly_errors
+def verify_setup(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Check dependencies, backends, policies, models, cache and token without loading model weights."""
+    from .setup_check import run_checks
+
+    checks = run_checks(cache_dir or default_cache_dir())
+    failed = [c for c in checks if c.required and not c.ok]
+    if as_json:
+        print_json({"ok": not failed, "checks": [c.__dict__ for c in checks]})
+    else:
+        table = Table(title="toxcmp verify-setup")
+        for col in ("", "check", "detail", "fix"):
+            table.add_column(col)
+        for c in checks:
+            mark = "[green]✓[/]" if c.ok else ("[red]✗[/]" if c.required else "[yellow]✗[/]")
+            table.add_row(mark, c.name, c.detail, "" if c.ok else c.hint)
+        console.print(table)
+        console.print("[green]all required checks passed[/]" if not failed else f"[red]{len(failed)} required check(s) failed[/]")
+    if failed:
+        raise typer.Exit(1)
+
+
+@policies_app.command("list")
+@friendly_errors
+def policies_list(as_json: JsonOpt = False) -> None:
+    """Built-in policies."""
+    from .policies import builtin_names, load_policy
+
+    policies = [load_policy(n) for n in builtin_names()]
+    if as_json:
+        print_json([{"name": p.name, "labels": p.fine_grained_labels, "output": p.output, "sha256": p.sha256}
+                    for p in policies])
+        return
+    table = Table(title="policies")
+    for col in ("name", "answer", "fine-grained labels", "description"):
+        table.add_column(col)
+    for p in policies:
+        table.add_row(p.name, p.output, ", ".join(p.fine_grained_labels), p.description)
+    console.print(table)
+
+
+@policies_app.command("show")
+@friendly_errors
+def policies_show(name: Annotated[str, typer.Argument(help="Policy name or file.")]) -> None:
+    """Print a policy's text and label sets."""
+    from .policies import load_policy
+
+    p = load_policy(name)
+    labels = ", ".join(f"{n}→{v}" for n, v in p.categories)
+    console.print(Panel(_clip(p.text, 100_000), title=f"{p.name} ({p.output}; {labels}; sha256 {p.sha256[:12]})"))
+
+
+@backends_app.command("list")
+@friendly_errors
+def backends_list(as_json: JsonOpt = False) -> None:
+    """Registered backends (built-in and entry-point plugins)."""
+    from .backends import registry
+
+    reg = registry()
+    if as_json:
+        print_json(reg)
+        return
+    table = Table(title="backends")
+    table.add_column("name")
+    table.add_column("factory")
+    for name, target in sorted(reg.items()):
+        table.add_row(name, target)
+    console.print(table)
+
+
+@cache_app.command("info")
+@friendly_errors
+def cache_info(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Entries and bytes per backend and model."""
+    from .cache import ResponseCache
+
+    directory = cache_dir or default_cache_dir()
+    cache = ResponseCache(directory)
+    groups = cache.info()
+    cache.close()
+    if as_json:
+        print_json({"cache_dir": str(directory), "groups": [g.__dict__ for g in groups],
+                    "entries": sum(g.entries for g in groups), "bytes": sum(g.bytes for g in groups)})
+        return
+    table = Table(title=f"response cache at {directory}")
+    for col in ("backend", "model", "entries", "bytes"):
+        table.add_column(col, justify="right" if col in ("entries", "bytes") else "left")
+    for g in groups:
+        table.add_row(g.backend, g.model, str(g.entries), f"{g.bytes:,}")
+    table.add_row("[bold]total", "", str(sum(g.entries for g in groups)), f"{sum(g.bytes for g in groups):,}")
+    console.print(table)
+
+
+@cache_app.command("clear")
+@friendly_errors
+def cache_clear(
+    backend: Annotated[Optional[str], typer.Option("--backend", help="Only this backend's entries.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Only this model's entries (alias or id).")] = None,
+    models: Annotated[bool, typer.Option("--models", help="Also free models loaded in this process and delete converted bundled models.")] = False,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Delete cached responses (all, or by backend/model)."""
+    from .cache import ResponseCache
+
+    directory = cache_dir or default_cache_dir()
+    model_id = model
+    if model:
+        from .models import model_aliases, resolve_model
+
+        if model in model_aliases():
+            model_id = resolve_model(model).model_id
+    cache = ResponseCache(directory)
+    removed = cache.clear(backend=backend, model=model_id)
+    cache.close()
+    console.print(f"removed {removed} cached response(s) from {directory}")
+    if models:
+        import shutil
+
+        from .backends.local import LocalModelCache
+
+        freed = LocalModelCache.clear() if "torch" in __import__("sys").modules else 0
+        converted = Path(directory) / "models"
+        if converted.is_dir():
+            shutil.rmtree(converted)
+        console.print(f"freed {freed} loaded model(s); removed converted models under {converted}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - interactive only
+        fail("interrupted", 130)

@@ -1,0 +1,77 @@
+"""Shared CLI plumbing: option aliases, error mapping, console."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import ToxcmpError
+
+console = Console()
+err_console = Console(stderr=True)
+
+PolicyOpt = Annotated[str, typer.Option("--policy", "-p", help="Built-in policy name or path to a policy .md file.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model alias, Hub id (owner/name) or local model dir.")]
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Model revision (branch, tag or commit).")]
+CacheDirOpt = Annotated[Optional[Path], typer.Option("--cache-dir", envvar="TOXCMP_CACHE_DIR",
+                                                    help="Response/model cache dir [default: ~/.cache/toxcmp].")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the response cache.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a rich view.")]
+MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="Generation budget.")]
+ReasoningOpt = Annotated[Optional[str], typer.Option("--reasoning-effort", help="gpt-oss: low, medium or high.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="local: auto, cpu, cuda, cuda:N, mps.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="local: auto, float32, bfloat16, float16.")]
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="api: any OpenAI-compatible server URL.")]
+ProviderOpt = Annotated[str, typer.Option("--provider", help="api: Inference Provider name or auto.")]
+TokenOpt = Annotated[Optional[str], typer.Option("--token", help="api: HF token [default: $HF_TOKEN]; never printed.",
+                                                 show_default=False)]
+ApiServerOpt = Annotated[str, typer.Option("--api-server", help="api: 'local' starts transformers serve on 127.0.0.1 "
+                                                                "for the same model; 'none' uses --base-url/provider.")]
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="api: requests in flight.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="api: seconds per request.")]
+RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="api: retries on 408/429/5xx/timeouts.")]
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("TOXCMP_DEBUG", "") not in ("", "0", "false")
+
+
+def fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Domain errors → one line on stderr and a non-zero exit; a traceback only with TOXCMP_DEBUG=1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except ToxcmpError as exc:
+            if debug_enabled():
+                raise
+            fail(exc.one_line(), exc.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("interrupted; finished work is kept in the cache")
+            raise typer.Exit(130)
+        except Exception as exc:  # noqa: BLE001 - last line of defence
+            if debug_enabled():
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            fail(f"{type(exc).__name__}: {first} (set TOXCMP_DEBUG=1 for a traceback)", 2)
+
+    return wrapper
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")

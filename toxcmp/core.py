@@ -1,0 +1,105 @@
+"""The public API: `classify` and `get_model_response`."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterator
+
+from .backends import BackendConfig, get_backend
+from .cache import ResponseCache
+from .config import GenerationConfig, default, default_cache_dir
+from .models import ModelSpec, resolve_model
+from .parsing import parse_verdict
+from .policies import Policy, load_policy
+from .prompting import build_request
+from .results import ClassificationResult, ModelResponse
+from .runner import run_requests
+
+
+class InferenceBackend(str, Enum):
+    API = "api"
+    LOCAL = "local"
+
+
+_GENERATION_KEYS = set(GenerationConfig.__dataclass_fields__)
+_BACKEND_KEYS = set(BackendConfig.__dataclass_fields__)
+_OTHER_KEYS = {"use_cache", "revision", "api_server"}
+
+
+def split_options(options: dict[str, Any]) -> tuple[GenerationConfig, BackendConfig, dict[str, Any]]:
+    unknown = set(options) - _GENERATION_KEYS - _BACKEND_KEYS - _OTHER_KEYS
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    generation = GenerationConfig.from_defaults(**{k: v for k, v in options.items() if k in _GENERATION_KEYS})
+    backend_config = BackendConfig(**{k: v for k, v in options.items() if k in _BACKEND_KEYS})
+    return generation, backend_config, {k: options[k] for k in _OTHER_KEYS if k in options}
+
+
+@contextlib.contextmanager
+def api_server_for(backend: str, api_server: str | None, spec: ModelSpec,
+                   config: BackendConfig) -> Iterator[BackendConfig]:
+    """With `api_server="local"`, start `transformers serve` for `spec` and point the API config at it."""
+    if backend != InferenceBackend.API.value or api_server in (None, "none", ""):
+        yield config
+        return
+    if api_server != "local":
+        from .errors import UsageError
+
+        raise UsageError(f"unknown --api-server {api_server!r}", "use 'local' or 'none'")
+    from .backends.server import local_api_server
+
+    with local_api_server(spec, config.cache_dir) as server:
+        yield replace(config, base_url=server.base_url, served_model=server.served_model,
+                      endpoint_label=f"transformers-serve:{spec.model_id}")
+
+
+def respond(policy: Policy, text: str, spec: ModelSpec, backend: str, generation: GenerationConfig,
+            config: BackendConfig, use_cache: bool = True, api_server: str | None = None) -> ModelResponse:
+    request = build_request(policy, text, spec, generation)
+    with api_server_for(backend, api_server, spec, config) as effective:
+        engine = get_backend(backend, effective)
+        cache = ResponseCache(Path(effective.cache_dir or default_cache_dir())) if use_cache else None
+        try:
+            return run_requests(engine, [request], cache)[0]
+        finally:
+            engine.close()
+            if cache is not None:
+                cache.close()
+
+
+def get_model_response(text: str, policy: str | Policy = "toxic_simple", model: str | ModelSpec | None = None,
+                       backend: InferenceBackend | str = InferenceBackend.API, **options: Any) -> ModelResponse:
+    """Send one text under one policy to one backend; the raw response (content, reasoning, latency, cached)."""
+    policy_obj = policy if isinstance(policy, Policy) else load_policy(policy)
+    generation, config, rest = split_options(options)
+    model = model or default("model", "smollm2-135m")
+    spec = model if isinstance(model, ModelSpec) else resolve_model(model, rest.get("revision"))
+    backend_name = backend.value if isinstance(backend, InferenceBackend) else str(backend)
+    return respond(policy_obj, text, spec, backend_name, generation, config, rest.get("use_cache", True),
+                   rest.get("api_server"))
+
+
+def verdict_result(response: ModelResponse, policy: Policy) -> ClassificationResult:
+    verdict = parse_verdict(response.content, policy) if response.ok else None
+    if response.ok and not response.content and response.reasoning:
+        parse_error = "no final answer (output ended in the analysis channel; raise max_new_tokens?)"
+    else:
+        parse_error = verdict.parse_error if verdict else f"backend error: {response.error}"
+    return ClassificationResult(
+        binary_label=verdict.binary_label if verdict else None,
+        fine_grain_label=verdict.fine_grain_label if verdict else None,
+        parse_ok=bool(verdict and verdict.parse_ok), parse_error=parse_error,
+        refusal=bool(verdict and verdict.refusal), content=response.content, reasoning=response.reasoning,
+        backend=response.backend, model=response.model, policy=policy.name, cached=response.cached,
+        latency_s=response.latency_s, prompt_hash=response.prompt_hash, served_by=response.served_by,
+        error=response.error)
+
+
+def classify(text: str, policy: str | Policy = "toxic_simple", model: str | ModelSpec | None = None,
+             backend: InferenceBackend | str = InferenceBackend.API, **options: Any) -> ClassificationResult:
+    """Classify one text: binary label, fine-grained label, reasoning, content and parse status."""
+    policy_obj = policy if isinstance(policy, Policy) else load_policy(policy)
+    return verdict_result(get_model_response(text, policy_obj, model, backend, **options), policy_obj)

