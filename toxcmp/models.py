@@ -80,7 +80,9 @@ def bundled_gguf_path(spec: ModelSpec) -> Path:
 
 def converted_dir(spec: ModelSpec, cache_dir: Path | None = None) -> Path:
     safe_rev = spec.revision.replace("/", "_").replace("=", "-")
-    return (cache_dir or default_cache_dir()) / "models" / f"{spec.name}-{safe_rev}"
+    root = Path(os.environ["TOXCMP_MODELS_DIR"]) if os.environ.get("TOXCMP_MODELS_DIR") else (
+        Path(cache_dir or default_cache_dir()) / "models")
+    return root / f"{spec.name}-{safe_rev}"
 
 
 def materialize(spec: ModelSpec, cache_dir: Path | None = None) -> str:

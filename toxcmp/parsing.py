@@ -154,7 +154,7 @@ def parse_verdict(content: str, policy: Policy) -> Verdict:
         return Verdict(None, None, False, "empty answer")
     fenced = _FENCE.match(text)
     body = fenced.group(1).strip() if fenced else text
-    if body.startswith("{") and body.endswith("}"):
+    if body.startswith("{"):
         try:
             return _parse_json(json.loads(body), policy)
         except json.JSONDecodeError as exc:

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+
+os.environ["COLUMNS"] = "120"  # fixed console width for rich/CliRunner output, before toxcmp imports rich
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TOXICCHAT_CSV = SHARED_DATA / "toxicchat0124" / "test.csv"
+RECORDED = SHARED_DATA / "gptoss_recorded"
+
+
+def require_shared(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared test data not found at {path} (clone next to ../shared/)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """Converted bundled models are shared by the whole session (the GGUF conversion takes ~30 s)."""
+    path = Path(os.environ.get("TOXCMP_TEST_MODELS_DIR") or tmp_path_factory.mktemp("models"))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch, models_dir):
+    """Every test gets its own cache dir and no HF token."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TOXCMP_CACHE_DIR", str(cache))
+    monkeypatch.setenv("TOXCMP_MODELS_DIR", str(models_dir))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("TOXCMP_DEBUG", raising=False)
+    return cache
+
+
+@pytest.fixture
+def cli():
+    from typer.testing import CliRunner
+
+    from toxcmp.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str, **kwargs):
+        return runner.invoke(app, list(args), **kwargs)
+
+    return invoke
