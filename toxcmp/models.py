@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -60,11 +61,18 @@ def resolve_model(name: str, revision: str | None = None) -> ModelSpec:
     path = Path(name).expanduser()
     if path.is_dir():
         return ModelSpec(name=name, model_id=str(path.resolve()), revision=revision or "local",
-                         harmony="gpt-oss" in path.name or "gpt_oss" in path.name, local_path=str(path.resolve()))
+                         harmony=_is_gpt_oss_dir(path), local_path=str(path.resolve()))
     parts = name.split("/")
     if len(parts) == 2 and all(parts) and not name.startswith((".", "/")):
         return ModelSpec(name=name, model_id=name, revision=revision or "main", harmony="gpt-oss" in name)
     raise UnknownNameError("model", name, list(aliases), "or pass a Hub id (owner/name) or a local model directory")
+
+
+def _is_gpt_oss_dir(path: Path) -> bool:
+    try:
+        return json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type") == "gpt_oss"
+    except (OSError, ValueError, AttributeError):
+        return "gpt-oss" in path.name
 
 
 def bundled_gguf_path(spec: ModelSpec) -> Path:

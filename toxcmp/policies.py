@@ -79,7 +79,7 @@ def load_policy(name_or_path: str | Path) -> Policy:
     if builtin.is_file() and candidate.name == str(name_or_path):
         return parse_policy_file(builtin)
     if candidate.suffix or candidate.exists() or "/" in str(name_or_path):
-        if not candidate.is_file():
+        if not candidate.exists():
             raise PolicyError(f"policy file not found: {candidate}", "pass a built-in name or an existing .md file")
         return parse_policy_file(candidate)
     raise UnknownNameError("policy", str(name_or_path), builtin_names(), "or pass a path to a policy .md file")

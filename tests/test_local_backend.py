@@ -1,0 +1,99 @@
+"""The `local` backend on real models: the bundled SmolLM2-135M and a tiny random gpt-oss."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from toxcmp import InferenceBackend, classify, get_model_response
+from toxcmp.backends.local import LocalModelCache
+
+pytestmark = pytest.mark.slow
+
+
+def test_classify_local_smollm_then_cached(cli):
+    args = ("classify", "you are an idiot", "--backend", "local", "--model", "smollm2-135m", "--json")
+    first = cli(*args)
+    assert first.exit_code == 0, first.output
+    data = json.loads(first.stdout)
+    assert set(data) >= {"binary_label", "fine_grain_label", "parse_ok", "parse_error", "content", "reasoning",
+                         "backend", "model", "policy", "cached", "latency_s"}
+    assert data["backend"] == "local" and data["model"] == "smollm2-135m" and data["cached"] is False
+    assert data["content"] and (data["parse_ok"] or data["parse_error"])
+    second = json.loads(cli(*args).stdout)
+    assert second["cached"] is True and second["content"] == data["content"]
+
+
+def test_rich_panel_output(cli):
+    result = cli("classify", "hello", "--backend", "local", "--max-new-tokens", "4")
+    assert result.exit_code == 0 and "binary label" in result.output and "parse" in result.output
+
+
+def test_library_api_local_and_model_loaded_once():
+    before = LocalModelCache.loads
+    a = classify("what topics should i start on youtube", model="smollm2-135m", backend=InferenceBackend.LOCAL,
+                 max_new_tokens=8, use_cache=False)
+    b = get_model_response("guia de estudo javascript", model="smollm2-135m", backend="local", max_new_tokens=8,
+                           use_cache=False)
+    assert a.backend == "local" and b.content and not b.cached and b.latency_s > 0
+    assert LocalModelCache.loads - before <= 1  # second call reused the loaded model
+    assert len([k for k in LocalModelCache.loaded() if k[0] == "smollm2-135m"]) == 1
+
+
+def test_greedy_is_deterministic():
+    kwargs = dict(model="smollm2-135m", backend="local", max_new_tokens=12, use_cache=False)
+    assert get_model_response("Tell me a joke", **kwargs).content == get_model_response("Tell me a joke", **kwargs).content
+
+
+def test_text_longer_than_context_is_a_clear_error(cli):
+    long_text = "idiot " * 9000  # > 8192 tokens of SmolLM2 context
+    result = cli("classify", long_text, "--backend", "local", "--json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert "exceeds the model's 8192-token context" in data["error"] and data["parse_ok"] is False
+
+
+def test_cache_clear_models_frees_loaded_models(cli):
+    get_model_response("hi", model="smollm2-135m", backend="local", max_new_tokens=2, use_cache=False)
+    assert LocalModelCache.loaded()
+    result = cli("cache", "clear", "--models")
+    assert result.exit_code == 0 and LocalModelCache.loaded() == []
+
+
+@pytest.fixture(scope="module")
+def tiny_gptoss(tmp_path_factory):
+    from .fixtures.tiny_gptoss import build_tiny_gptoss
+
+    return build_tiny_gptoss(tmp_path_factory.mktemp("gpt-oss-tiny") / "model")
+
+
+def test_gpt_oss_path_render_generate_decode_parse(tiny_gptoss, cli):
+    rendered = json.loads(cli("render", "hello there", "--model", str(tiny_gptoss), "--reasoning-effort", "high",
+                              "--json").stdout)
+    prompt = rendered["local_prompt"]
+    assert "Reasoning: high" in prompt and "<|start|>developer<|message|># Instructions" in prompt
+    assert prompt.endswith("<|start|>user<|message|>hello there<|end|><|start|>assistant")
+    assert rendered["api_request"]["reasoning_effort"] == "high"
+
+    response = get_model_response("hello there", model=str(tiny_gptoss), backend="local", max_new_tokens=40,
+                                  reasoning_effort="high", use_cache=False)
+    assert response.ok and response.raw_text and response.finish_reason in ("stop", "length")
+    result = classify("hello there", model=str(tiny_gptoss), backend="local", max_new_tokens=40,
+                      reasoning_effort="high", use_cache=False)
+    # random weights: the answer is noise, and the parser must say so rather than invent a label
+    assert result.parse_ok or result.parse_error
+    if not result.parse_ok:
+        assert result.binary_label is None
+
+
+def test_gpt_oss_special_tokens_survive_decoding(tiny_gptoss):
+    from toxcmp.backends import BackendConfig
+    from toxcmp.backends.local import LocalBackend
+
+    backend = LocalBackend(BackendConfig())
+    from toxcmp.models import resolve_model
+
+    loaded = backend.load(resolve_model(str(tiny_gptoss)))
+    ids = loaded.tokenizer("<|channel|>final<|message|>1<|return|>", add_special_tokens=False)["input_ids"]
+    assert loaded.tokenizer.decode(ids, skip_special_tokens=False) == "<|channel|>final<|message|>1<|return|>"
