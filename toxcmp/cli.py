@@ -21,9 +21,11 @@ app = typer.Typer(name="toxcmp", help="Compare LLM toxicity classifiers across i
 cache_app = typer.Typer(help="Inspect or clear the response cache.", no_args_is_help=True)
 policies_app = typer.Typer(help="List or show policies.", no_args_is_help=True)
 backends_app = typer.Typer(help="List inference backends.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks (ratios against a baseline run in the same process).", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 app.add_typer(policies_app, name="policies")
 app.add_typer(backends_app, name="backends")
+app.add_typer(bench_app, name="bench")
 
 
 def _version(value: bool) -> None:
@@ -290,6 +292,26 @@ def cache_clear(
         if converted.is_dir():
             shutil.rmtree(converted)
         console.print(f"freed {freed} loaded model(s); removed converted models under {converted}")
+
+
+@bench_app.command("api")
+@friendly_errors
+def bench_api(
+    requests: Annotated[int, typer.Option("--requests", min=1, help="Requests per concurrency level.")] = 64,
+    delay: Annotated[float, typer.Option("--delay", min=0.0, help="Seconds the endpoint waits per request.")] = 0.1,
+    as_json: JsonOpt = False,
+) -> None:
+    """api backend requests/s at concurrency 1 vs 16 against a fixed-delay loopback endpoint."""
+    from .bench import bench_api as run
+
+    result = run(requests, delay)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    console.print(f"[dim]{result.note}[/]")
+    console.print(f"{result.requests} requests, {result.delay_s:g}s delay each: "
+                  f"c1 {result.rps_c1:.1f} req/s · c16 {result.rps_c16:.1f} req/s · "
+                  f"speedup [bold]{result.speedup:.1f}×[/] (ideal 16×) · errors {result.errors} · retries {result.retries}")
 
 
 def main() -> None:

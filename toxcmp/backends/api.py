@@ -55,9 +55,11 @@ def _retry_after_s(headers: Any) -> float | None:
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
-def backoff_delay(attempt: int, retry_after: float | None, base: float = _RETRY_BASE_S) -> float:
+def backoff_delay(attempt: int, retry_after: float | None, base: float | None = None) -> float:
+    """Retry-After when the server sent one (capped at 2 min), else exponential backoff with jitter."""
     if retry_after is not None:
         return min(retry_after, 120.0)
+    base = _RETRY_BASE_S if base is None else base
     return min(_RETRY_CAP_S, base * 2**attempt) * (0.5 + random.random() / 2)
 
 

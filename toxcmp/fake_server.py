@@ -1,0 +1,111 @@
+"""A scriptable OpenAI-compatible chat server on 127.0.0.1, for benchmarks and for failure modes a real server
+won't produce on demand (429 storms, 5xx, timeouts, malformed bodies, provider quirks). Never a model:
+its answers are whatever the script says, or an echo of a fixed label.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None  # dict → JSON; str/bytes → sent as is
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+def completion(content: str = "0", reasoning: str | None = None, reasoning_key: str = "reasoning",
+               model: str = "fake-model") -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning is not None:
+        message[reasoning_key] = reasoning
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog (5) resets connections under concurrency 16
+
+
+class FakeChatServer:
+    """`with FakeChatServer(models=["m"], delay_s=0.1) as s: s.base_url` — scripted replies, then the default."""
+
+    def __init__(self, models: list[str] | None = None, delay_s: float = 0.0, default: Reply | None = None):
+        self.models = models or ["fake-model"]
+        self.delay_s = delay_s
+        self.default = default or Reply(body=completion())
+        self.script: deque[Reply] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> "FakeChatServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self):
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def _send(self, reply: Reply) -> None:
+                body = reply.body
+                data = json.dumps(body).encode() if isinstance(body, (dict, list)) else (
+                    body.encode() if isinstance(body, str) else (body or b""))
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(Reply(body={"object": "list", "data": [{"id": m, "object": "model"} for m in outer.models]}))
+                elif self.path.startswith("/health"):
+                    self._send(Reply(body={"status": "ok"}))
+                else:
+                    self._send(Reply(status=404, body={"error": "not found"}))
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                payload = json.loads(self.rfile.read(length) or b"{}")
+                with outer._lock:
+                    outer.requests.append(payload)
+                    reply = outer.script.popleft() if outer.script else outer.default
+                    outer.in_flight += 1
+                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                time.sleep(reply.delay_s or outer.delay_s)
+                with outer._lock:
+                    outer.in_flight -= 1  # before replying: the client may send its next request at once
+                self._send(reply)
+
+        return Handler
