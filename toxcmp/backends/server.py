@@ -62,6 +62,7 @@ class LocalServer:
         return cmd
 
     def start(self) -> "LocalServer":
+        _exit_on_sigterm()
         env = dict(os.environ)
         if self.offline:
             env["HF_HUB_OFFLINE"] = "1"
@@ -118,6 +119,19 @@ class LocalServer:
 
     def __hash__(self) -> int:
         return id(self)
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM normally kills Python without unwinding; turn it into SystemExit so `with` blocks stop servers."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        def handler(signum, frame):  # noqa: ARG001
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, handler)
 
 
 @atexit.register

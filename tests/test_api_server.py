@@ -1,0 +1,140 @@
+"""The api backend against a real `transformers serve` on 127.0.0.1 serving the same model as `local`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from toxcmp.backends import BackendConfig, get_backend
+from toxcmp.backends.server import LocalServer, local_api_server
+from toxcmp.config import GenerationConfig
+from toxcmp.models import resolve_model
+from toxcmp.policies import load_policy
+from toxcmp.prompting import build_request
+from toxcmp.runner import run_requests
+
+from .conftest import TOXICCHAT_CSV, require_shared
+
+pytestmark = pytest.mark.slow
+PARITY_ROWS = 24
+
+
+@pytest.fixture(scope="session")
+def smol_server(models_dir):
+    os.environ["TOXCMP_MODELS_DIR"] = str(models_dir)
+    with local_api_server(resolve_model("smollm2-135m")) as server:
+        yield server
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie still answers kill(0); it is dead for our purposes
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_server_listens_on_loopback_only(smol_server):
+    assert smol_server.base_url.startswith("http://127.0.0.1:")
+    cmd = smol_server.command()
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout if _has("ss") else ""
+    for line in out.splitlines():
+        if f":{smol_server.port} " in line:
+            assert "127.0.0.1:" in line, line
+
+
+def _has(cmd: str) -> bool:
+    import shutil
+
+    return shutil.which(cmd) is not None
+
+
+def test_classify_through_base_url(cli, smol_server):
+    result = cli("classify", "you are an idiot", "--backend", "api", "--base-url", smol_server.base_url,
+                 "--model", smollm_dir(smol_server), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["backend"] == "api" and data["content"] and data["served_by"] == smol_server.base_url
+
+
+def smollm_dir(server) -> str:
+    return server.served_model
+
+
+def test_api_and_local_give_identical_answers_on_real_toxicchat_rows(smol_server):
+    require_shared(TOXICCHAT_CSV)
+    with open(TOXICCHAT_CSV, encoding="utf-8", newline="") as fh:
+        rows = [r for _, r in zip(range(PARITY_ROWS), csv.DictReader(fh))]
+    spec = resolve_model("smollm2-135m")
+    policy = load_policy("toxic_simple")
+    requests = [build_request(policy, r["user_input"], spec, GenerationConfig(max_new_tokens=24)) for r in rows]
+    local = get_backend("local", BackendConfig())
+    api = get_backend("api", BackendConfig(base_url=smol_server.base_url, served_model=smol_server.served_model,
+                                           concurrency=4))
+    local_out = run_requests(local, requests)
+    api_out = run_requests(api, requests)
+    mismatches = [(r["conv_id"][:10], lo.content, ap.content) for r, lo, ap in zip(rows, local_out, api_out)
+                  if lo.content != ap.content or not lo.ok or not ap.ok]
+    assert not mismatches, "\n".join(f"{cid}\n  local: {lo!r}\n  api:   {ap!r}" for cid, lo, ap in mismatches)
+    assert len(rows) == PARITY_ROWS
+
+
+def test_api_server_local_from_cli_leaves_no_orphan(cli):
+    before = set(_serve_pids())
+    result = cli("classify", "hello", "--backend", "api", "--api-server", "local", "--max-new-tokens", "4", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["backend"] == "api"
+    time.sleep(0.5)
+    assert set(_serve_pids()) - before == set()
+
+
+def _serve_pids() -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
+    pids = []
+    for line in out.splitlines():
+        pid, stat, args = line.strip().split(None, 2)
+        if " serve " in f" {args} " and "--host 127.0.0.1" in args and not stat.startswith("Z"):
+            pids.append(int(pid))
+    return pids
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_the_spawned_server(sig, models_dir):
+    code = (
+        "import sys, time\n"
+        "from toxcmp.backends.server import local_api_server\n"
+        "from toxcmp.models import resolve_model\n"
+        "with local_api_server(resolve_model('smollm2-135m')) as s:\n"
+        "    print(s.process.pid, flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    env = dict(os.environ, TOXCMP_MODELS_DIR=str(models_dir))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    server_pid = int(proc.stdout.readline())
+    assert _alive(server_pid)
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    deadline = time.time() + 15
+    while _alive(server_pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _alive(server_pid), "transformers serve survived its parent"
+
+
+def test_server_start_failure_is_clear(tmp_path):
+    from toxcmp.errors import BackendError
+
+    with pytest.raises(BackendError, match="exited during start-up|did not answer"):
+        with LocalServer(str(tmp_path), startup_timeout_s=60):
+            pass
