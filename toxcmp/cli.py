@@ -98,9 +98,10 @@ def classify(
     result = verdict_result(response, policy_obj)
     if as_json:
         data = result.to_dict()
-        print_json({k: data[k] for k in ("binary_label", "fine_grain_label", "parse_ok", "parse_error", "refusal",
+        print_json(dict({k: data[k] for k in ("binary_label", "fine_grain_label", "parse_ok", "parse_error", "refusal",
                                          "content", "reasoning", "backend", "model", "policy", "cached",
-                                         "latency_s", "served_by", "prompt_hash", "error")})
+                                         "latency_s", "served_by", "prompt_hash", "error")},
+                    retries=response.retries))
     else:
         console.print(verdict_panel(result))
     if result.error:

@@ -1,0 +1,153 @@
+"""Paired agreement and accuracy statistics. Pure functions over sequences; results are frozen dataclasses.
+
+Labels are 0/1 or None (no verdict: parse failure, refusal, error). Agreement counts None == None as agreement
+only when `count_missing_as_label` is set; by default pairs with a missing side are excluded and counted.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Proportion:
+    successes: int
+    n: int
+    value: float
+    low: float
+    high: float
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> Proportion:
+    """Wilson score interval; well-behaved at 0 and n, unlike the normal approximation."""
+    if n == 0:
+        return Proportion(0, 0, float("nan"), float("nan"), float("nan"))
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return Proportion(successes, n, p, max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _pairs(a: Sequence[object], b: Sequence[object]) -> list[tuple[object, object]]:
+    if len(a) != len(b):
+        raise ValueError(f"paired sequences differ in length: {len(a)} vs {len(b)}")
+    return [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+
+
+def agreement(a: Sequence[object], b: Sequence[object]) -> Proportion:
+    pairs = _pairs(a, b)
+    return wilson(sum(x == y for x, y in pairs), len(pairs))
+
+
+def cohen_kappa(a: Sequence[object], b: Sequence[object]) -> float:
+    pairs = _pairs(a, b)
+    n = len(pairs)
+    if n == 0:
+        return float("nan")
+    labels = sorted({x for x, _ in pairs} | {y for _, y in pairs}, key=str)
+    po = sum(x == y for x, y in pairs) / n
+    pe = sum((sum(x == k for x, _ in pairs) / n) * (sum(y == k for _, y in pairs) / n) for k in labels)
+    if pe == 1.0:
+        return 1.0 if po == 1.0 else float("nan")
+    return (po - pe) / (1 - pe)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    low: float
+    high: float
+
+
+def kappa_with_bootstrap(a: Sequence[object], b: Sequence[object], resamples: int = 2000,
+                         seed: int = 0) -> Estimate:
+    """Cohen's kappa with a percentile bootstrap 95 % CI over example pairs."""
+    pairs = _pairs(a, b)
+    value = cohen_kappa([x for x, _ in pairs], [y for _, y in pairs])
+    if len(pairs) < 2:
+        return Estimate(value, float("nan"), float("nan"))
+    rng = random.Random(seed)
+    stats = []
+    for _ in range(resamples):
+        sample = [pairs[rng.randrange(len(pairs))] for _ in pairs]
+        k = cohen_kappa([x for x, _ in sample], [y for _, y in sample])
+        if not math.isnan(k):
+            stats.append(k)
+    if not stats:
+        return Estimate(value, float("nan"), float("nan"))
+    stats.sort()
+    return Estimate(value, stats[int(0.025 * (len(stats) - 1))], stats[int(0.975 * (len(stats) - 1))])
+
+
+@dataclass(frozen=True)
+class McNemar:
+    only_a_correct: int
+    only_b_correct: int
+    p_value: float
+
+
+def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> McNemar:
+    """Exact (binomial) McNemar test on discordant pairs of per-example correctness."""
+    if len(a_correct) != len(b_correct):
+        raise ValueError("paired sequences differ in length")
+    b = sum(1 for x, y in zip(a_correct, b_correct) if x and not y)
+    c = sum(1 for x, y in zip(a_correct, b_correct) if y and not x)
+    n = b + c
+    if n == 0:
+        return McNemar(b, c, 1.0)
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return McNemar(b, c, min(1.0, 2 * tail))
+
+
+@dataclass(frozen=True)
+class Confusion:
+    tp: float
+    fp: float
+    fn: float
+    tn: float
+    missing: int  # examples without a prediction (excluded)
+
+
+def confusion(truth: Sequence[int], predicted: Sequence[int | None],
+              weights: Sequence[float] | None = None) -> Confusion:
+    weights = weights or [1.0] * len(truth)
+    tp = fp = fn = tn = 0.0
+    missing = 0
+    for t, p, w in zip(truth, predicted, weights):
+        if p is None:
+            missing += 1
+        elif t == 1 and p == 1:
+            tp += w
+        elif t == 0 and p == 1:
+            fp += w
+        elif t == 1 and p == 0:
+            fn += w
+        else:
+            tn += w
+    return Confusion(tp, fp, fn, tn, missing)
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    accuracy: Proportion
+    precision: Proportion
+    recall: Proportion
+    f1: float
+    confusion: Confusion
+
+
+def accuracy_report(truth: Sequence[int], predicted: Sequence[int | None]) -> Accuracy:
+    """Accuracy, precision and recall with Wilson CIs, F1, and the confusion matrix (unweighted)."""
+    cm = confusion(truth, predicted)
+    tp, fp, fn, tn = (int(round(v)) for v in (cm.tp, cm.fp, cm.fn, cm.tn))
+    precision = wilson(tp, tp + fp)
+    recall = wilson(tp, tp + fn)
+    f1 = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else float("nan")
+    return Accuracy(wilson(tp + tn, tp + fp + fn + tn), precision, recall, f1, cm)
