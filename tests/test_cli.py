@@ -52,13 +52,23 @@ def _assert_one_line_error(result, *needles):
     (["classify", "hi", "--policy", "nope"], ["unknown policy", "toxic_simple"]),
     (["classify", "hi", "--backend", "nope"], ["unknown backend", "api, local"]),
     (["classify", "hi", "--model", "nope"], ["unknown model", "smollm2-135m"]),
-    (["classify", "hi", "--backend", "api", "--provider", "nope"], ["unknown provider", "groq"]),
+    (["classify", "hi", "--backend", "api", "--model", "gpt-oss-20b", "--provider", "nope"], ["unknown provider", "groq"]),
     (["classify", "hi", "--backend", "api", "--api-server", "remote"], ["--api-server"]),
     (["classify"], ["no text given"]),
+    (["classify", "hi", "--backend", "api", "--model", "smollm2-135m"], ["bundled model", "--api-server local"]),
+    (["classify", "hi", "--backend", "api", "--model", "gpt-oss-20b"], ["need a Hugging Face token", "HF_TOKEN"]),
     (["policies", "show", "nope"], ["unknown policy"]),
 ])
 def test_bad_input_is_one_line_without_traceback(cli, args, needles):
     _assert_one_line_error(cli(*args), *needles)
+
+
+def test_offline_hub_is_named_and_token_not_echoed(cli, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_SENTINELtoken1234567890")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = cli("classify", "hi", "--backend", "api", "--model", "gpt-oss-20b")
+    _assert_one_line_error(result, "HF_HUB_OFFLINE=1 blocks Inference Providers")
+    assert "SENTINEL" not in result.output
 
 
 def test_non_utf8_input_file(cli, tmp_path):

@@ -43,6 +43,11 @@ def api_server_for(backend: str, api_server: str | None, spec: ModelSpec,
                    config: BackendConfig) -> Iterator[BackendConfig]:
     """With `api_server="local"`, start `transformers serve` for `spec` and point the API config at it."""
     if backend != InferenceBackend.API.value or api_server in (None, "none", ""):
+        if backend == InferenceBackend.API.value and spec.is_bundled and not config.base_url:
+            from .errors import UsageError
+
+            raise UsageError(f"{spec.name} is a bundled model that no Inference Provider serves",
+                             "add --api-server local (or --base-url URL), or use --backend local")
         yield config
         return
     if api_server != "local":

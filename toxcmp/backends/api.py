@@ -98,12 +98,19 @@ class ApiBackend:
 
     def __init__(self, config: BackendConfig):
         self.config = config
+        if not config.base_url and config.provider not in valid_providers():
+            raise UnknownNameError("provider", config.provider, valid_providers())
         self._token = config.token or os.environ.get("HF_TOKEN") or None
+        if not config.base_url and not self._token:
+            from huggingface_hub import get_token
+
+            self._token = get_token()  # `hf auth login` stores one
+            if not self._token:
+                raise BackendError("Inference Providers need a Hugging Face token",
+                                   "set HF_TOKEN, pass --token, or run `hf auth login`")
         self.base_url = config.base_url.rstrip("/") if config.base_url else None
         if self.base_url and not self.base_url.endswith("/v1"):
             self.base_url = f"{self.base_url}/v1"
-        if not self.base_url and config.provider not in valid_providers():
-            raise UnknownNameError("provider", config.provider, valid_providers())
         if config.concurrency < 1:
             raise BackendError(f"concurrency must be ≥ 1, got {config.concurrency}", "pass --concurrency 1 or more")
         self.served_model = config.served_model
@@ -229,6 +236,9 @@ class ApiBackend:
             except (json.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
                 return self._error(request, started, attempt, f"malformed response: {type(exc).__name__}: {exc}")
             except Exception as exc:  # connection errors and other transport failures
+                if type(exc).__name__ == "OfflineModeIsEnabled":
+                    raise BackendError("HF_HUB_OFFLINE=1 blocks Inference Providers",
+                                       "unset HF_HUB_OFFLINE, or use --base-url / --api-server local") from None
                 if not _is_transport_error(exc):
                     return self._error(request, started, attempt, f"{type(exc).__name__}: {exc}")
                 last_error = f"connection error: {type(exc).__name__}"
