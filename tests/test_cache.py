@@ -141,3 +141,19 @@ def test_sqlite_is_really_used(tmp_path):
     ResponseCache(tmp_path).close()
     con = sqlite3.connect(tmp_path / "responses" / "cache.db")
     assert con.execute("select count(*) from Cache").fetchone() == (0,)
+
+
+def test_third_party_backend_via_entry_point(monkeypatch, cli):
+    from importlib.metadata import EntryPoint
+
+    import toxcmp.backends as backends
+
+    plugin = EntryPoint(name="echo", value="tests.test_cache:CountingEchoBackend", group=backends.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(backends, "entry_points", lambda group: [plugin] if group == backends.ENTRY_POINT_GROUP else [])
+    assert "echo" in backends.backend_names()
+    engine = backends.get_backend("echo")
+    assert engine.name == "echo" and isinstance(engine, backends.Backend)
+    listed = cli("backends", "list", "--json")
+    assert "echo" in listed.stdout
+    result = cli("classify", "hello plugin", "--backend", "echo", "--json")
+    assert json.loads(result.stdout)["content"] == "hello plugin"
