@@ -270,6 +270,7 @@ class ApiBackend:
             content, reasoning = parts.content, reasoning or parts.reasoning
         else:
             content = parts.content
+        # Keep reasoning re-parseable from raw_text alone (rescore never calls a model), in Harmony token form.
         if reasoning and not raw.startswith(("<|channel|>", "analysis")):
             raw = f"<|channel|>analysis<|message|>{reasoning}<|end|><|start|>assistant<|channel|>final<|message|>{raw}"
         usage = getattr(output, "usage", None)
