@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .backends import BackendConfig, get_backend
 from .cache import ResponseCache
 from .config import GenerationConfig, default, default_cache_dir
+from .errors import UsageError
 from .models import ModelSpec, resolve_model
 from .parsing import parse_verdict
 from .policies import Policy, load_policy
@@ -38,41 +38,23 @@ def split_options(options: dict[str, Any]) -> tuple[GenerationConfig, BackendCon
     return generation, backend_config, {k: options[k] for k in _OTHER_KEYS if k in options}
 
 
-@contextlib.contextmanager
-def api_server_for(backend: str, api_server: str | None, spec: ModelSpec,
-                   config: BackendConfig) -> Iterator[BackendConfig]:
-    """With `api_server="local"`, start `transformers serve` for `spec` and point the API config at it."""
-    if backend != InferenceBackend.API.value or api_server in (None, "none", ""):
-        if backend == InferenceBackend.API.value and spec.is_bundled and not config.base_url:
-            from .errors import UsageError
-
-            raise UsageError(f"{spec.name} is a bundled model that no Inference Provider serves",
-                             "add --api-server local (or --base-url URL), or use --backend local")
-        yield config
-        return
-    if api_server != "local":
-        from .errors import UsageError
-
-        raise UsageError(f"unknown --api-server {api_server!r}", "use 'local' or 'none'")
-    from .backends.server import local_api_server
-
-    with local_api_server(spec, config.cache_dir) as server:
-        yield replace(config, base_url=server.base_url, served_model=server.served_model,
-                      endpoint_label=f"transformers-serve:{spec.model_id}")
-
-
 def respond(policy: Policy, text: str, spec: ModelSpec, backend: str, generation: GenerationConfig,
             config: BackendConfig, use_cache: bool = True, api_server: str | None = None) -> ModelResponse:
+    """One request through one backend, the cache in front; a spawned API server is stopped on every exit."""
     request = build_request(policy, text, spec, generation)
-    with api_server_for(backend, api_server, spec, config) as effective:
-        engine = get_backend(backend, effective)
-        cache = ResponseCache(Path(effective.cache_dir or default_cache_dir())) if use_cache else None
-        try:
-            return run_requests(engine, [request], cache)[0]
-        finally:
-            engine.close()
-            if cache is not None:
-                cache.close()
+    if api_server not in (None, "", "none"):
+        config = replace(config, api_server=api_server)
+    if backend == InferenceBackend.API.value and spec.is_bundled and not config.base_url and config.api_server != "local":
+        raise UsageError(f"{spec.name} is a bundled model that no Inference Provider serves",
+                         "add --api-server local (or --base-url URL), or use --backend local")
+    engine = get_backend(backend, config)
+    cache = ResponseCache(Path(config.cache_dir or default_cache_dir())) if use_cache else None
+    try:
+        return run_requests(engine, [request], cache)[0]
+    finally:
+        engine.close()
+        if cache is not None:
+            cache.close()
 
 
 def get_model_response(text: str, policy: str | Policy = "toxic_simple", model: str | ModelSpec | None = None,

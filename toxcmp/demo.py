@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -18,7 +19,7 @@ from rich.table import Table
 from .backends import BackendConfig, get_backend
 from .cache import ResponseCache
 from .config import GenerationConfig, configs_dir, default_cache_dir
-from .core import api_server_for, verdict_result
+from .core import verdict_result
 from .models import resolve_model
 from .policies import load_policy
 from .prompting import build_request
@@ -44,9 +45,11 @@ def main(limit: int = int(os.environ.get("TOXCMP_DEMO_ROWS", "8"))) -> int:
     try:
         for backend in ("local", "api"):
             with console.status(f"running {len(rows)} rows on {backend}…"):
-                with api_server_for(backend, "local", spec, config) as effective:
-                    engine = get_backend(backend, effective)
+                engine = get_backend(backend, replace(config, api_server="local") if backend == "api" else config)
+                try:
                     results[backend] = run_requests(engine, requests, cache)
+                finally:
+                    engine.close()  # stops the spawned server, if one was needed
     finally:
         cache.close()
     table = Table(title=f"{spec.name} · {policy.name} · local vs api (transformers serve on 127.0.0.1)")

@@ -43,6 +43,7 @@ class BackendConfig:
     max_retries: int = 4
     served_model: str | None = None  # the name the server knows the model by, when it differs from the id
     endpoint_label: str | None = None  # stable cache identity for a server whose URL changes (random port)
+    api_server: str | None = None  # "local": start `transformers serve` for the model on first use
     # shared
     cache_dir: Path | None = None
 

@@ -17,6 +17,7 @@ import random
 import re
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Sequence
 
 from ..errors import BackendError, UnknownNameError
@@ -98,6 +99,15 @@ class ApiBackend:
 
     def __init__(self, config: BackendConfig):
         self.config = config
+        if config.api_server not in (None, "", "none", "local"):
+            from ..errors import UsageError
+
+            raise UsageError(f"unknown --api-server {config.api_server!r}", "use 'local' or 'none'")
+        self._spawn_server = config.api_server == "local"
+        self._server = None
+        if self._spawn_server:
+            config = replace(config, base_url="http://127.0.0.1", endpoint_label=config.endpoint_label or "transformers-serve")
+            self.config = config
         if not config.base_url and config.provider not in valid_providers():
             raise UnknownNameError("provider", config.provider, valid_providers())
         self._token = config.token or os.environ.get("HF_TOKEN") or None
@@ -148,9 +158,22 @@ class ApiBackend:
         self._checked = True
 
     # -- generation --------------------------------------------------------------------------------------
+    def _ensure_server(self, requests: Sequence[ChatRequest]) -> None:
+        """`--api-server local`: start `transformers serve` for the model only when a request must be sent."""
+        if not self._spawn_server or self._server is not None:
+            return
+        specs = {r.model for r in requests}
+        if len(specs) != 1:
+            raise BackendError("--api-server local serves one model per run", "run one model at a time")
+        from .server import local_api_server
+
+        self._server = local_api_server(next(iter(specs)), self.config.cache_dir).start()
+        self.base_url, self.served_model = self._server.base_url, self._server.served_model
+
     def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse | None = None) -> list[ModelResponse]:
         if not requests:
             return []
+        self._ensure_server(requests)
         for model_id in {self._wire_model(r) for r in requests}:
             self.preflight(model_id)
         coro = self._run_all(requests, on_response)
@@ -284,7 +307,9 @@ class ApiBackend:
                                     "system_fingerprint": getattr(output, "system_fingerprint", None)})
 
     def close(self) -> None:
-        pass
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
 
 
 def _error_body(exc: Any) -> str:
