@@ -12,7 +12,7 @@ from .cache import ResponseCache
 from .config import GenerationConfig, default, default_cache_dir
 from .errors import UsageError
 from .models import ModelSpec, resolve_model
-from .parsing import parse_verdict
+from .parsing import NO_FINAL_ANSWER, parse_verdict
 from .policies import Policy, load_policy
 from .prompting import build_request
 from .results import ClassificationResult, ModelResponse
@@ -72,7 +72,7 @@ def get_model_response(text: str, policy: str | Policy = "toxic_simple", model: 
 def verdict_result(response: ModelResponse, policy: Policy) -> ClassificationResult:
     verdict = parse_verdict(response.content, policy) if response.ok else None
     if response.ok and not response.content and response.reasoning:
-        parse_error = "no final answer (output ended in the analysis channel; raise max_new_tokens?)"
+        parse_error = NO_FINAL_ANSWER
     else:
         parse_error = verdict.parse_error if verdict else f"backend error: {response.error}"
     return ClassificationResult(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .policies import Policy
 
 PARSER_VERSION = "1"
+NO_FINAL_ANSWER = "no final answer (output ended in the analysis channel; raise max_new_tokens?)"
 
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|return|>", "<|end|>", "<|call|>")
 _HARMONY_MESSAGE = re.compile(
@@ -178,5 +179,5 @@ def parse_output(raw_text: str, policy: Policy, harmony: bool | None = None) -> 
     """Split then parse; a missing final message is a parse failure that keeps the reasoning."""
     parts = split_output(raw_text, harmony=harmony)
     if not parts.has_final:
-        return parts, Verdict(None, None, False, "no final answer (output ended in the analysis channel; raise max_new_tokens?)")
+        return parts, Verdict(None, None, False, NO_FINAL_ANSWER)
     return parts, parse_verdict(parts.content, policy)

@@ -105,13 +105,13 @@ class ApiBackend:
             raise UsageError(f"unknown --api-server {config.api_server!r}", "use 'local' or 'none'")
         self._spawn_server = config.api_server == "local"
         self._server = None
-        if self._spawn_server:
-            config = replace(config, base_url="http://127.0.0.1", endpoint_label=config.endpoint_label or "transformers-serve")
-            self.config = config
-        if not config.base_url and config.provider not in valid_providers():
+        if self._spawn_server:  # the URL (random port) is known only after start; the cache identity is not
+            self.config = config = replace(config, endpoint_label=config.endpoint_label or "transformers-serve")
+        uses_providers = not config.base_url and not self._spawn_server
+        if uses_providers and config.provider not in valid_providers():
             raise UnknownNameError("provider", config.provider, valid_providers())
         self._token = config.token or os.environ.get("HF_TOKEN") or None
-        if not config.base_url and not self._token:
+        if uses_providers and not self._token:
             from huggingface_hub import get_token
 
             self._token = get_token()  # `hf auth login` stores one
