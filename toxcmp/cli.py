@@ -315,6 +315,11 @@ def bench_api(
                   f"speedup [bold]{result.speedup:.1f}×[/] (ideal 16×) · errors {result.errors} · retries {result.retries}")
 
 
+from . import cli_compare  # noqa: E402 - registers compare and rescore on the app
+
+cli_compare.register(app)
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,121 @@
+"""`toxcmp compare` and `toxcmp rescore`: options in, library call, report out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from .cli_common import (ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
+                         MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RetriesOpt,
+                         RevisionOpt, TimeoutOpt, TokenOpt, console, err_console, friendly_errors, print_json)
+from .config import default, default_cache_dir
+
+OutputDirOpt = Annotated[Path, typer.Option("--output-dir", help="Where run dirs go (replaces outputs/backend_comparison).")]
+ThresholdOpt = Annotated[float, typer.Option("--threshold", help="Pass when binary agreement ≥ this.")]
+UnparsedOpt = Annotated[str, typer.Option("--unparsed-as", help="A side without a label (refusal, unparsed) counts as: "
+                                                               "none (its own outcome; default), 0 (the recorded study's way) or 1.")]
+RunIdOpt = Annotated[Optional[str], typer.Option("--run-id", help="Run dir name [default: derived from the command, so a rerun resumes].")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare)
+    app.command("rescore")(rescore)
+
+
+@friendly_errors
+def compare(
+    policy: PolicyOpt = default("policy", "toxic_simple"),
+    model: ModelOpt = default("model", "smollm2-135m"),
+    revision: RevisionOpt = None,
+    dataset: Annotated[str, typer.Option("--dataset", help="Hub id (or a local dir laid out like one), or a .csv/.parquet/.jsonl file.")] = "lmsys/toxic-chat",
+    version: Annotated[str, typer.Option("--version", help="Hub config: toxicchat0124 or toxicchat1123.")] = "toxicchat0124",
+    split: Annotated[str, typer.Option("--split", help="test or train.")] = "test",
+    sample_size: Annotated[Optional[int], typer.Option("--sample-size", "-n", help="Rows to run [default: all]; larger than the dataset clamps to all.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    human_only: Annotated[bool, typer.Option("--human-only", help="Only human-annotated rows.")] = False,
+    stratify: Annotated[bool, typer.Option("--stratify", help="Oversample positives to half the sample; metrics are re-weighted.")] = False,
+    backends: Annotated[str, typer.Option("--backends", help="Two specs: name or name[key=value;…], e.g. api,local or 'api[provider=groq],api[provider=together]'.")] = "api,local",
+    max_new_tokens: MaxNewTokensOpt = None,
+    reasoning_effort: ReasoningOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    batch_size: Annotated[str, typer.Option("--batch-size", help="local: auto or N.")] = "auto",
+    base_url: BaseUrlOpt = None,
+    provider: ProviderOpt = "auto",
+    token: TokenOpt = None,
+    api_server: ApiServerOpt = "none",
+    concurrency: ConcurrencyOpt = 8,
+    timeout: TimeoutOpt = 120.0,
+    max_retries: RetriesOpt = 4,
+    threshold: ThresholdOpt = 0.95,
+    unparsed_as: UnparsedOpt = "none",
+    output_dir: OutputDirOpt = Path("outputs/backend_comparison"),
+    run_id: RunIdOpt = None,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Examples per step (rows stream and are flushed per step).")] = 16,
+    no_margin: Annotated[bool, typer.Option("--no-margin", help="Skip local-model margin scoring of label disagreements.")] = False,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; the report only.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run two backends on a ToxicChat sample: agreement, causes of disagreement, accuracy. Exit 0 pass, 1 fail, 2 error."""
+    from .backends import BackendConfig
+    from .compare import CompareConfig, run_compare
+    from .config import GenerationConfig
+    from .report import LineObserver, LiveObserver, render_report
+
+    cfg = CompareConfig(
+        policy=policy, model=model, revision=revision, dataset=dataset, version=version, split=split,
+        sample_size=sample_size, seed=seed, human_only=human_only, stratify=stratify, backends=backends,
+        generation=GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort),
+        backend=BackendConfig(device=device, dtype=dtype, batch_size=batch_size, base_url=base_url, provider=provider,
+                              token=token, concurrency=concurrency, timeout_s=timeout, max_retries=max_retries,
+                              api_server=None if api_server in ("", "none") else api_server,
+                              cache_dir=cache_dir or default_cache_dir()),
+        threshold=threshold, output_dir=output_dir, run_id=run_id, chunk_size=chunk_size, unparsed_as=unparsed_as,
+        margins=not no_margin, use_cache=not no_cache)
+    if as_json or quiet:
+        observer = LineObserver(err_console, quiet=True)
+    elif console.is_terminal:
+        observer = LiveObserver(console)
+    else:
+        observer = LineObserver(console)
+    result = run_compare(cfg, observer)
+    if as_json:
+        print_json(dict(result.summary, run_dir=str(result.run_dir)))
+    else:
+        render_report(result.summary, console)
+        console.print(f"results: {result.run_dir}")
+    if result.status != "complete" or result.summary.get("n_errors"):
+        err_console.print(f"partial run ({result.reason or str(result.summary['n_errors']) + ' example(s) with backend errors'}); "
+                          "finished rows are saved and every response is cached: rerun the same command to resume")
+    raise typer.Exit(result.exit_code)
+
+
+@friendly_errors
+def rescore(
+    paths: Annotated[List[Path], typer.Argument(help="A run dir, a results.parquet, a study backend_comparison parquet, or two study api_* parquets.")],
+    policy: Annotated[Optional[str], typer.Option("--policy", "-p", help="Policy to parse with [default: the run's].")] = None,
+    unparsed_as: UnparsedOpt = "none",
+    threshold: ThresholdOpt = 0.95,
+    output_dir: OutputDirOpt = Path("outputs/backend_comparison"),
+    run_id: RunIdOpt = None,
+    no_write: Annotated[bool, typer.Option("--no-write", help="Report only; write no files.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recompute parsing, metrics and the report from recorded outputs, without calling any model."""
+    from .compare import rescore as run
+    from .report import render_report
+
+    result = run(paths, policy, unparsed_as, threshold, None if no_write else output_dir, run_id)
+    if as_json:
+        print_json(dict(result.summary, run_dir=str(result.run_dir) if result.run_dir else None))
+    else:
+        for note in result.summary["metadata"].get("rescore_notes", []):
+            err_console.print(f"note: {note}")
+        render_report(result.summary, console)
+        if result.run_dir:
+            console.print(f"rescored results: {result.run_dir}")
+    raise typer.Exit(0 if result.summary["passed"] else 1)

@@ -1,0 +1,404 @@
+"""The run: sample → both backends (cache in front) → rows → summary → files.
+
+Rows are produced chunk by chunk, so the live view streams and an interrupted run still writes every finished
+row. Each response is cached the moment it arrives, so rerunning the same command resumes at zero cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+from . import __version__
+from .backends import Backend, BackendConfig, get_backend
+from .cache import ResponseCache
+from .config import GenerationConfig, default_cache_dir
+from .data import DEFAULT_DATASET, Sample, describe, load, sample
+from .errors import ToxcmpError, UsageError
+from .models import ModelSpec, resolve_model
+from .policies import Policy, load_policy
+from .prompting import ChatRequest, build_request
+from .results import ModelResponse
+from .runner import run_requests
+from .scoring import SIDES, UNPARSED_AS, build_row, summarize
+
+DEFAULT_OUTPUT_DIR = Path("outputs") / "backend_comparison"
+SPEC_KEYS = {"provider", "base_url", "api_server", "device", "dtype", "batch_size", "concurrency", "served_model"}
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """`name` or `name[key=value;key=value]`, e.g. `api[provider=together]` or `api[api_server=local]`."""
+
+    text: str
+    name: str
+    options: tuple[tuple[str, str], ...] = ()
+
+    def config(self, base: BackendConfig) -> BackendConfig:
+        values: dict[str, Any] = dict(self.options)
+        if "concurrency" in values:
+            values["concurrency"] = int(values["concurrency"])
+        if self.name != "api":  # api-only options from the command line do not apply to other backends
+            values.setdefault("api_server", None)
+        return replace(base, **values)
+
+
+def parse_backend_specs(text: str) -> tuple[BackendSpec, BackendSpec]:
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    specs = [parse_backend_spec(p.strip()) for p in parts if p.strip()]
+    if len(specs) != 2:
+        raise UsageError(f"--backends needs exactly two backend specs, got {len(specs)} ({text!r})",
+                         "e.g. --backends api,local or --backends 'api[provider=together],api[provider=groq]'")
+    if specs[0].text == specs[1].text:
+        raise UsageError(f"both backends are {specs[0].text!r}", "compare two different backend specs")
+    return specs[0], specs[1]
+
+
+def parse_backend_spec(text: str) -> BackendSpec:
+    match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[(.*)\])?", text)
+    if not match:
+        raise UsageError(f"cannot read backend spec {text!r}", "write name or name[key=value;key=value]")
+    options = []
+    for item in filter(None, (s.strip() for s in (match.group(2) or "").split(";"))):
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in SPEC_KEYS:
+            raise UsageError(f"bad option {item!r} in backend spec {text!r}",
+                             f"options are key=value with key one of: {', '.join(sorted(SPEC_KEYS))}")
+        options.append((key, value.strip()))
+    return BackendSpec(text, match.group(1), tuple(options))
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Everything a comparison run depends on, with explicit defaults."""
+
+    policy: str = "toxic_simple"
+    model: str = "smollm2-135m"
+    revision: str | None = None
+    dataset: str = DEFAULT_DATASET
+    version: str = "toxicchat0124"
+    split: str = "test"
+    sample_size: int | None = None
+    seed: int = 0
+    human_only: bool = False
+    stratify: bool = False
+    backends: str = "api,local"
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    threshold: float = 0.95
+    output_dir: Path = DEFAULT_OUTPUT_DIR
+    run_id: str | None = None
+    chunk_size: int = 16
+    unparsed_as: str = "none"
+    margins: bool = True
+    use_cache: bool = True
+
+
+class Observer(Protocol):
+    def start(self, total: int, labels: Sequence[str], meta: dict[str, Any]) -> None: ...
+    def row(self, row: dict[str, Any], done: int, stats: dict[str, Any]) -> None: ...
+    def log(self, message: str) -> None: ...
+    def stop(self) -> None: ...
+
+
+class SilentObserver:
+    def start(self, total, labels, meta):  # noqa: D102
+        pass
+
+    def row(self, row, done, stats):  # noqa: D102
+        pass
+
+    def log(self, message):  # noqa: D102
+        pass
+
+    def stop(self):  # noqa: D102
+        pass
+
+
+@dataclass
+class RunResult:
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    run_dir: Path
+    status: str  # "complete", "interrupted", "failed"
+    reason: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == "interrupted":
+            return 130
+        if self.status == "failed" or self.summary.get("n_errors"):
+            return 2
+        return 0 if self.summary["passed"] else 1
+
+
+def validate_run_id(run_id: str) -> str:
+    if not _RUN_ID.match(run_id) or ".." in run_id:
+        raise UsageError(f"invalid run id {run_id!r}",
+                         "use letters, digits, '.', '_' and '-' (no path separators, no '..'), at most 128 characters")
+    return run_id
+
+
+def default_run_id(cfg: CompareConfig, spec: ModelSpec, policy: Policy, sample_meta: dict[str, Any],
+                   specs: Sequence[BackendSpec]) -> str:
+    """Deterministic: the same command maps to the same directory, so a rerun resumes and overwrites it."""
+    identity = {"policy": policy.sha256, "model": spec.model_id, "revision": spec.revision,
+                "data": sample_meta["content_sha256"], "size": cfg.sample_size, "seed": cfg.seed,
+                "human_only": cfg.human_only, "stratify": cfg.stratify, "backends": [s.text for s in specs],
+                "generation": cfg.generation.to_dict(), "api_server": cfg.backend.api_server,
+                "provider": cfg.backend.provider, "base_url": cfg.backend.base_url}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    safe_model = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.name).strip("-") or "model"
+    return validate_run_id(f"{policy.name}-{safe_model}-{digest}")
+
+
+def prepare_run_dir(output_dir: Path, run_id: str) -> Path:
+    """Create and probe the run dir before any model work, so an unwritable target fails fast."""
+    run_dir = (output_dir / validate_run_id(run_id))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"output dir {run_dir} is not writable ({exc.strerror})",
+                         "pass --output-dir to a writable directory") from None
+    if run_dir.resolve().parent != output_dir.resolve():
+        raise UsageError(f"run dir {run_dir} escapes {output_dir}", "use a plain run id")
+    return run_dir
+
+
+def _empty_text_response(backend: str, model: str) -> ModelResponse:
+    return ModelResponse(content="", reasoning="", raw_text="", backend=backend, model=model, latency_s=0.0,
+                         error="input text is empty")
+
+
+def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResult:
+    from .report import write_outputs  # noqa: PLC0415 - keeps rich/pyarrow off the library import path
+
+    observer = observer or SilentObserver()
+    if cfg.unparsed_as not in UNPARSED_AS:
+        raise UsageError(f"--unparsed-as must be one of {', '.join(UNPARSED_AS)}", "the study's way is 0")
+    if not 0.0 <= cfg.threshold <= 1.0:
+        raise UsageError(f"--threshold must be in [0, 1] (got {cfg.threshold})", "e.g. --threshold 0.95")
+    if cfg.chunk_size < 1:
+        raise UsageError("--chunk-size must be positive", "e.g. --chunk-size 16")
+    specs = parse_backend_specs(cfg.backends)
+    policy = load_policy(cfg.policy)
+    spec = resolve_model(cfg.model, cfg.revision)
+    frame, info = load(cfg.dataset, cfg.version, cfg.split)
+    picked = sample(frame, info, cfg.sample_size, cfg.seed, cfg.human_only, cfg.stratify)
+    sample_meta = describe(picked)
+    run_id = cfg.run_id or default_run_id(cfg, spec, policy, sample_meta, specs)
+    run_dir = prepare_run_dir(Path(cfg.output_dir), run_id)
+    cache_dir = Path(cfg.backend.cache_dir or default_cache_dir())
+    base = replace(cfg.backend, cache_dir=cache_dir)
+    configs = [s.config(base) for s in specs]
+    for s, c in zip(specs, configs):
+        if s.name == "api" and spec.is_bundled and not c.base_url and c.api_server != "local":
+            raise UsageError(f"{spec.name} is a bundled model that no Inference Provider serves",
+                             "add --api-server local (or --base-url URL) for the api backend")
+    engines: list[Backend] = [get_backend(s.name, c) for s, c in zip(specs, configs)]
+    meta = run_metadata(cfg, specs, engines, spec, policy, sample_meta, run_id)
+    if picked.note:
+        observer.log(picked.note)
+    examples = picked.frame.to_dicts()
+    requests: list[ChatRequest | None] = []
+    for ex in examples:
+        try:
+            requests.append(build_request(policy, ex["text"], spec, cfg.generation, example_id=ex["example_id"]))
+        except UsageError:
+            requests.append(None)  # empty text: recorded as a per-example error, never sent
+    cache = ResponseCache(cache_dir) if cfg.use_cache else None
+    labels = [s.text for s in specs]
+    rows: list[dict[str, Any]] = []
+    stats = {label: {"calls": 0, "seconds": 0.0, "cached": 0} for label in labels}
+    status, reason = "complete", None
+    started = time.time()
+    observer.start(len(examples), labels, meta)
+    try:
+        for lo in range(0, len(examples), cfg.chunk_size):
+            chunk = list(range(lo, min(lo + cfg.chunk_size, len(examples))))
+            answers = []
+            for engine, label in zip(engines, labels):
+                live = [i for i in chunk if requests[i] is not None]
+                t0 = time.perf_counter()
+                got = run_requests(engine, [requests[i] for i in live], cache)
+                elapsed = time.perf_counter() - t0
+                by_index = dict(zip(live, got))
+                fresh = sum(not r.cached for r in got)
+                stats[label]["calls"] += fresh
+                stats[label]["cached"] += len(got) - fresh
+                stats[label]["seconds"] += elapsed if fresh else 0.0
+                answers.append([by_index.get(i) or _empty_text_response(engine.name, spec.model_id) for i in chunk])
+            for k, i in enumerate(chunk):
+                row = build_row(examples[i], answers[0][k], answers[1][k], policy, spec.harmony, cfg.unparsed_as)
+                rows.append(row)
+                observer.row(row, len(rows), stats)
+    except KeyboardInterrupt:
+        status, reason = "interrupted", f"interrupted after {len(rows)} of {len(examples)} rows"
+        observer.log(reason + "; writing the finished rows")
+    except ToxcmpError as exc:
+        status, reason = "failed", exc.one_line()
+        observer.log(f"backend failure after {len(rows)} of {len(examples)} rows: {reason}")
+    finally:
+        for engine in engines:
+            try:
+                engine.close()
+            except Exception:  # noqa: BLE001 - closing must not hide the run's own outcome
+                pass
+        if cache is not None:
+            cache.close()
+        observer.stop()
+    if status == "complete" and cfg.margins:
+        try:
+            add_margins(rows, specs, configs, requests, examples, observer)
+        except Exception as exc:  # noqa: BLE001 - a diagnosis extra must never cost the run its results
+            observer.log(f"margin scoring skipped: {type(exc).__name__}: {exc}")
+    meta.update({"finished_at": _now(), "elapsed_s": round(time.time() - started, 3), "status": status,
+                 "reason": reason, "throughput": {k: _eps(v) for k, v in stats.items()}})
+    summary = finalize_summary(rows, labels, cfg.threshold, meta, cfg.unparsed_as)
+    write_outputs(run_dir, rows, summary)
+    return RunResult(rows, summary, run_dir, status, reason)
+
+
+def finalize_summary(rows: list[dict[str, Any]], labels: Sequence[str], threshold: float, meta: dict[str, Any],
+                     unparsed_as: str) -> dict[str, Any]:
+    summary = summarize(rows, labels, threshold)
+    summary["n_errors"] = sum(1 for r in rows if r["a_error"] or r["b_error"])
+    summary["unparsed_as"] = unparsed_as
+    summary["metadata"] = meta
+    if meta.get("status") not in (None, "complete"):
+        summary["passed"] = False  # a partial run cannot pass
+    return summary
+
+
+def _eps(stat: dict[str, Any]) -> dict[str, Any]:
+    eps = stat["calls"] / stat["seconds"] if stat["seconds"] else None
+    return {"calls": stat["calls"], "cached": stat["cached"], "seconds": round(stat["seconds"], 3),
+            "examples_per_s": round(eps, 3) if eps else None}
+
+
+def add_margins(rows, specs, configs, requests, examples, observer) -> None:
+    """For label disagreements, ask the local model how close it came to the other backend's label."""
+    local = [i for i, s in enumerate(specs) if s.name == "local"]
+    todo = [r for r in rows if r["cause"] in ("label_flip", "fine_grain_only")]
+    if not local or not todo:
+        return
+    from .backends.local import LocalBackend, render_prompt
+    from .diagnosis import label_margin
+
+    side = SIDES[local[0]]
+    other = SIDES[1 - local[0]]
+    backend = LocalBackend(configs[local[0]])
+    by_id = {ex["example_id"]: req for ex, req in zip(examples, requests)}
+    for row in todo:
+        request = by_id.get(row["example_id"])
+        if request is None:
+            continue
+        loaded = backend.load(request.model)
+        prompt = render_prompt(loaded.tokenizer, request)
+        candidates = [(row[f"{side}_fine"], row[f"{other}_fine"]), (str(row[f"{side}_binary"]), str(row[f"{other}_binary"]))]
+        for own, theirs in candidates:
+            if own and theirs and own != theirs:
+                margin = label_margin(loaded.model, loaded.tokenizer, prompt, row[f"{side}_raw"] or "", own, theirs)
+                if margin is not None:
+                    row["margin_nats"], row["margin_kind"] = round(margin.nats, 4), margin.kind
+                    break
+    observer.log(f"scored {sum(1 for r in todo if r['margin_kind'])} of {len(todo)} label disagreements with the local model")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "transformers", "huggingface_hub", "polars", "datasets", "rapidfuzz", "diskcache"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def run_metadata(cfg: CompareConfig, specs, engines, spec: ModelSpec, policy: Policy, sample_meta, run_id) -> dict[str, Any]:
+    """Provenance; never contains the token (BackendConfig.token is not copied)."""
+    return {
+        "toxcmp_version": __version__, "git_commit": _git_commit(), "run_id": run_id, "started_at": _now(),
+        "backends": [{"label": s.text, "name": s.name, "options": dict(s.options), "endpoint": e.endpoint}
+                     for s, e in zip(specs, engines)],
+        "model": {"name": spec.name, "model_id": spec.model_id, "revision": spec.revision, "harmony": spec.harmony},
+        "policy": {"name": policy.name, "sha256": policy.sha256},
+        "generation": cfg.generation.to_dict(), "seed": cfg.seed, "dataset": sample_meta,
+        "api": {"provider": cfg.backend.provider, "base_url": cfg.backend.base_url, "api_server": cfg.backend.api_server},
+        "threshold": cfg.threshold, "unparsed_as": cfg.unparsed_as, "libraries": library_versions(),
+    }
+
+
+@dataclass
+class RescoreResult:
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    layout: str
+    run_dir: Path | None
+
+
+def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str = "none", threshold: float = 0.95,
+            output_dir: Path | None = DEFAULT_OUTPUT_DIR, run_id: str | None = None) -> RescoreResult:
+    """Re-parse recorded outputs and recompute every statistic; no model is called. `output_dir=None`: no files."""
+    from .report import read_results, write_outputs
+    from .scoring import rederive
+
+    if unparsed_as not in UNPARSED_AS:
+        raise UsageError(f"--unparsed-as must be one of {', '.join(UNPARSED_AS)}", "the study's way is 0")
+    rows, meta, layout = read_results([Path(p) for p in paths])
+    policy_name = policy or (meta.get("policy") or {}).get("name")
+    if not policy_name:
+        raise UsageError("cannot tell which policy these outputs answer", "pass --policy NAME")
+    policy_obj = load_policy(policy_name)
+    recorded_sha = (meta.get("policy") or {}).get("sha256")
+    notes = []
+    if recorded_sha and recorded_sha != policy_obj.sha256:
+        notes.append(f"policy {policy_obj.name} changed since the run (sha256 {recorded_sha[:12]} → {policy_obj.sha256[:12]})")
+    rows = rederive(rows, policy_obj, (meta.get("model") or {}).get("harmony"), unparsed_as)
+    labels = [b["label"] for b in meta.get("backends", [])] or ["A", "B"]
+    meta = dict(meta, rescored_at=_now(), rescored_with=__version__, rescore_layout=layout, rescore_notes=notes,
+                policy=dict(meta.get("policy") or {}, name=policy_obj.name, rescored_sha256=policy_obj.sha256))
+    summary = finalize_summary(rows, labels, threshold, meta, unparsed_as)
+    run_dir = None
+    if output_dir is not None:
+        source = Path(paths[0])
+        default_id = (meta.get("run_id") or source.stem) + "-rescored"
+        run_dir = prepare_run_dir(Path(output_dir), run_id or re.sub(r"[^A-Za-z0-9._-]+", "-", default_id)[:128])
+        write_outputs(run_dir, rows, summary)
+    return RescoreResult(rows, summary, layout, run_dir)

@@ -1,0 +1,191 @@
+"""Responses → result rows → summary. Pure functions shared by `compare` and `rescore`.
+
+A row holds one example and both backends' answers under the prefixes `a_` and `b_`. Everything derived
+(verdicts, matches, similarities, cause) is recomputed from the recorded text, so a row can always be rescored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from rapidfuzz.distance import Indel
+
+from . import metrics
+from .diagnosis import CAUSES, Side, cause, cause_counts, fine_outcome, outcome
+from .parsing import NO_FINAL_ANSWER, parse_output, parse_verdict
+from .policies import Policy
+from .results import ModelResponse
+
+SIDES = ("a", "b")
+UNPARSED_AS = ("none", "0", "1")  # "0" is the recorded study's way: no label counts as "not toxic"
+RESPONSE_FIELDS = ("raw", "content", "reasoning", "latency_s", "cached", "error", "served_by", "prompt_hash",
+                   "finish_reason", "retries")
+VERDICT_FIELDS = ("binary", "fine", "parse_ok", "parse_error", "refusal", "outcome")
+
+
+def response_fields(response: ModelResponse) -> dict[str, Any]:
+    return {"raw": response.raw_text, "content": response.content, "reasoning": response.reasoning,
+            "latency_s": float(response.latency_s), "cached": bool(response.cached), "error": response.error,
+            "served_by": response.served_by, "prompt_hash": response.prompt_hash,
+            "finish_reason": response.finish_reason, "retries": int(response.retries)}
+
+
+def verdict_fields(recorded: dict[str, Any], policy: Policy, harmony: bool | None, unparsed_as: str = "none") -> dict[str, Any]:
+    """Parse one side's recorded output. Raw text is the source of truth when present; else the final content."""
+    if recorded.get("error"):
+        return {"binary": None, "fine": None, "parse_ok": False, "parse_error": f"backend error: {recorded['error']}",
+                "refusal": False, "outcome": "error"}
+    raw = recorded.get("raw") or ""
+    if raw:
+        parts, verdict = parse_output(raw, policy, harmony)
+    else:
+        verdict = parse_verdict(recorded.get("content") or "", policy)
+        if not (recorded.get("content") or "").strip() and recorded.get("reasoning"):
+            verdict = type(verdict)(None, None, False, NO_FINAL_ANSWER)
+    binary, fine = verdict.binary_label, verdict.fine_grain_label
+    if binary is None and unparsed_as != "none":
+        forced = parse_verdict(unparsed_as, policy)
+        binary, fine = forced.binary_label, forced.fine_grain_label
+    side = Side(binary, fine, verdict.parse_ok, verdict.refusal, None)
+    return {"binary": binary, "fine": fine, "parse_ok": verdict.parse_ok, "parse_error": verdict.parse_error,
+            "refusal": verdict.refusal, "outcome": outcome(side)}
+
+
+def side_of(row: dict[str, Any], p: str) -> Side:
+    return Side(row[f"{p}_binary"], row[f"{p}_fine"], bool(row[f"{p}_parse_ok"]), bool(row[f"{p}_refusal"]),
+                row.get(f"{p}_error"))
+
+
+def similarity(x: str | None, y: str | None) -> float:
+    """Normalized Indel similarity in [0, 1] (rapidfuzz); two empty texts are identical."""
+    return float(Indel.normalized_similarity(x or "", y or ""))
+
+
+def derive(row: dict[str, Any], policy: Policy, harmony: bool | None, unparsed_as: str = "none") -> dict[str, Any]:
+    """Fill in verdicts, matches, similarities and cause from the recorded fields of both sides."""
+    out = dict(row)
+    for p in SIDES:
+        recorded = {k: row.get(f"{p}_{k}") for k in RESPONSE_FIELDS}
+        out.update({f"{p}_{k}": v for k, v in verdict_fields(recorded, policy, harmony, unparsed_as).items()})
+    a, b = side_of(out, "a"), side_of(out, "b")
+    errored = bool(a.error or b.error)
+    out["binary_match"] = None if errored else outcome(a) == outcome(b)
+    out["fine_match"] = None if errored else fine_outcome(a) == fine_outcome(b)
+    out["content_similarity"] = None if errored else similarity(out.get("a_content"), out.get("b_content"))
+    out["reasoning_similarity"] = None if errored else similarity(out.get("a_reasoning"), out.get("b_reasoning"))
+    out["cause"] = cause(a, b)
+    if out["cause"] not in ("label_flip", "fine_grain_only"):  # a margin only explains a label disagreement
+        out["margin_nats"] = out["margin_kind"] = None
+    out.setdefault("margin_nats", None)
+    out.setdefault("margin_kind", None)
+    return out
+
+
+def build_row(example: dict[str, Any], a: ModelResponse, b: ModelResponse, policy: Policy, harmony: bool | None,
+              unparsed_as: str = "none") -> dict[str, Any]:
+    row = {"example_id": example["example_id"], "text": example["text"], "toxicity": int(example["toxicity"]),
+           "jailbreaking": example.get("jailbreaking"), "weight": float(example.get("weight", 1.0))}
+    for p, response in zip(SIDES, (a, b)):
+        row.update({f"{p}_{k}": v for k, v in response_fields(response).items()})
+    return derive(row, policy, harmony, unparsed_as)
+
+
+# -- summary ---------------------------------------------------------------------------------------------------
+
+def _prop(p: metrics.Proportion) -> dict[str, Any]:
+    return {"value": _num(p.value), "low": _num(p.low), "high": _num(p.high), "successes": p.successes, "n": p.n}
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
+
+
+@dataclass(frozen=True)
+class Scored:
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def summarize(rows: Sequence[dict[str, Any]], labels: Sequence[str], threshold: float = 0.95,
+              kappa_resamples: int = 2000, top_examples: int = 3) -> dict[str, Any]:
+    """All run statistics as one JSON-able dict. Weighted by each row's `weight` where a population estimate is
+    meant (agreement, accuracy); kappa and McNemar are paired statistics over the sampled rows."""
+    n = len(rows)
+    scored = [r for r in rows if r["binary_match"] is not None]
+    weights = [float(r.get("weight") or 1.0) for r in scored]
+    binary = metrics.weighted_proportion([bool(r["binary_match"]) for r in scored], weights)
+    fine = metrics.weighted_proportion([bool(r["fine_match"]) for r in scored], weights)
+    both = [r for r in scored if r["a_binary"] is not None and r["b_binary"] is not None]
+    both_parsed = metrics.weighted_proportion([r["a_binary"] == r["b_binary"] for r in both],
+                                              [float(r.get("weight") or 1.0) for r in both])
+    kappa = metrics.kappa_with_bootstrap([r["a_binary"] for r in both], [r["b_binary"] for r in both],
+                                         resamples=kappa_resamples)
+    truth = [int(r["toxicity"]) for r in scored]
+    correct = {p: [r[f"{p}_binary"] is not None and r[f"{p}_binary"] == t for r, t in zip(scored, truth)] for p in SIDES}
+    mcnemar = metrics.mcnemar_exact(correct["a"], correct["b"])
+    per_backend = {}
+    for p, label in zip(SIDES, labels):
+        ok = [r for r in rows if not r[f"{p}_error"]]
+        w_ok = [float(r.get("weight") or 1.0) for r in ok]
+        report = metrics.classification_report([int(r["toxicity"]) for r in ok], [r[f"{p}_binary"] for r in ok], w_ok)
+        cm = report.confusion
+        latencies = sorted(float(r[f"{p}_latency_s"] or 0.0) for r in ok if not r[f"{p}_cached"])
+        per_backend[p] = {
+            "label": label,
+            "n": len(ok), "errors": n - len(ok),
+            "parse_rate": _prop(metrics.weighted_proportion([bool(r[f"{p}_parse_ok"]) for r in ok], w_ok)),
+            "refusal_rate": _prop(metrics.weighted_proportion([bool(r[f"{p}_refusal"]) for r in ok], w_ok)),
+            "accuracy": _prop(report.accuracy), "precision": _prop(report.precision), "recall": _prop(report.recall),
+            "f1": _num(report.f1),
+            "confusion": {"tp": round(cm.tp, 4), "fp": round(cm.fp, 4), "fn": round(cm.fn, 4), "tn": round(cm.tn, 4),
+                          "no_label": cm.missing},
+            "cached": sum(bool(r[f"{p}_cached"]) for r in rows),
+            "latency_p50_s": _num(latencies[len(latencies) // 2]) if latencies else None,
+            "served_by": sorted({r[f"{p}_served_by"] for r in rows if r.get(f"{p}_served_by")}),
+            "retries": sum(int(r.get(f"{p}_retries") or 0) for r in rows),
+        }
+    causes = [r["cause"] for r in rows]
+    examples = {c: [_example(r) for r in rows if r["cause"] == c][:top_examples] for c in CAUSES}
+    margins = [r for r in rows if r.get("margin_kind")]
+    content_sims = [r["content_similarity"] for r in scored if r["content_similarity"] is not None]
+    reasoning_sims = [r["reasoning_similarity"] for r in scored if r["reasoning_similarity"] is not None]
+    value = binary.value
+    return {
+        "n": n, "n_scored": len(scored), "n_both_parsed": len(both),
+        "binary_agreement": _prop(binary), "fine_grain_agreement": _prop(fine),
+        "binary_agreement_both_parsed": _prop(both_parsed),
+        "cohen_kappa": {"value": _num(kappa.value), "low": _num(kappa.low), "high": _num(kappa.high), "n": len(both)},
+        "mcnemar": {"only_a_correct": mcnemar.only_a_correct, "only_b_correct": mcnemar.only_b_correct,
+                    "p_value": _num(mcnemar.p_value)},
+        "content_similarity_mean": _num(sum(content_sims) / len(content_sims)) if content_sims else None,
+        "reasoning_similarity_mean": _num(sum(reasoning_sims) / len(reasoning_sims)) if reasoning_sims else None,
+        "backends": per_backend,
+        "causes": cause_counts(causes), "cause_examples": examples,
+        "margins": {"scored": len(margins), "near_tie": sum(r["margin_kind"] == "near_tie" for r in margins),
+                    "true_disagreement": sum(r["margin_kind"] == "true_disagreement" for r in margins)},
+        "threshold": threshold,
+        "passed": bool(not math.isnan(value) and value >= threshold),
+    }
+
+
+def _example(row: dict[str, Any]) -> dict[str, Any]:
+    def brief(p: str) -> str:
+        if row.get(f"{p}_error"):
+            return f"error: {str(row[f'{p}_error'])[:80]}"
+        content = (row.get(f"{p}_content") or "").strip().replace("\n", " ")
+        return f"{row[f'{p}_outcome']} ({content[:60]!r})"
+
+    out = {"example_id": row["example_id"], "truth": row["toxicity"], "text": (row.get("text") or "")[:80],
+           "a": brief("a"), "b": brief("b")}
+    if row.get("reasoning_similarity") is not None and (row.get("a_reasoning") or row.get("b_reasoning")):
+        out["reasoning"] = (f"reasoning similarity {row['reasoning_similarity']:.2f}; "
+                            f"{len(row.get('a_reasoning') or '')} vs {len(row.get('b_reasoning') or '')} chars")
+    if row.get("margin_kind"):
+        out["margin"] = f"{row['margin_kind']} ({row['margin_nats']:+.2f} nats)"
+    return out
+
+
+def rederive(rows: Iterable[dict[str, Any]], policy: Policy, harmony: bool | None, unparsed_as: str) -> list[dict[str, Any]]:
+    return [derive(r, policy, harmony, unparsed_as) for r in rows]
