@@ -90,7 +90,8 @@ def compare(
         console.print(f"results: {result.run_dir}")
     if result.status != "complete" or result.summary.get("n_errors"):
         err_console.print(f"partial run ({result.reason or str(result.summary['n_errors']) + ' example(s) with backend errors'}); "
-                          "finished rows are saved and every response is cached: rerun the same command to resume")
+                          "finished rows are saved and every response is cached: rerun the same command to resume",
+                          soft_wrap=True)
     raise typer.Exit(result.exit_code)
 
 
@@ -114,7 +115,7 @@ def rescore(
         print_json(dict(result.summary, run_dir=str(result.run_dir) if result.run_dir else None))
     else:
         for note in result.summary["metadata"].get("rescore_notes", []):
-            err_console.print(f"note: {note}")
+            err_console.print(f"note: {note}", soft_wrap=True)
         render_report(result.summary, console)
         if result.run_dir:
             console.print(f"rescored results: {result.run_dir}")

@@ -1,0 +1,68 @@
+"""Backend test doubles for the run orchestration (resume, interrupts, failures). Rule-based, not models:
+the real inference path is tested against SmolLM2 through `local` and a real `transformers serve`."""
+
+from __future__ import annotations
+
+from toxcmp.errors import BackendError
+from toxcmp.results import ModelResponse
+
+
+class RuleBackend:
+    """Answers "1" when the text contains "idiot", else "0". Quirks (keyed on words in the text) let a test plant
+    each kind of disagreement. Class-level counters survive the per-run instances."""
+
+    name = "rule"
+    calls = 0
+    quirks: dict[str, str] = {}
+    interrupt_at: int | None = None  # raise KeyboardInterrupt on this call number (Ctrl-C during generation)
+    fail_at: int | None = None  # raise BackendError on this call number (backend dies mid-run)
+
+    def __init__(self, config=None):
+        self.config = config
+
+    @property
+    def endpoint(self) -> str:
+        return f"rule://{type(self).__name__}"
+
+    def answer(self, text: str) -> str:
+        for word, reply in self.quirks.items():
+            if word in text:
+                return reply
+        return "1" if "idiot" in text else "0"
+
+    def generate(self, requests, on_response=None):
+        out = []
+        for i, r in enumerate(requests):
+            cls = type(self)
+            cls.calls += 1
+            if cls.interrupt_at is not None and cls.calls == cls.interrupt_at:
+                raise KeyboardInterrupt
+            if cls.fail_at is not None and cls.calls >= cls.fail_at:
+                raise BackendError("server went away", "restart it")
+            text = self.answer(r.messages[-1][1])
+            resp = ModelResponse(content=text, reasoning=f"thinking about {len(r.messages[-1][1])} chars",
+                                 raw_text=text, backend=self.name, model=r.model.model_id, latency_s=0.001,
+                                 served_by=self.endpoint, prompt_hash=r.prompt_hash)
+            out.append(resp)
+            if on_response:
+                on_response(i, resp)
+        return out
+
+    def close(self):
+        pass
+
+
+class QuirkyBackend(RuleBackend):
+    """Same rule, but refuses on "refuse", rambles on "ramble", and flips on "flip"."""
+
+    calls = 0
+    quirks = {"refuse": "I'm sorry, but I can't help with that.",
+              "ramble": "Well, this message is about many things and I would rather discuss them at length.",
+              "flip": "1"}
+
+
+def reset() -> None:
+    for cls in (RuleBackend, QuirkyBackend):
+        cls.calls = 0
+        cls.interrupt_at = None
+        cls.fail_at = None

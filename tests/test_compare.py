@@ -1,0 +1,194 @@
+"""`compare` orchestration: outputs, resume, interrupts, failures and bad input (rule-based backend doubles),
+and the real thing: SmolLM2 through `local` against a real `transformers serve` (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import toxcmp.backends as backends
+from toxcmp.compare import CompareConfig, run_compare
+from toxcmp.report import ROW_SCHEMA
+
+from . import doubles
+from .conftest import TOXICCHAT_CSV, require_shared
+
+TEXTS = ["hello there", "you idiot", "please refuse this", "ramble on", "flip me", "nice day", "what an idiot",
+         "how do I bake bread", "tell me a joke", "good morning", "another idiot remark", "weather today"]
+TRUTH = [0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0]
+
+
+@pytest.fixture(autouse=True)
+def plugin_backends(monkeypatch):
+    eps = [EntryPoint(name="rule", value="tests.doubles:RuleBackend", group=backends.ENTRY_POINT_GROUP),
+           EntryPoint(name="quirky", value="tests.doubles:QuirkyBackend", group=backends.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(backends, "entry_points", lambda group: eps if group == backends.ENTRY_POINT_GROUP else [])
+    doubles.reset()
+    yield
+    doubles.reset()
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    path = tmp_path / "rows.csv"
+    pl.DataFrame({"conv_id": [f"id{i:02d}" for i in range(len(TEXTS))], "user_input": TEXTS, "toxicity": TRUTH,
+                  "jailbreaking": [0] * len(TEXTS)}).write_csv(path)
+    return path
+
+
+def _args(dataset, out, *extra):
+    return ["compare", "--backends", "rule,quirky", "--dataset", str(dataset), "--output-dir", str(out),
+            "--chunk-size", "4", *extra]
+
+
+def test_compare_writes_rows_summary_and_provenance(cli, dataset, tmp_path):
+    out = tmp_path / "out"
+    result = cli(*_args(dataset, out, "--json"))
+    summary = json.loads(result.stdout)
+    assert result.exit_code == 1  # 9/12 agree: below the 0.95 threshold
+    assert summary["n"] == 12 and summary["binary_agreement"]["successes"] == 9
+    assert summary["causes"] == {"error": 0, "refusal": 1, "parse": 1, "label_flip": 1, "fine_grain_only": 0}
+    for key in ("fine_grain_agreement", "cohen_kappa", "passed", "mcnemar", "content_similarity_mean"):
+        assert key in summary
+    for key in ("parse_rate", "refusal_rate", "accuracy", "precision", "recall", "f1"):
+        assert key in summary["backends"]["a"] and key in summary["backends"]["b"]
+    assert summary["backends"]["a"]["accuracy"]["value"] == pytest.approx(1.0)
+    assert summary["backends"]["b"]["accuracy"]["successes"] == 9
+    run_dir = Path(summary["run_dir"])
+    assert run_dir.parent == out
+    frame = pl.read_parquet(run_dir / "results.parquet")
+    assert frame.columns == list(ROW_SCHEMA) and frame.height == 12 and frame["example_id"].n_unique() == 12
+    assert frame.filter(pl.col("cause") == "refusal")["example_id"].to_list() == ["id02"]
+    assert (frame["a_prompt_hash"] == frame["b_prompt_hash"]).all()
+    meta = json.loads(pl.read_parquet_metadata(run_dir / "results.parquet")["toxcmp"])
+    for key in ("toxcmp_version", "git_commit", "backends", "model", "policy", "generation", "seed", "dataset",
+                "libraries", "started_at", "finished_at"):
+        assert key in meta
+    assert meta["dataset"]["content_sha256"] and meta["policy"]["sha256"] and meta["status"] == "complete"
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["binary_agreement"] == summary["binary_agreement"]
+
+
+def test_rerun_resumes_from_cache_with_zero_calls_and_no_duplicate_rows(cli, dataset, tmp_path):
+    out = tmp_path / "out"
+    first = json.loads(cli(*_args(dataset, out, "--json")).stdout)
+    calls = (doubles.RuleBackend.calls, doubles.QuirkyBackend.calls)
+    assert calls == (12, 12)
+    second = json.loads(cli(*_args(dataset, out, "--json")).stdout)
+    assert (doubles.RuleBackend.calls, doubles.QuirkyBackend.calls) == calls  # zero backend calls
+    assert second["run_dir"] == first["run_dir"]
+    frame = pl.read_parquet(Path(second["run_dir"]) / "results.parquet")
+    assert frame.height == 12 and frame["example_id"].n_unique() == 12 and frame["a_cached"].all()
+    assert second["metadata"]["throughput"]["rule"]["calls"] == 0
+    assert second["binary_agreement"] == first["binary_agreement"]
+
+
+def test_ctrl_c_keeps_finished_rows_and_the_rerun_completes(cli, dataset, tmp_path):
+    out = tmp_path / "out"
+    doubles.QuirkyBackend.interrupt_at = 7  # second chunk, third example
+    result = cli(*_args(dataset, out))
+    assert result.exit_code == 130 and "rerun the same command to resume" in result.output
+    (run_dir,) = out.iterdir()
+    partial = pl.read_parquet(run_dir / "results.parquet")
+    assert partial.height == 4  # the first chunk; the interrupted chunk's finished responses are in the cache
+    assert json.loads((run_dir / "summary.json").read_text())["metadata"]["status"] == "interrupted"
+    doubles.reset()
+    again = cli(*_args(dataset, out, "--json"))
+    assert again.exit_code == 1  # complete now (fails the threshold, as planted)
+    assert doubles.RuleBackend.calls == 12 - 8 and doubles.QuirkyBackend.calls == 12 - 6
+    assert pl.read_parquet(run_dir / "results.parquet").height == 12
+
+
+def test_backend_failing_mid_run_keeps_the_rows_so_far(cli, dataset, tmp_path):
+    out = tmp_path / "out"
+    doubles.RuleBackend.fail_at = 9  # third chunk
+    result = cli(*_args(dataset, out))
+    assert result.exit_code == 2 and "server went away" in result.output and "Traceback" not in result.output
+    (run_dir,) = out.iterdir()
+    assert pl.read_parquet(run_dir / "results.parquet").height == 8
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["metadata"]["status"] == "failed" and summary["passed"] is False
+
+
+def test_unwritable_output_dir_fails_before_any_backend_call(cli, dataset, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")  # works even as root, where permission bits do not stop writes
+    result = cli(*_args(dataset, blocker))
+    assert result.exit_code == 2 and "not writable" in result.output and "--output-dir" in result.output
+    assert doubles.RuleBackend.calls == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--sample-size", "0"], "must be positive"),
+    (["--sample-size", "-2"], "must be positive"),
+    (["--backends", "rule,quirky,local"], "exactly two backend specs"),
+    (["--backends", "rule,rule"], "compare two different"),
+    (["--backends", "rule,nosuch"], "valid"),
+    (["--backends", "rule[colour=red],quirky"], "bad option"),
+    (["--run-id", "../escape"], "invalid run id"),
+    (["--threshold", "2"], "--threshold must be in"),
+    (["--unparsed-as", "maybe"], "--unparsed-as must be one of"),
+])
+def test_bad_input_is_one_line_with_exit_2(cli, dataset, tmp_path, extra, message):
+    args = _args(dataset, tmp_path / "out")
+    if "--backends" in extra:
+        args[2] = extra[1]
+        extra = extra[2:]
+    result = cli(*args, *extra)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert doubles.RuleBackend.calls == 0
+
+
+def test_sample_size_larger_than_dataset_is_clamped_and_said(cli, dataset, tmp_path):
+    result = cli(*_args(dataset, tmp_path / "out", "--sample-size", "500"))
+    assert "larger than the dataset (12 rows); using all 12" in result.output
+    assert doubles.RuleBackend.calls == 12
+
+
+def test_non_terminal_output_has_no_redraws(cli, dataset, tmp_path):
+    result = cli(*_args(dataset, tmp_path / "out"))
+    assert "\r" not in result.output and "\x1b[" not in result.output
+    progress = [line for line in result.output.splitlines() if line.startswith("[")]
+    assert 1 <= len(progress) <= 12 and progress[-1].startswith("[12/12] agreement 9/12")
+    quiet = cli(*_args(dataset, tmp_path / "out", "--quiet"))
+    assert not [line for line in quiet.output.splitlines() if line.startswith("[")]
+    assert "why they disagree" in quiet.output
+
+
+def test_stratified_run_records_weights(dataset, tmp_path):
+    cfg = CompareConfig(backends="rule,quirky", dataset=str(dataset), output_dir=tmp_path, sample_size=6,
+                        stratify=True, seed=1)
+    result = run_compare(cfg)
+    frame = pl.read_parquet(result.run_dir / "results.parquet")
+    assert frame.height == 6 and int(frame["toxicity"].sum()) == 3
+    assert frame.filter(pl.col("toxicity") == 1)["weight"].to_list() == pytest.approx([(3 / 12) / 0.5] * 3)
+    assert result.summary["metadata"]["dataset"]["strategy"] == "stratified"
+
+
+@pytest.mark.slow
+def test_real_compare_api_server_local_vs_local_agree_and_resume(cli, tmp_path):
+    """SmolLM2 greedy through a real `transformers serve` and through local `generate`: same answers."""
+    require_shared(TOXICCHAT_CSV)
+    from toxcmp.backends.local import LocalModelCache
+
+    out = tmp_path / "out"
+    args = ["compare", "--model", "smollm2-135m", "--api-server", "local", "--dataset", str(TOXICCHAT_CSV),
+            "--sample-size", "8", "--seed", "5", "--max-new-tokens", "24", "--output-dir", str(out), "--json"]
+    first = cli(*args)
+    summary = json.loads(first.stdout)
+    assert first.exit_code == 0, first.output
+    assert summary["binary_agreement"]["value"] >= 0.95 and summary["content_similarity_mean"] == pytest.approx(1.0)
+    assert summary["backends"]["a"]["served_by"][0].startswith("http://127.0.0.1:")  # loopback only
+    frame = pl.read_parquet(Path(summary["run_dir"]) / "results.parquet")
+    assert (frame["a_content"] == frame["b_content"]).all() and (frame["a_prompt_hash"] == frame["b_prompt_hash"]).all()
+    loads = LocalModelCache.loads
+    second = json.loads(cli(*args).stdout)
+    assert second["metadata"]["throughput"]["api"]["calls"] == 0 and second["metadata"]["throughput"]["local"]["calls"] == 0
+    assert LocalModelCache.loads == loads
+    assert pl.read_parquet(Path(second["run_dir"]) / "results.parquet").height == 8
