@@ -192,3 +192,21 @@ def test_real_compare_api_server_local_vs_local_agree_and_resume(cli, tmp_path):
     assert second["metadata"]["throughput"]["api"]["calls"] == 0 and second["metadata"]["throughput"]["local"]["calls"] == 0
     assert LocalModelCache.loads == loads
     assert pl.read_parquet(Path(second["run_dir"]) / "results.parquet").height == 8
+
+
+def test_live_view_in_a_terminal_shows_progress_rows_and_agreement(dataset, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from toxcmp.report import LiveObserver
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=120)
+    cfg = CompareConfig(backends="rule,quirky", dataset=str(dataset), output_dir=tmp_path, chunk_size=4)
+    result = run_compare(cfg, LiveObserver(console))
+    text = buffer.getvalue()
+    assert result.status == "complete"
+    for expected in ("compare", "12/12", "ETA", "latest examples", "A rule", "B quirky", "agreement 9/12 (75.0%)",
+                     "rule:", "ex/s"):
+        assert expected in text, expected
