@@ -97,3 +97,25 @@ def test_gpt_oss_special_tokens_survive_decoding(tiny_gptoss):
     loaded = backend.load(resolve_model(str(tiny_gptoss)))
     ids = loaded.tokenizer("<|channel|>final<|message|>1<|return|>", add_special_tokens=False)["input_ids"]
     assert loaded.tokenizer.decode(ids, skip_special_tokens=False) == "<|channel|>final<|message|>1<|return|>"
+
+
+def test_gpt_oss_batched_and_prefix_match_naive(tiny_gptoss):
+    """Sliding-window layers: prefix reuse steps aside (plain batching); outputs still match the reference."""
+    from toxcmp.backends import BackendConfig, shared_prefix
+    from toxcmp.backends.local import LocalBackend
+    from toxcmp.config import GenerationConfig
+    from toxcmp.models import resolve_model
+    from toxcmp.policies import load_policy
+    from toxcmp.prompting import build_request
+
+    spec = resolve_model(str(tiny_gptoss))
+    generation = GenerationConfig.from_defaults(max_new_tokens=12, reasoning_effort="low")
+    texts = ["hello there", "you idiot", "how do I bake bread?", "a much longer message about the weather today"]
+    requests = [build_request(load_policy("toxic_simple"), t, spec, generation) for t in texts]
+    naive = [r.raw_text for r in LocalBackend(BackendConfig(strategy="naive")).generate(requests)]
+    assert shared_prefix.prefix_reusable(LocalBackend(BackendConfig()).load(spec).model)
+    for strategy in ("batched", "prefix"):
+        out = LocalBackend(BackendConfig(strategy=strategy)).generate(requests)
+        assert [r.error for r in out] == [None] * 4
+        assert [r.raw_text for r in out] == naive, strategy
+        assert all(r.extra["strategy"] == "batched" for r in out)  # the prefix strategy fell back

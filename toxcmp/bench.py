@@ -141,3 +141,141 @@ def _cached_compare(rows, workdir) -> float:
     if result.status != "complete" or len(result.rows) != len(rows) or result.summary["n_errors"]:
         raise RuntimeError(f"cached compare did not complete from the cache: {result.reason}")
     return elapsed
+
+
+@dataclass(frozen=True)
+class LocalBenchResult:
+    rows: int
+    max_new_tokens: int
+    policy: str
+    naive_eps: float
+    batched_eps: float
+    prefix_eps: float
+    speedup: float  # prefix over naive
+    batched_speedup: float
+    identical: bool
+    identical_batched: int
+    identical_prefix: int
+    peak_rss_mb: float
+    matmul_peak_gflops: float
+    mfu: dict
+    prompt_tokens: int
+    prefix_tokens: int
+    threads: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def matmul_peak_gflops(size: int = 1024, seconds: float = 1.0) -> float:
+    """Best observed fp32 matmul throughput in this process: the MFU denominator."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    with torch.inference_mode():
+        torch.mm(a, b)
+        best = 0.0
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            best = max(best, 2 * size**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def bench_local(csv_path, rows: int = 64, max_new_tokens: int = 32, policy: str = "toxic_chat_claude_1",
+                model: str = "smollm2-135m", batch_size: str = "auto", log=print) -> LocalBenchResult:
+    """naive (one generate per example, full prompt) vs batched vs batched + shared prefix KV, same process."""
+    import resource
+
+    import polars as pl
+    import torch
+
+    torch.manual_seed(0)
+    from .backends.local import LocalBackend
+    from .models import resolve_model
+    from .policies import load_policy
+    from .prompting import build_request
+
+    texts = pl.read_csv(csv_path, infer_schema=False)["user_input"].head(rows).to_list()
+    spec = resolve_model(model)
+    generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens)
+    requests = [build_request(load_policy(policy), t, spec, generation) for t in texts]
+    outputs, eps, work = {}, {}, {}
+    for strategy in ("naive", "batched", "prefix"):
+        backend = LocalBackend(BackendConfig(strategy=strategy, batch_size=batch_size))
+        loaded = backend.load(spec)  # loaded once per process (LocalModelCache); not timed
+        t0 = time.perf_counter()
+        outputs[strategy] = backend.generate(requests)
+        elapsed = time.perf_counter() - t0
+        eps[strategy] = len(requests) / elapsed
+        errors = [r.error for r in outputs[strategy] if r.error]
+        if errors:
+            raise RuntimeError(f"{strategy}: {len(errors)} example(s) failed, first: {errors[0]}")
+        generated = sum(r.extra.get("completion_tokens", 0) for r in outputs[strategy])
+        prompt = sum(r.extra.get("prompt_tokens", 0) for r in outputs[strategy])
+        # useful tokens through the model: prompts (less the prefix tokens served from the cache) + generated
+        computed = prompt - backend.stats["prefix_tokens_reused"] + backend.stats["prefix_tokens_computed"] + generated
+        work[strategy] = (computed, elapsed)
+        log(f"{strategy:8s} {elapsed:7.2f}s  {eps[strategy]:6.2f} ex/s  batches {backend.stats['batches']}")
+    params = sum(p.numel() for p in loaded.model.parameters())
+    peak = matmul_peak_gflops()
+    mfu = {s: round(2 * params * tokens / seconds / 1e9 / peak, 4) for s, (tokens, seconds) in work.items()}
+    same = {s: sum(a.raw_text == b.raw_text for a, b in zip(outputs["naive"], outputs[s])) for s in ("batched", "prefix")}
+    prompt_tokens = sum(r.extra["prompt_tokens"] for r in outputs["naive"])
+    prefix_tokens = backend.stats["prefix_tokens_computed"]
+    return LocalBenchResult(
+        rows=len(requests), max_new_tokens=max_new_tokens, policy=policy,
+        naive_eps=round(eps["naive"], 4), batched_eps=round(eps["batched"], 4), prefix_eps=round(eps["prefix"], 4),
+        speedup=round(eps["prefix"] / eps["naive"], 3), batched_speedup=round(eps["batched"] / eps["naive"], 3),
+        identical=same["batched"] == same["prefix"] == len(requests), identical_batched=same["batched"],
+        identical_prefix=same["prefix"], peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        matmul_peak_gflops=round(peak, 1), mfu=mfu, prompt_tokens=prompt_tokens, prefix_tokens=prefix_tokens,
+        threads=torch.get_num_threads())
+
+
+@dataclass(frozen=True)
+class ServeBenchResult:
+    rows: int
+    max_new_tokens: int
+    eps: dict  # {"default": {"c1": x, "c8": y}, "continuous_batching": {...}}
+    identical: bool  # every configuration returned the same final content
+    note: str = "transformers serve on 127.0.0.1, SmolLM2-135M, greedy; start-up not timed"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bench_serve(csv_path, rows: int = 16, max_new_tokens: int = 32, policy: str = "toxic_chat_claude_1",
+                model: str = "smollm2-135m", concurrency: int = 8, log=print) -> ServeBenchResult:
+    """Does request concurrency help a local `transformers serve`, with and without --continuous-batching?"""
+    import polars as pl
+
+    from .backends.api import ApiBackend
+    from .backends.server import local_api_server
+    from .models import resolve_model
+    from .policies import load_policy
+    from .prompting import build_request
+
+    texts = pl.read_csv(csv_path, infer_schema=False)["user_input"].head(rows).to_list()
+    spec = resolve_model(model)
+    generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens)
+    requests = [build_request(load_policy(policy), t, spec, generation) for t in texts]
+    eps: dict = {}
+    contents = []
+    for mode, continuous in (("default", False), ("continuous_batching", True)):
+        with local_api_server(spec, continuous_batching=continuous) as server:
+            eps[mode] = {}
+            for level in (1, concurrency):
+                backend = ApiBackend(BackendConfig(base_url=server.base_url, served_model=server.served_model,
+                                                   concurrency=level, timeout_s=600, max_retries=0))
+                t0 = time.perf_counter()
+                out = backend.generate(requests)
+                elapsed = time.perf_counter() - t0
+                errors = [r.error for r in out if r.error]
+                if errors:
+                    raise RuntimeError(f"{mode} c{level}: {len(errors)} error(s), first: {errors[0]}")
+                eps[mode][f"c{level}"] = round(len(requests) / elapsed, 4)
+                contents.append([r.content for r in out])
+                log(f"{mode:20s} c{level:<3d} {elapsed:6.1f}s  {len(requests) / elapsed:.2f} ex/s")
+    return ServeBenchResult(len(requests), max_new_tokens, eps, all(c == contents[0] for c in contents))

@@ -315,6 +315,65 @@ def bench_api(
                   f"speedup [bold]{result.speedup:.1f}×[/] (ideal 16×) · errors {result.errors} · retries {result.retries}")
 
 
+@bench_app.command("local")
+@friendly_errors
+def bench_local(
+    rows: Annotated[int, typer.Option("--rows", min=1, help="ToxicChat rows.")] = 64,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Fixed generation budget.")] = 32,
+    policy: PolicyOpt = "toxic_chat_claude_1",
+    model: ModelOpt = "smollm2-135m",
+    batch_size: Annotated[str, typer.Option("--batch-size", help="auto or N.")] = "auto",
+    dataset: Annotated[Path, typer.Option("--dataset", help="CSV with user_input.")] = Path("../shared/data/toxicchat0124/test.csv"),
+    as_json: JsonOpt = False,
+) -> None:
+    """local backend: naive per-example generate vs batched vs batched + shared prefix KV (same process)."""
+    from .bench import bench_local as run
+
+    if not dataset.is_file():
+        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
+    result = run(dataset, rows, max_new_tokens, policy, model, batch_size,
+                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    console.print(f"{result.rows} rows · {result.policy} · max_new_tokens {result.max_new_tokens} · "
+                  f"{result.threads} threads · prompts {result.prompt_tokens} tokens, shared prefix {result.prefix_tokens}")
+    console.print(f"naive {result.naive_eps:.2f} ex/s · batched {result.batched_eps:.2f} ex/s "
+                  f"({result.batched_speedup:.1f}×) · batched + prefix {result.prefix_eps:.2f} ex/s "
+                  f"([bold]{result.speedup:.1f}×[/] naive; goal ≥ 5×)")
+    console.print(f"outputs identical to naive: batched {result.identical_batched}/{result.rows}, "
+                  f"prefix {result.identical_prefix}/{result.rows} · peak RSS {result.peak_rss_mb:.0f} MB · "
+                  f"matmul peak {result.matmul_peak_gflops:.0f} GFLOP/s · MFU " +
+                  ", ".join(f"{k} {v:.1%}" for k, v in result.mfu.items()))
+    if not result.identical:
+        raise typer.Exit(1)
+
+
+@bench_app.command("serve")
+@friendly_errors
+def bench_serve(
+    rows: Annotated[int, typer.Option("--rows", min=1, help="ToxicChat rows.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 32,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=2, help="Concurrency compared against 1.")] = 8,
+    dataset: Annotated[Path, typer.Option("--dataset", help="CSV with user_input.")] = Path("../shared/data/toxicchat0124/test.csv"),
+    as_json: JsonOpt = False,
+) -> None:
+    """api --api-server local: concurrency 1 vs N, with and without `transformers serve --continuous-batching`."""
+    from .bench import bench_serve as run
+
+    if not dataset.is_file():
+        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
+    result = run(dataset, rows, max_new_tokens, concurrency=concurrency,
+                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    for mode, levels in result.eps.items():
+        c1, cn = levels["c1"], levels[f"c{concurrency}"]
+        console.print(f"{mode}: c1 {c1:.2f} ex/s · c{concurrency} {cn:.2f} ex/s · {cn / c1:.2f}×")
+    console.print(f"same answers in every configuration: {result.identical}")
+
+
 @bench_app.command("report")
 @friendly_errors
 def bench_report(

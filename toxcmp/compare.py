@@ -28,7 +28,8 @@ from .runner import run_requests
 from .scoring import SIDES, UNPARSED_AS, build_row, summarize
 
 DEFAULT_OUTPUT_DIR = Path("outputs") / "backend_comparison"
-SPEC_KEYS = {"provider", "base_url", "api_server", "device", "dtype", "batch_size", "concurrency", "served_model"}
+SPEC_KEYS = {"provider", "base_url", "api_server", "device", "dtype", "batch_size", "strategy", "concurrency",
+             "served_model"}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 

@@ -33,7 +33,8 @@ class BackendConfig:
     # local
     device: str = "auto"
     dtype: str = "auto"
-    batch_size: str = "1"
+    batch_size: str = "auto"  # "auto" (memory-aware) or a number
+    strategy: str = "prefix"  # "prefix" (batched + shared policy-prefix KV cache), "batched", or "naive" (reference)
     # api
     base_url: str | None = None
     provider: str = "auto"

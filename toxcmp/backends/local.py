@@ -113,15 +113,45 @@ def render_prompt(tokenizer: Any, request: ChatRequest) -> str:
                                          **request.template_options())
 
 
+STRATEGIES = ("prefix", "batched", "naive")
+MAX_AUTO_BATCH = 64
+
+
+@dataclass
+class PrefixCache:
+    """The KV cache of the token prefix every prompt of one (model, policy, template options) shares."""
+
+    ids: list[int]
+    cache: Any  # transformers Cache after a forward pass over `ids`
+
+    def expanded(self, batch: int) -> Any:
+        import copy
+
+        cache = copy.deepcopy(self.cache)  # generate() extends the cache in place
+        if batch > 1:
+            cache.batch_repeat_interleave(batch)
+        return cache
+
+
 class LocalBackend:
     name = "local"
+    _prefix_warned: set[str] = set()  # say once per process and model that prefix reuse is off
 
     def __init__(self, config: BackendConfig):
         self.config = config
         self.device = resolve_device(config.device)
+        if config.strategy not in STRATEGIES:
+            from ..errors import UsageError
+
+            raise UsageError(f"unknown --strategy {config.strategy!r}", f"use one of: {', '.join(STRATEGIES)}")
+        self.batch_size = parse_batch_size(config.batch_size)
+        self._prefixes: dict[tuple, PrefixCache | None] = {}
+        self.stats = {"batches": 0, "splits": 0, "prefix_hits": 0, "prefix_misses": 0, "prefix_tokens_reused": 0,
+                      "prefix_tokens_computed": 0}
 
     @property
     def endpoint(self) -> str:
+        # strategy and batch size are not part of the identity: all strategies give token-identical outputs
         return f"transformers:{self.device}:{self.config.dtype}"
 
     def load(self, spec: ModelSpec) -> LoadedModel:
@@ -131,14 +161,26 @@ class LocalBackend:
         return render_prompt(self.load(request.model).tokenizer, request)
 
     def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse | None = None) -> list[ModelResponse]:
-        out: list[ModelResponse] = []
-        for index, request in enumerate(requests):
-            response = self._generate_one(request)
-            out.append(response)
+        out: list[ModelResponse | None] = [None] * len(requests)
+
+        def emit(index: int, response: ModelResponse) -> None:
+            out[index] = response
             if on_response:
                 on_response(index, response)
-        return out
 
+        greedy = all(r.generation.greedy for r in requests)
+        if self.config.strategy == "naive" or not greedy or len(requests) == 1:
+            for index, request in enumerate(requests):  # the reference: one generate per example, full prompt
+                emit(index, self._generate_one(request))
+        else:
+            groups: dict[tuple, list[int]] = {}
+            for index, request in enumerate(requests):
+                groups.setdefault((request.model, request.generation), []).append(index)
+            for indices in groups.values():
+                self._generate_group(requests, indices, emit)
+        return [r for r in out if r is not None]
+
+    # -- naive -----------------------------------------------------------------------------------------------
     def _generate_one(self, request: ChatRequest) -> ModelResponse:
         import torch
 
@@ -150,38 +192,242 @@ class LocalBackend:
             enc = tok(prompt, return_tensors="pt", add_special_tokens=False).to(loaded.device)
             n_prompt = int(enc["input_ids"].shape[1])
             gen = request.generation
-            if n_prompt + gen.max_new_tokens > loaded.context_length:
-                raise ContextLengthError(
-                    f"prompt is {n_prompt} tokens; with max_new_tokens={gen.max_new_tokens} it exceeds the model's "
-                    f"{loaded.context_length}-token context", "shorten the text or lower --max-new-tokens")
-            kwargs: dict[str, Any] = {"max_new_tokens": gen.max_new_tokens,
-                                      "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id}
-            if gen.greedy:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            else:
-                if gen.seed is not None:
-                    torch.manual_seed(gen.seed)
-                kwargs.update(do_sample=True, temperature=gen.temperature, top_p=gen.top_p)
+            _check_context(n_prompt, gen.max_new_tokens, loaded.context_length)
+            kwargs = _generate_kwargs(tok, gen)
+            if not gen.greedy and gen.seed is not None:
+                torch.manual_seed(gen.seed)
             with torch.inference_mode():
                 output = loaded.model.generate(**enc, **kwargs)
-            new_tokens = output[0, n_prompt:]
-            raw = tok.decode(new_tokens, skip_special_tokens=False)
-            eos_ids = _eos_ids(loaded)
-            finish = "stop" if len(new_tokens) and int(new_tokens[-1]) in eos_ids else "length"
-            parts = split_output(raw, harmony=request.model.harmony)
-            return ModelResponse(content=parts.content, reasoning=parts.reasoning, raw_text=raw, backend=self.name,
-                                 model=request.model.model_id, latency_s=time.perf_counter() - started,
-                                 served_by=self.endpoint, finish_reason=finish, prompt_hash=request.prompt_hash,
-                                 extra={"prompt_tokens": n_prompt, "completion_tokens": int(len(new_tokens)),
-                                        "commit": loaded.commit})
+            new_tokens = [int(t) for t in output[0, n_prompt:]]
+            return self._response(loaded, request, new_tokens, n_prompt, time.perf_counter() - started,
+                                  {"strategy": "naive", "batch_size": 1})
         except Exception as exc:  # per-example failure: recorded, the run goes on
-            message = exc.one_line() if isinstance(exc, ContextLengthError) else f"{type(exc).__name__}: {exc}"
-            return ModelResponse(content="", reasoning="", raw_text="", backend=self.name, model=request.model.model_id,
-                                 latency_s=time.perf_counter() - started, error=message,
-                                 prompt_hash=request.prompt_hash)
+            return self._error(request, exc, time.perf_counter() - started)
+
+    # -- batched ---------------------------------------------------------------------------------------------
+    def _generate_group(self, requests: Sequence[ChatRequest], indices: list[int], emit) -> None:
+        request0 = requests[indices[0]]
+        loaded = self.load(request0.model)
+        tok = loaded.tokenizer
+        gen = request0.generation
+        encoded: list[tuple[int, list[int]]] = []
+        for i in indices:
+            try:
+                ids = tok(render_prompt(tok, requests[i]), add_special_tokens=False)["input_ids"]
+                _check_context(len(ids), gen.max_new_tokens, loaded.context_length)
+                encoded.append((i, ids))
+            except Exception as exc:  # noqa: BLE001 - this example only
+                emit(i, self._error(requests[i], exc, 0.0))
+        prefix = self._prefix(loaded, request0) if self.config.strategy == "prefix" else None
+        with_prefix, without = [], []
+        for i, ids in encoded:
+            shares = prefix is not None and len(ids) > len(prefix.ids) and ids[: len(prefix.ids)] == prefix.ids
+            (with_prefix if shares else without).append((i, ids))
+        if prefix is not None:
+            self.stats["prefix_tokens_reused"] += len(prefix.ids) * len(with_prefix)
+            self.stats["prefix_hits"] += len(with_prefix)
+            self.stats["prefix_misses"] += len(without)
+        longest = max((len(ids) for _, ids in encoded), default=0)
+        size = self.batch_size or auto_batch_size(loaded, longest + gen.max_new_tokens, self.device)
+        for items, pre in ((with_prefix, prefix), (without, None)):
+            # a batch's decode step costs about as much as prefilling ~48 tokens (SmolLM2, 2-core CPU, measured)
+            for batch in length_buckets(items, size, len(pre.ids) if pre else 0, 48 * gen.max_new_tokens):
+                self._run_batch(loaded, requests, batch, pre, emit)
+
+    def _run_batch(self, loaded: LoadedModel, requests, batch, prefix: PrefixCache | None, emit) -> None:
+        """One padded generate; on a RuntimeError (OOM included) split the batch and retry the halves."""
+        started = time.perf_counter()
+        try:
+            outputs = self._batch_generate(loaded, requests, batch, prefix)
+        except (RuntimeError, MemoryError) as exc:
+            if len(batch) == 1:
+                i = batch[0][0]
+                emit(i, self._error(requests[i], exc, time.perf_counter() - started))
+                return
+            self.stats["splits"] += 1
+            log.warning("batch of %d failed (%s); retrying as two halves", len(batch), type(exc).__name__)
+            half = len(batch) // 2
+            self._run_batch(loaded, requests, batch[:half], prefix, emit)
+            self._run_batch(loaded, requests, batch[half:], prefix, emit)
+            return
+        elapsed = time.perf_counter() - started
+        self.stats["batches"] += 1
+        strategy = "prefix" if prefix is not None else "batched"
+        for (i, ids), new_tokens in zip(batch, outputs):
+            emit(i, self._response(loaded, requests[i], new_tokens, len(ids), elapsed / len(batch),
+                                   {"strategy": strategy, "batch_size": len(batch), "batch_latency_s": round(elapsed, 4)}))
+
+    def _batch_generate(self, loaded: LoadedModel, requests, batch, prefix: PrefixCache | None) -> list[list[int]]:
+        import torch
+
+        from . import shared_prefix
+
+        tok = loaded.tokenizer
+        gen = requests[batch[0][0]].generation
+        pad = _pad_id(tok)
+        eos = _eos_ids(loaded)
+        n_prefix = len(prefix.ids) if prefix else 0
+        tails = [ids[n_prefix:] for _, ids in batch]
+        if prefix is not None and shared_prefix.supported(loaded.model):
+            return shared_prefix.greedy_decode(loaded.model, shared_prefix.prefix_kv(prefix.cache), n_prefix, tails,
+                                               pad, eos, gen.max_new_tokens)
+        width = max(len(t) for t in tails)
+        # Left padding after the shared prefix: the prefix KV stays valid, positions come from the attention mask.
+        head = prefix.ids if prefix else []
+        input_ids = [head + [pad] * (width - len(t)) + t for t in tails]
+        mask = [[1] * n_prefix + [0] * (width - len(t)) + [1] * len(t) for t in tails]
+        kwargs = _generate_kwargs(tok, gen)
+        if prefix is not None:
+            kwargs[shared_prefix.cache_kwarg(loaded.model)] = prefix.expanded(len(batch))
+        with torch.inference_mode():
+            output = loaded.model.generate(input_ids=torch.tensor(input_ids, device=loaded.device),
+                                           attention_mask=torch.tensor(mask, device=loaded.device), **kwargs)
+        results = []
+        for row in output[:, n_prefix + width:].tolist():
+            cut = next((k + 1 for k, t in enumerate(row) if t in eos), len(row))  # after EOS only padding follows
+            results.append(row[:cut])
+        return results
+
+    def _prefix(self, loaded: LoadedModel, request: ChatRequest) -> PrefixCache | None:
+        """Computed once per (model, system message, template options); None when the model's cache can't be reused."""
+        import torch
+
+        from . import shared_prefix
+
+        key = (request.model, request.messages[:-1], tuple(sorted(request.template_options().items())),
+               self.device, self.config.dtype)
+        if key in self._prefixes:
+            return self._prefixes[key]
+        tok = loaded.tokenizer
+        probes = []
+        for filler in ("a", "z"):  # two different user texts: their common token prefix is the shared part
+            probe = ChatRequest(request.model, request.messages[:-1] + (("user", filler),), request.generation)
+            probes.append(tok(render_prompt(tok, probe), add_special_tokens=False)["input_ids"])
+        common = 0
+        while common < min(map(len, probes)) and probes[0][common] == probes[1][common]:
+            common += 1
+        ids = probes[0][: max(0, common - 1)]  # keep a token back: a text's first token can merge with the boundary
+        prefix = None
+        if len(ids) >= 8:
+            try:
+                reason = shared_prefix.prefix_reusable(loaded.model)
+                if reason:
+                    raise TypeError(reason)
+                with torch.inference_mode():
+                    out = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), use_cache=True)
+                cache = shared_prefix.output_cache(out)
+                if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+                    raise TypeError(f"cache type {type(cache).__name__} cannot be expanded per batch")
+                prefix = PrefixCache(ids, cache)
+                self.stats["prefix_tokens_computed"] += len(ids)
+            except Exception as exc:  # noqa: BLE001 - fall back to plain batching
+                model_key = request.model.model_id
+                if model_key not in self._prefix_warned:
+                    self._prefix_warned.add(model_key)
+                    log.warning("prefix KV reuse is off for %s (%s); batching without it", model_key, exc)
+        self._prefixes[key] = prefix
+        return prefix
+
+    # -- shared ----------------------------------------------------------------------------------------------
+    def _response(self, loaded: LoadedModel, request: ChatRequest, new_tokens: list[int], n_prompt: int,
+                  latency: float, extra: dict[str, Any]) -> ModelResponse:
+        tok = loaded.tokenizer
+        raw = tok.decode(new_tokens, skip_special_tokens=False)
+        finish = "stop" if new_tokens and new_tokens[-1] in _eos_ids(loaded) else "length"
+        parts = split_output(raw, harmony=request.model.harmony)
+        return ModelResponse(content=parts.content, reasoning=parts.reasoning, raw_text=raw, backend=self.name,
+                             model=request.model.model_id, latency_s=latency, served_by=self.endpoint,
+                             finish_reason=finish, prompt_hash=request.prompt_hash,
+                             extra={"prompt_tokens": n_prompt, "completion_tokens": len(new_tokens),
+                                    "commit": loaded.commit, **extra})
+
+    def _error(self, request: ChatRequest, exc: Exception, latency: float) -> ModelResponse:
+        message = exc.one_line() if isinstance(exc, ContextLengthError) else f"{type(exc).__name__}: {exc}"
+        return ModelResponse(content="", reasoning="", raw_text="", backend=self.name, model=request.model.model_id,
+                             latency_s=latency, error=message, prompt_hash=request.prompt_hash)
 
     def close(self) -> None:
-        pass
+        self._prefixes.clear()
+
+
+def length_buckets(items: list[tuple[int, list[int]]], size: int, shared: int = 0,
+                   step_cost_tokens: int = 0) -> list[list[tuple[int, list[int]]]]:
+    """Sort by length, then cut into batches of at most `size` that minimise estimated work.
+
+    A batch costs its padded prefill (n × longest tail; `shared` prefix tokens are cached, not recomputed) plus
+    `step_cost_tokens` for its decode loop, the price of one more batch expressed in prefill tokens. Optimal
+    contiguous partition by dynamic programming over the sorted lengths.
+    """
+    ordered = sorted(items, key=lambda it: len(it[1]))
+    tails = [max(1, len(ids) - shared) for _, ids in ordered]
+    n = len(ordered)
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(max(0, j - size), j):  # batch = ordered[i:j]; its width is tails[j-1]
+            cost = best[i] + (j - i) * tails[j - 1] + step_cost_tokens
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    batches = []
+    j = n
+    while j > 0:
+        batches.append(ordered[cut[j]:j])
+        j = cut[j]
+    return batches[::-1]
+
+
+def parse_batch_size(value: str | int | None) -> int | None:
+    """None means auto."""
+    if value in (None, "", "auto"):
+        return None
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = 0
+    if size < 1:
+        from ..errors import UsageError
+
+        raise UsageError(f"--batch-size must be 'auto' or a positive integer (got {value!r})", "e.g. --batch-size 8")
+    return size
+
+
+def auto_batch_size(loaded: LoadedModel, tokens_per_sequence: int, device: str) -> int:
+    """Largest batch whose KV cache and logits fit in a quarter of free memory, capped at MAX_AUTO_BATCH."""
+    config = loaded.model.config
+    layers = getattr(config, "num_hidden_layers", 24)
+    heads = getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", 16)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // getattr(config, "num_attention_heads", 16)
+    width = next(loaded.model.parameters()).element_size()
+    per_sequence = 2 * layers * heads * head_dim * width * tokens_per_sequence + 4 * config.vocab_size * 2
+    if device.startswith("cuda"):
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    return max(1, min(MAX_AUTO_BATCH, int(free * 0.25 // max(1, per_sequence))))
+
+
+def _check_context(n_prompt: int, max_new_tokens: int, context_length: int) -> None:
+    if n_prompt + max_new_tokens > context_length:
+        raise ContextLengthError(
+            f"prompt is {n_prompt} tokens; with max_new_tokens={max_new_tokens} it exceeds the model's "
+            f"{context_length}-token context", "shorten the text or lower --max-new-tokens")
+
+
+def _pad_id(tok: Any) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+def _generate_kwargs(tok: Any, gen) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"max_new_tokens": gen.max_new_tokens, "pad_token_id": _pad_id(tok)}
+    if gen.greedy:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    else:
+        kwargs.update(do_sample=True, temperature=gen.temperature, top_p=gen.top_p)
+    return kwargs
 
 
 def _eos_ids(loaded: LoadedModel) -> set[int]:

@@ -1,0 +1,164 @@
+"""Greedy decoding of a batch that shares one prompt prefix, attending to the prefix's KV once per step.
+
+Replicating the prefix cache per sequence (`batch_repeat_interleave`) makes every decode step re-read
+batch × prefix-length keys and values: on a 2-core CPU that memory traffic, not the matmuls, is the cost.
+Here the prefix keys/values stay at batch size 1; each layer's attention scores the whole batch's queries
+against them in one matmul, scores the per-sequence tail cache separately, and takes one softmax over both
+score blocks. The cache the model sees holds only the tails. Exact attention (same scores, one softmax), so
+greedy outputs match the one-`generate`-per-example reference (checked by tests and `toxcmp bench local`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+ATTN_NAME = "toxcmp_shared_prefix"
+_active: contextvars.ContextVar[list | None] = contextvars.ContextVar("toxcmp_prefix_kv", default=None)
+_registered = False
+
+
+def _register() -> None:
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(ATTN_NAME, shared_prefix_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTN_NAME, sdpa_mask)
+    _registered = True
+
+
+def shared_prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Drop-in for SDPA attention; outside a shared-prefix decode it *is* SDPA."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    prefix = _active.get()
+    if prefix is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    import torch
+
+    k_pre, v_pre = prefix[module.layer_idx]  # (1, KVH, P, D)
+    n, heads, q_len, dim = query.shape
+    if q_len > 1:  # prefill of the tails: one pass, so the SDPA kernel over [prefix ‖ tail] is cheaper
+        return _prefill(module, query, key, value, attention_mask, k_pre, v_pre, scaling, dropout, **kwargs)
+    kv_heads, tail_len = key.shape[1], key.shape[2]
+    group = heads // kv_heads
+    scale = scaling if scaling is not None else dim ** -0.5
+    q = query.reshape(n, kv_heads, group, q_len, dim)
+    # prefix scores: fold the batch into the rows of one matmul per kv head, so the prefix is read once
+    q_rows = q.permute(1, 0, 2, 3, 4).reshape(kv_heads, n * group * q_len, dim)
+    s_pre = torch.matmul(q_rows, k_pre[0].transpose(-1, -2)) * scale  # (KVH, n*G*q, P)
+    s_pre = s_pre.reshape(kv_heads, n, group, q_len, -1).permute(1, 0, 2, 3, 4)
+    s_tail = torch.matmul(q.reshape(n, kv_heads, group * q_len, dim), key.transpose(-1, -2)) * scale
+    s_tail = s_tail.reshape(n, kv_heads, group, q_len, tail_len)
+    if attention_mask is None:
+        if q_len > 1:  # no padding: plain causal mask over the tail
+            causal = torch.ones(q_len, tail_len, dtype=torch.bool, device=query.device).tril(tail_len - q_len)
+            s_tail = s_tail.masked_fill(~causal, float("-inf"))
+    elif attention_mask.dtype == torch.bool:
+        s_tail = s_tail.masked_fill(~attention_mask[:, :, None, :, -tail_len:], float("-inf"))
+    else:
+        s_tail = s_tail + attention_mask[:, :, None, :, -tail_len:]
+    probs = torch.softmax(torch.cat([s_pre, s_tail], dim=-1).float(), dim=-1).to(query.dtype)
+    p_pre, p_tail = probs[..., : s_pre.shape[-1]], probs[..., s_pre.shape[-1]:]
+    p_rows = p_pre.permute(1, 0, 2, 3, 4).reshape(kv_heads, n * group * q_len, -1)
+    out_pre = torch.matmul(p_rows, v_pre[0]).reshape(kv_heads, n, group, q_len, dim).permute(1, 0, 2, 3, 4)
+    out_tail = torch.matmul(p_tail.reshape(n, kv_heads, group * q_len, tail_len), value)
+    out = out_pre + out_tail.reshape(n, kv_heads, group, q_len, dim)
+    return out.reshape(n, heads, q_len, dim).transpose(1, 2).contiguous(), None
+
+
+def _prefill(module, query, key, value, attention_mask, k_pre, v_pre, scaling, dropout, **kwargs):
+    import torch
+
+    n, q_len, tail_len, n_pre = query.shape[0], query.shape[2], key.shape[2], k_pre.shape[2]
+    keys = torch.cat([k_pre.expand(n, -1, -1, -1), key], dim=2)
+    values = torch.cat([v_pre.expand(n, -1, -1, -1), value], dim=2)
+    if attention_mask is None:
+        tail = torch.ones(q_len, tail_len, dtype=torch.bool, device=query.device).tril(tail_len - q_len)
+        attention_mask = tail[None, None].expand(n, 1, q_len, tail_len)
+    visible = (torch.ones if attention_mask.dtype == torch.bool else torch.zeros)(
+        n, 1, q_len, n_pre, dtype=attention_mask.dtype, device=query.device)
+    mask = torch.cat([visible, attention_mask[..., -tail_len:].expand(n, 1, q_len, tail_len)], dim=-1)
+    out = torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=scaling,
+                                                           enable_gqa=True)  # no repeat_kv copies of the prefix
+    return out.transpose(1, 2).contiguous(), None
+
+
+def prefix_reusable(model: Any) -> str | None:
+    """None when a prefix KV cache can be reused across prompts; else the reason it cannot.
+
+    Sliding-window layers (gpt-oss alternates them) keep only the last W positions, so a cached prefix longer
+    than the window is not the cache a full prompt would have built.
+    """
+    config = model.config
+    if any(t != "full_attention" for t in (getattr(config, "layer_types", None) or ["full_attention"])):
+        return "the model has sliding-window attention layers"
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return "the model uses sliding-window attention"
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder models are not supported"
+    return None
+
+
+def supported(model: Any) -> bool:
+    """Whether the shared-prefix attention (prefix read once per step) applies; else the replicated cache is used."""
+    return (prefix_reusable(model) is None
+            and getattr(model.config, "_attn_implementation", None) in ("sdpa", ATTN_NAME))
+
+
+def cache_kwarg(model: Any) -> str:
+    """transformers 5.2x renamed `past_key_values` to `cache`; older releases only know the old name."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def output_cache(output: Any) -> Any:
+    return getattr(output, "cache", None) if hasattr(output, "cache") else getattr(output, "past_key_values", None)
+
+
+def prefix_kv(cache: Any) -> list:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def greedy_decode(model: Any, prefix: list, n_prefix: int, tails: list[list[int]], pad: int, eos: set[int],
+                  max_new_tokens: int) -> list[list[int]]:
+    """Left-padded tails after a shared prefix → greedy new tokens per sequence (cut after the first EOS)."""
+    import torch
+    from transformers import DynamicCache
+
+    _register()
+    if model.config._attn_implementation != ATTN_NAME:
+        model.set_attn_implementation(ATTN_NAME)  # SDPA everywhere else: the function delegates when inactive
+    device = next(model.parameters()).device
+    width = max(len(t) for t in tails)
+    ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails], device=device)
+    mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tails], device=device)
+    positions = (n_prefix + mask.cumsum(-1) - 1).clamp(min=n_prefix)
+    cache = DynamicCache()
+    done = torch.zeros(len(tails), dtype=torch.bool, device=device)
+    eos_t = torch.tensor(sorted(eos), device=device)
+    generated: list[torch.Tensor] = []
+    cache_arg = cache_kwarg(model)
+    token = _active.set(prefix)
+    try:
+        with torch.inference_mode():
+            for _ in range(max_new_tokens):
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                               **{cache_arg: cache}).logits[:, -1, :]
+                nxt = logits.argmax(-1)
+                nxt = torch.where(done, torch.full_like(nxt, pad), nxt)  # finished rows feed padding, as generate does
+                generated.append(nxt)
+                done = done | torch.isin(nxt, eos_t)
+                if bool(done.all()):
+                    break
+                ids = nxt[:, None]
+                positions = positions[:, -1:] + 1
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+    finally:
+        _active.reset(token)
+    rows = torch.stack(generated, dim=1).tolist()
+    return [row[: next((k + 1 for k, t in enumerate(row) if t in eos), len(row))] for row in rows]
