@@ -39,8 +39,10 @@ class _Server(ThreadingHTTPServer):
 class FakeChatServer:
     """`with FakeChatServer(models=["m"], delay_s=0.1) as s: s.base_url` — scripted replies, then the default."""
 
-    def __init__(self, models: list[str] | None = None, delay_s: float = 0.0, default: Reply | None = None):
+    def __init__(self, models: list[str] | None = None, delay_s: float = 0.0, default: Reply | None = None,
+                 responder: Any = None):
         self.models = models or ["fake-model"]
+        self.responder = responder  # payload -> Reply, when the script is empty (e.g. answers keyed on the text)
         self.delay_s = delay_s
         self.default = default or Reply(body=completion())
         self.script: deque[Reply] = deque()
@@ -100,7 +102,10 @@ class FakeChatServer:
                 payload = json.loads(self.rfile.read(length) or b"{}")
                 with outer._lock:
                     outer.requests.append(payload)
-                    reply = outer.script.popleft() if outer.script else outer.default
+                    reply = outer.script.popleft() if outer.script else None
+                if reply is None:
+                    reply = outer.responder(payload) if outer.responder else outer.default
+                with outer._lock:
                     outer.in_flight += 1
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
                 time.sleep(reply.delay_s or outer.delay_s)

@@ -24,7 +24,7 @@ class ModelSpec:
     name: str  # what the user typed
     model_id: str  # Hub id, local path, or alias for bundled models
     revision: str = "main"
-    harmony: bool = False
+    harmony: bool | None = False  # None: not known (a Hub id we have no alias for)
     gguf_package: str | None = None
     gguf_distribution: str | None = None
     gguf_file: str | None = None
@@ -64,7 +64,8 @@ def resolve_model(name: str, revision: str | None = None) -> ModelSpec:
                          harmony=_is_gpt_oss_dir(path), local_path=str(path.resolve()))
     parts = name.split("/")
     if len(parts) == 2 and all(parts) and not name.startswith((".", "/")):
-        return ModelSpec(name=name, model_id=name, revision=revision or "main", harmony="gpt-oss" in name)
+        # unknown Hub model: Harmony if it says so, else None (the parser detects the output form)
+        return ModelSpec(name=name, model_id=name, revision=revision or "main", harmony=True if "gpt-oss" in name else None)
     raise UnknownNameError("model", name, list(aliases), "or pass a Hub id (owner/name) or a local model directory")
 
 

@@ -40,12 +40,16 @@ def split_output(text: str, harmony: bool | None = None) -> HarmonyParts:
     Handles the token form (`<|channel|>analysis<|message|>…<|end|>…<|channel|>final<|message|>…<|return|>`),
     the collapsed form servers return when they strip special tokens (`analysis…assistantfinal…`), and plain
     chat output (trailing end-of-turn tokens removed). Commentary channels are ignored.
+
+    `harmony=False` (a model known not to speak Harmony): markers in its output are text it wrote, typically
+    an echo of an injected user message, so they are never interpreted. `None`: unknown model, detect the form.
     """
-    if "<|channel|>" in text:
-        return _split_harmony_tokens(text)
-    stripped = text.lstrip()
-    if stripped.startswith("analysis") and (_COLLAPSED_FINAL in stripped or harmony):
-        return _split_collapsed(stripped)
+    if harmony is not False:
+        if "<|channel|>" in text:
+            return _split_harmony_tokens(text)
+        stripped = text.lstrip()
+        if stripped.startswith("analysis") and (_COLLAPSED_FINAL in stripped or harmony):
+            return _split_collapsed(stripped)
     return HarmonyParts(content=_strip_end_tokens(text), reasoning="", format="plain")
 
 

@@ -41,7 +41,8 @@ class BackendConfig:
     token: str | None = field(default=None, repr=False)  # never printed, logged or cached
     concurrency: int = 8
     timeout_s: float = 120.0
-    max_retries: int = 4
+    max_retries: int = 4  # for 5xx, timeouts and connection errors
+    rate_limit_wait_s: float = 300.0  # 429s are retried (honouring Retry-After) until this much waiting in total
     served_model: str | None = None  # the name the server knows the model by, when it differs from the id
     endpoint_label: str | None = None  # stable cache identity for a server whose URL changes (random port)
     api_server: str | None = None  # "local": start `transformers serve` for the model on first use

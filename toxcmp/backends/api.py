@@ -233,10 +233,11 @@ class ApiBackend:
             kwargs["top_p"] = gen.top_p
         if extra_body:
             kwargs["extra_body"] = extra_body
-        attempt, last_error = 0, "no attempt made"
+        attempt, last_error, waited = 0, "no attempt made", 0.0
         while True:
             self.stats["requests"] += 1
             retry_after: float | None = None
+            rate_limited = False
             try:
                 _served_by.set(None)
                 output = await client.chat_completion(request.chat_messages(), **kwargs)
@@ -254,6 +255,7 @@ class ApiBackend:
                 if status not in RETRYABLE_STATUS:
                     return self._error(request, started, attempt, last_error)
                 retry_after = _retry_after_s(exc.response.headers if exc.response is not None else None)
+                rate_limited = status == 429
             except InferenceTimeoutError:
                 last_error = f"timed out after {self.config.timeout_s:g}s"
             except (json.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
@@ -265,9 +267,17 @@ class ApiBackend:
                 if not _is_transport_error(exc):
                     return self._error(request, started, attempt, f"{type(exc).__name__}: {exc}")
                 last_error = f"connection error: {type(exc).__name__}"
-            if attempt >= self.config.max_retries:
+            # A rate limit is not a failure: keep waiting it out (Retry-After, else capped backoff) for up to
+            # rate_limit_wait_s in total; other errors get max_retries attempts.
+            budget_left = self.config.rate_limit_wait_s - waited
+            if rate_limited and budget_left > 0:
+                delay = min(backoff_delay(min(attempt, 5), retry_after), budget_left)
+            elif attempt >= self.config.max_retries:
                 return self._error(request, started, attempt, f"{last_error} (gave up after {attempt} retries)")
-            await asyncio.sleep(backoff_delay(attempt, retry_after))
+            else:
+                delay = backoff_delay(attempt, retry_after)
+            await asyncio.sleep(delay)
+            waited += delay
             attempt += 1
             self.stats["retries"] += 1
 
