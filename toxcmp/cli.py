@@ -410,7 +410,12 @@ cli_compare.register(app)
 
 
 def main() -> None:
+    import sys
+
     try:
         app()
-    except KeyboardInterrupt:  # pragma: no cover - interactive only
-        fail("interrupted", 130)
+    except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (e.g. during imports)
+        from .cli_common import err_console
+
+        err_console.print("interrupted")
+        sys.exit(130)

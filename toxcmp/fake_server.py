@@ -34,13 +34,14 @@ def completion(content: str = "0", reasoning: str | None = None, reasoning_key: 
 
 class _Server(ThreadingHTTPServer):
     request_queue_size = 256  # the default backlog (5) resets connections under concurrency 16
+    allow_reuse_address = True  # a test may restart a server on the port a killed one used
 
 
 class FakeChatServer:
     """`with FakeChatServer(models=["m"], delay_s=0.1) as s: s.base_url` — scripted replies, then the default."""
 
     def __init__(self, models: list[str] | None = None, delay_s: float = 0.0, default: Reply | None = None,
-                 responder: Any = None):
+                 responder: Any = None, port: int = 0):
         self.models = models or ["fake-model"]
         self.responder = responder  # payload -> Reply, when the script is empty (e.g. answers keyed on the text)
         self.delay_s = delay_s
@@ -50,7 +51,7 @@ class FakeChatServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
@@ -64,8 +65,20 @@ class FakeChatServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop answering and close the socket (idempotent; callable from a request thread)."""
+        with self._lock:
+            if getattr(self, "_stopped", False):
+                return
+            self._stopped = True
         self._server.shutdown()
         self._server.server_close()
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
 
     def _handler(self):
         outer = self

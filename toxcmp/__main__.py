@@ -1,0 +1,5 @@
+"""`python -m toxcmp` runs the CLI."""
+
+from .cli import main
+
+main()
