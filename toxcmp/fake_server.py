@@ -48,6 +48,7 @@ class FakeChatServer:
         self.default = default or Reply(body=completion())
         self.script: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
+        self.headers_seen: list[dict[str, str]] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -113,6 +114,7 @@ class FakeChatServer:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 payload = json.loads(self.rfile.read(length) or b"{}")
+                outer.headers_seen.append(dict(self.headers))
                 with outer._lock:
                     outer.requests.append(payload)
                     reply = outer.script.popleft() if outer.script else None

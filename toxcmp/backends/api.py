@@ -38,6 +38,13 @@ def valid_providers() -> list[str]:
     return ["auto", *PROVIDERS]
 
 
+def _is_hf_host(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    host = (urlparse(url).hostname or "").lower()
+    return host == "huggingface.co" or host.endswith((".huggingface.co", ".huggingface.cloud", ".hf.space"))
+
+
 def redact(text: str, token: str | None) -> str:
     """Remove the token (and anything shaped like an HF token) from a message before it is shown or stored."""
     if token:
@@ -111,6 +118,8 @@ class ApiBackend:
         if uses_providers and config.provider not in valid_providers():
             raise UnknownNameError("provider", config.provider, valid_providers())
         self._token = config.token or os.environ.get("HF_TOKEN") or None
+        if config.base_url and not config.token and not _is_hf_host(config.base_url):
+            self._token = None  # HF_TOKEN is for Hugging Face; a third-party --base-url gets only an explicit --token
         if uses_providers and not self._token:
             from huggingface_hub import get_token
 
