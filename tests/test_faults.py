@@ -121,17 +121,20 @@ def test_a_30_second_429_storm_slows_the_run_and_loses_nothing(cli, dataset, tmp
     assert summary["binary_agreement"]["value"] == 1.0
 
 
-def test_disk_full_when_writing_results_is_clear_and_the_rerun_recovers(cli, dataset, tmp_path, monkeypatch):
+@pytest.mark.parametrize("code, message", [(errno.ENOSPC, "No space left on device"),
+                                           (errno.EROFS, "Read-only file system")])
+def test_disk_full_or_read_only_at_write_is_clear_and_the_rerun_recovers(cli, dataset, tmp_path, monkeypatch,
+                                                                         code, message):
     out = tmp_path / "out"
 
     def full(self, *args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise OSError(code, message)
 
     with FakeChatServer(models=[MODEL], responder=label_for) as a, FakeChatServer(models=[MODEL], responder=label_for) as b:
         with monkeypatch.context() as m:
             m.setattr(pl.DataFrame, "write_parquet", full)
             first = cli(*_compare(dataset, out, a.base_url, b.base_url))
-        assert first.exit_code == 2 and "No space left on device" in first.output
+        assert first.exit_code == 2 and message in first.output
         assert "rerun the same command" in first.output and "Traceback" not in first.output
         (run_dir,) = list(out.iterdir())
         assert not (run_dir / "results.parquet").exists() and not list(run_dir.glob(".*tmp*"))
@@ -243,3 +246,41 @@ def _cache_entries(cache_dir: Path) -> int:
         return sum(g.entries for g in cache.info())
     finally:
         cache.close()
+
+
+@pytest.mark.slow
+def test_real_transformers_serve_killed_mid_run(tmp_path, models_dir):
+    """SIGKILL the spawned `transformers serve` mid-run: finished rows kept, the rest are errors, exit 2;
+    the rerun starts a new server and asks it only for what is missing."""
+    import psutil
+
+    from toxcmp.config import configs_dir
+
+    cache_dir = tmp_path / "cache"
+    env = dict(os.environ, TOXCMP_CACHE_DIR=str(cache_dir), TOXCMP_MODELS_DIR=str(models_dir), HF_HUB_OFFLINE="1")
+    sample = configs_dir() / "samples" / "toxicchat0124_test_sample.csv"
+    args = [sys.executable, "-m", "toxcmp", "compare", "--model", "smollm2-135m", "--api-server", "local",
+            "--dataset", str(sample), "--sample-size", "10", "--max-new-tokens", "8", "--chunk-size", "10",
+            "--concurrency", "1", "--max-retries", "1", "--output-dir", str(tmp_path / "out"), "--json"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and killed is None:
+        if cache_dir.exists() and _cache_entries(cache_dir) >= 3:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                if "serve" in " ".join(child.cmdline()):
+                    child.kill()
+                    killed = child.pid
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=240)
+    assert killed, "never saw the server answer"
+    assert proc.returncode == 2, err
+    summary = json.loads(out)
+    assert summary["n"] == 10 and 3 <= summary["n"] - summary["n_errors"] < 10
+    assert summary["causes"]["error"] == summary["n_errors"] and "partial run" in err
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads(again.stdout)
+    assert resumed["n_errors"] == 0 and resumed["binary_agreement"]["value"] == 1.0
+    assert resumed["metadata"]["throughput"]["api"]["calls"] == summary["n_errors"]  # only what was missing
+    assert resumed["metadata"]["throughput"]["local"]["calls"] == 0
