@@ -377,7 +377,7 @@ def bench_serve(
 @bench_app.command("report")
 @friendly_errors
 def bench_report(
-    sources: Annotated[Optional[list[Path]], typer.Argument(help="Recorded outputs to build the run from [default: the two 2,000-row study parquets in ../shared/data].")] = None,
+    sources: Annotated[Optional[list[Path]], typer.Argument(help="Recorded outputs to build the run from \\[default: the two 2,000-row study parquets in ../shared/data].")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Time re-rendering the full report of a cached run (goal: < 5 s for 2,000 rows)."""

@@ -21,7 +21,7 @@ PolicyOpt = Annotated[str, typer.Option("--policy", "-p", help="Built-in policy 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model alias, Hub id (owner/name) or local model dir.")]
 RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Model revision (branch, tag or commit).")]
 CacheDirOpt = Annotated[Optional[Path], typer.Option("--cache-dir", envvar="TOXCMP_CACHE_DIR",
-                                                    help="Response/model cache dir [default: ~/.cache/toxcmp].")]
+                                                    help="Response/model cache dir \\[default: ~/.cache/toxcmp].")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the response cache.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a rich view.")]
 MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="Generation budget.")]
@@ -30,7 +30,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="local: auto, cpu, cuda
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="local: auto, float32, bfloat16, float16.")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="api: any OpenAI-compatible server URL.")]
 ProviderOpt = Annotated[str, typer.Option("--provider", help="api: Inference Provider name or auto.")]
-TokenOpt = Annotated[Optional[str], typer.Option("--token", help="api: HF token [default: $HF_TOKEN]; never printed.",
+TokenOpt = Annotated[Optional[str], typer.Option("--token", help="api: HF token \\[default: $HF_TOKEN]; never printed.",
                                                  show_default=False)]
 ApiServerOpt = Annotated[str, typer.Option("--api-server", help="api: 'local' starts transformers serve on 127.0.0.1 "
                                                                 "for the same model; 'none' uses --base-url/provider.")]

@@ -16,7 +16,7 @@ OutputDirOpt = Annotated[Path, typer.Option("--output-dir", help="Where run dirs
 ThresholdOpt = Annotated[float, typer.Option("--threshold", help="Pass when binary agreement ≥ this.")]
 UnparsedOpt = Annotated[str, typer.Option("--unparsed-as", help="A side without a label (refusal, unparsed) counts as: "
                                                                "none (its own outcome; default), 0 (the recorded study's way) or 1.")]
-RunIdOpt = Annotated[Optional[str], typer.Option("--run-id", help="Run dir name [default: derived from the command, so a rerun resumes].")]
+RunIdOpt = Annotated[Optional[str], typer.Option("--run-id", help="Run dir name \\[default: derived from the command, so a rerun resumes].")]
 
 
 def register(app: typer.Typer) -> None:
@@ -32,11 +32,11 @@ def compare(
     dataset: Annotated[str, typer.Option("--dataset", help="Hub id (or a local dir laid out like one), or a .csv/.parquet/.jsonl file.")] = "lmsys/toxic-chat",
     version: Annotated[str, typer.Option("--version", help="Hub config: toxicchat0124 or toxicchat1123.")] = "toxicchat0124",
     split: Annotated[str, typer.Option("--split", help="test or train.")] = "test",
-    sample_size: Annotated[Optional[int], typer.Option("--sample-size", "-n", help="Rows to run [default: all]; larger than the dataset clamps to all.")] = None,
+    sample_size: Annotated[Optional[int], typer.Option("--sample-size", "-n", help="Rows to run \\[default: all]; larger than the dataset clamps to all.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
     human_only: Annotated[bool, typer.Option("--human-only", help="Only human-annotated rows.")] = False,
     stratify: Annotated[bool, typer.Option("--stratify", help="Oversample positives to half the sample; metrics are re-weighted.")] = False,
-    backends: Annotated[str, typer.Option("--backends", help="Two specs: name or name[key=value;…], e.g. api,local or 'api[provider=groq],api[provider=together]'.")] = "api,local",
+    backends: Annotated[str, typer.Option("--backends", help="Two specs: name or name\\[key=value;…], e.g. api,local or 'api\\[provider=groq],api\\[provider=together]'.")] = "api,local",
     max_new_tokens: MaxNewTokensOpt = None,
     reasoning_effort: ReasoningOpt = None,
     device: DeviceOpt = "auto",
@@ -101,7 +101,7 @@ def compare(
 @friendly_errors
 def rescore(
     paths: Annotated[List[Path], typer.Argument(help="A run dir, a results.parquet, a study backend_comparison parquet, or two study api_* parquets.")],
-    policy: Annotated[Optional[str], typer.Option("--policy", "-p", help="Policy to parse with [default: the run's].")] = None,
+    policy: Annotated[Optional[str], typer.Option("--policy", "-p", help="Policy to parse with \\[default: the run's].")] = None,
     unparsed_as: UnparsedOpt = "none",
     threshold: ThresholdOpt = 0.95,
     output_dir: OutputDirOpt = Path("outputs/backend_comparison"),
