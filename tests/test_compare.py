@@ -210,3 +210,21 @@ def test_live_view_in_a_terminal_shows_progress_rows_and_agreement(dataset, tmp_
     for expected in ("compare", "12/12", "ETA", "latest examples", "A rule", "B quirky", "agreement 9/12 (75.0%)",
                      "rule:", "ex/s"):
         assert expected in text, expected
+
+
+def test_an_unexpected_backend_exception_still_keeps_the_rows(cli, dataset, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = doubles.QuirkyBackend.generate
+
+    def crashing(self, requests, on_response=None):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ValueError("tokenizer exploded\nsecond line")
+        return original(self, requests, on_response)
+
+    monkeypatch.setattr(doubles.QuirkyBackend, "generate", crashing)
+    result = cli(*_args(dataset, tmp_path / "out"))
+    assert result.exit_code == 2 and "ValueError: tokenizer exploded" in result.output
+    (run_dir,) = (tmp_path / "out").iterdir()
+    assert pl.read_parquet(run_dir / "results.parquet").height == 4
+    assert json.loads((run_dir / "summary.json").read_text())["metadata"]["status"] == "failed"

@@ -255,8 +255,9 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     except KeyboardInterrupt:
         status, reason = "interrupted", f"interrupted after {len(rows)} of {len(examples)} rows"
         observer.log(reason + "; writing the finished rows")
-    except ToxcmpError as exc:
-        status, reason = "failed", exc.one_line()
+    except Exception as exc:  # noqa: BLE001 - any backend failure: keep the rows so far, then report it
+        reason = exc.one_line() if isinstance(exc, ToxcmpError) else f"{type(exc).__name__}: {exc}".splitlines()[0]
+        status = "failed"
         observer.log(f"backend failure after {len(rows)} of {len(examples)} rows: {reason}")
     finally:
         for engine in engines:

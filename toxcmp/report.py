@@ -139,7 +139,8 @@ def _model_name(path: Path, frame: pl.DataFrame) -> str:
 def _study_meta(files: Sequence[Path], labels: list[str]) -> dict[str, Any]:
     match = re.search(r"(toxic_chat_claude_1|toxic_simple)", files[0].name)
     model = re.search(r"(gpt-oss(?:-safeguard)?-\d+b)", files[0].name)
-    return {"model": {"name": model.group(1) if model else None, "harmony": True},"backends": [{"label": label, "name": label} for label in labels],
+    return {"model": {"name": model.group(1) if model else None, "harmony": True},
+            "backends": [{"label": label, "name": label} for label in labels],
             "policy": {"name": match.group(1) if match else None},
             "source": [str(f) for f in files], "recorded_study": True}
 

@@ -14,7 +14,7 @@ from rapidfuzz.distance import Indel
 
 from . import metrics
 from .diagnosis import CAUSES, Side, cause, cause_counts, fine_outcome, outcome
-from .parsing import NO_FINAL_ANSWER, parse_output, parse_verdict
+from .parsing import NO_FINAL_ANSWER, Verdict, parse_output, parse_verdict
 from .policies import Policy
 from .results import ModelResponse
 
@@ -39,11 +39,11 @@ def verdict_fields(recorded: dict[str, Any], policy: Policy, harmony: bool | Non
                 "refusal": False, "outcome": "error"}
     raw = recorded.get("raw") or ""
     if raw:
-        parts, verdict = parse_output(raw, policy, harmony)
+        _, verdict = parse_output(raw, policy, harmony)
     else:
         verdict = parse_verdict(recorded.get("content") or "", policy)
         if not (recorded.get("content") or "").strip() and recorded.get("reasoning"):
-            verdict = type(verdict)(None, None, False, NO_FINAL_ANSWER)
+            verdict = Verdict(None, None, False, NO_FINAL_ANSWER)
     binary, fine = verdict.binary_label, verdict.fine_grain_label
     if binary is None and unparsed_as != "none":
         forced = parse_verdict(unparsed_as, policy)
