@@ -235,11 +235,15 @@ class LocalBackend:
                 self._run_batch(loaded, requests, batch, pre, emit)
 
     def _run_batch(self, loaded: LoadedModel, requests, batch, prefix: PrefixCache | None, emit) -> None:
-        """One padded generate; on a RuntimeError (OOM included) split the batch and retry the halves."""
+        """One padded generate; if it raises (OOM included) split the batch and retry the halves."""
         started = time.perf_counter()
         try:
             outputs = self._batch_generate(loaded, requests, batch, prefix)
-        except (RuntimeError, MemoryError) as exc:
+        except Exception as exc:  # noqa: BLE001 - OOM (a RuntimeError) above all, but never lose the batch
+            if self.device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()  # release the failed batch's activations before the halves run
             if len(batch) == 1:
                 i = batch[0][0]
                 emit(i, self._error(requests[i], exc, time.perf_counter() - started))
