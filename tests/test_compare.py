@@ -4,7 +4,6 @@ and the real thing: SmolLM2 through `local` against a real `transformers serve` 
 from __future__ import annotations
 
 import json
-import os
 from importlib.metadata import EntryPoint
 from pathlib import Path
 

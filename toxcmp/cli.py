@@ -12,7 +12,7 @@ from rich.table import Table
 from . import __version__
 from .cli_common import (ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
                          MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RetriesOpt,
-                         RevisionOpt, TimeoutOpt, TokenOpt, console, fail, friendly_errors, print_json)
+                         RevisionOpt, TimeoutOpt, TokenOpt, console, friendly_errors, print_json)
 from .config import default, default_cache_dir
 from .errors import UsageError
 

@@ -18,7 +18,8 @@ from . import __version__
 from .backends import Backend, BackendConfig, get_backend
 from .cache import ResponseCache
 from .config import GenerationConfig, default_cache_dir
-from .data import DEFAULT_DATASET, Sample, describe, load, sample
+from .core import require_api_route
+from .data import DEFAULT_DATASET, describe, load, sample
 from .errors import ToxcmpError, UsageError
 from .models import ModelSpec, resolve_model
 from .policies import Policy, load_policy
@@ -165,8 +166,12 @@ def default_run_id(cfg: CompareConfig, spec: ModelSpec, policy: Policy, sample_m
                 "generation": cfg.generation.to_dict(), "api_server": cfg.backend.api_server,
                 "provider": cfg.backend.provider, "base_url": cfg.backend.base_url}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    safe_model = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.name).strip("-") or "model"
-    return validate_run_id(f"{policy.name}-{safe_model}-{digest}")
+    return validate_run_id(f"{policy.name}-{_safe_name(spec.name) or 'model'}-{digest}")
+
+
+def _safe_name(text: str) -> str:
+    """Characters a run id may not hold become '-'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
 def prepare_run_dir(output_dir: Path, run_id: str) -> Path:
@@ -212,9 +217,8 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     base = replace(cfg.backend, cache_dir=cache_dir)
     configs = [s.config(base) for s in specs]
     for s, c in zip(specs, configs):
-        if s.name == "api" and spec.is_bundled and not c.base_url and c.api_server != "local":
-            raise UsageError(f"{spec.name} is a bundled model that no Inference Provider serves",
-                             "add --api-server local (or --base-url URL) for the api backend")
+        if s.name == "api":
+            require_api_route(spec, c, "for the api backend")
     engines: list[Backend] = [get_backend(s.name, c) for s, c in zip(specs, configs)]
     meta = run_metadata(cfg, specs, engines, spec, policy, sample_meta, run_id)
     if picked.note:
@@ -401,6 +405,6 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
     if output_dir is not None:
         source = Path(paths[0])
         default_id = (meta.get("run_id") or source.stem) + "-rescored"
-        run_dir = prepare_run_dir(Path(output_dir), run_id or re.sub(r"[^A-Za-z0-9._-]+", "-", default_id)[:128])
+        run_dir = prepare_run_dir(Path(output_dir), run_id or _safe_name(default_id)[:128])
         write_outputs(run_dir, rows, summary)
     return RescoreResult(rows, summary, layout, run_dir)

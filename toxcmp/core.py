@@ -38,15 +38,21 @@ def split_options(options: dict[str, Any]) -> tuple[GenerationConfig, BackendCon
     return generation, backend_config, {k: options[k] for k in _OTHER_KEYS if k in options}
 
 
+def require_api_route(spec: ModelSpec, config: BackendConfig, alternative: str) -> None:
+    """A bundled model exists only on this machine: the api backend needs a server for it."""
+    if spec.is_bundled and not config.base_url and config.api_server != "local":
+        raise UsageError(f"{spec.name} is a bundled model that no Inference Provider serves",
+                         f"add --api-server local (or --base-url URL), {alternative}")
+
+
 def respond(policy: Policy, text: str, spec: ModelSpec, backend: str, generation: GenerationConfig,
             config: BackendConfig, use_cache: bool = True, api_server: str | None = None) -> ModelResponse:
     """One request through one backend, the cache in front; a spawned API server is stopped on every exit."""
     request = build_request(policy, text, spec, generation)
     if api_server not in (None, "", "none"):
         config = replace(config, api_server=api_server)
-    if backend == InferenceBackend.API.value and spec.is_bundled and not config.base_url and config.api_server != "local":
-        raise UsageError(f"{spec.name} is a bundled model that no Inference Provider serves",
-                         "add --api-server local (or --base-url URL), or use --backend local")
+    if backend == InferenceBackend.API.value:
+        require_api_route(spec, config, "or use --backend local")
     engine = get_backend(backend, config)
     cache = ResponseCache(Path(config.cache_dir or default_cache_dir())) if use_cache else None
     try:

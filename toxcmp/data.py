@@ -7,7 +7,6 @@ columns `example_id, text, toxicity, jailbreaking, human_annotation`, toxicity s
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -7,7 +7,6 @@ only when `count_missing_as_label` is set; by default pairs with a missing side 
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 from typing import Sequence
 
