@@ -49,7 +49,7 @@ def test_weighted_proportion_hand_computed():
     # hits weights 3 and 1 of total 3+1+1+1 = 6 → p = 4/6; Kish n_eff = 36 / (9+1+1+1) = 3
     p = weighted_proportion([True, True, False, False], [3.0, 1.0, 1.0, 1.0])
     assert p.value == pytest.approx(4 / 6)
-    ci = wilson(2, 3)  # round(p * n_eff) = 2 of 3
+    ci = wilson(2, 3)  # p * n_eff = 2 of n_eff = 3 exactly (non-integer cases: tests/test_metrics.py)
     assert (p.low, p.high) == pytest.approx((ci.low, ci.high))
     assert weighted_proportion([True, False], [2.0, 2.0]) == wilson(1, 2)
 
@@ -122,9 +122,28 @@ def test_rescore_joins_two_single_backend_study_files(tmp_path):
 
 
 def test_rescore_n10_gpt_oss_20b():
+    """Expected values read off the ten recorded answers by eye, then computed by hand.
+
+    api:   0 1 (DFD text, no verdict) 1 0 1 0 (refusal) 1 0  → unparsed as 0: 0 1 0 1 0 1 0 0 1 0
+    local: 0 1 (refusal)              1 0 0 0 (refusal) 1 0  → unparsed as 0: 0 1 0 1 0 0 0 0 1 0
+    One disagreement (row 6: api 1, local 0, truth 1). The study says 8/10 because it read a "1" out of the DFD
+    text in row 3 (its `api_parsed_successfully` is true there). Kappa: po = 0.9, api has 4 ones and local 3,
+    pe = 0.4 × 0.3 + 0.6 × 0.7 = 0.54, kappa = 0.36 / 0.46.
+    """
     require_shared(N10)
-    s = rescore([N10], unparsed_as="0", output_dir=None).summary
-    assert s["n"] == 10 and 0.0 <= s["binary_agreement"]["value"] <= 1.0
+    result = rescore([N10], unparsed_as="0", output_dir=None)
+    s = result.summary
+    assert s["n"] == 10 and s["binary_agreement"]["successes"] == 9 and s["binary_agreement"]["n"] == 10
+    assert s["binary_agreement"]["value"] == pytest.approx(0.9)
+    z2 = 1.959963984540054**2  # Wilson by hand for 9 of 10
+    centre, half = (0.9 + z2 / 20) / (1 + z2 / 10), 1.959963984540054 * (0.09 / 10 + z2 / 400) ** 0.5 / (1 + z2 / 10)
+    assert (s["binary_agreement"]["low"], s["binary_agreement"]["high"]) == pytest.approx((centre - half, centre + half),
+                                                                                        abs=1e-6)
+    assert [r["a_binary"] for r in result.rows] == [0, 1, 0, 1, 0, 1, 0, 0, 1, 0]
+    assert [r["b_binary"] for r in result.rows] == [0, 1, 0, 1, 0, 0, 0, 0, 1, 0]
+    assert s["causes"]["label_flip"] == 1 and sum(s["causes"].values()) == 1
+    assert s["cohen_kappa"]["value"] == pytest.approx(0.36 / 0.46, abs=1e-6)
+    assert pl.read_parquet(N10)["binary_match"].sum() == 8
 
 
 def test_rescore_cli_exit_codes_and_errors(cli, tmp_path):
