@@ -38,14 +38,29 @@ def test_margin_agrees_with_what_greedy_generation_chose(loaded_request):
         assert margin is not None and margin.nats > 0, (first_word, rival, margin)  # greedy picked the argmax
 
 
-def test_margin_is_antisymmetric_and_classified(loaded_request):
+def test_margin_equals_the_log_prob_difference_computed_by_hand(loaded_request):
+    """log p("1") - log p("0") for the token right after the prompt, from one plain forward pass over the prompt:
+    softmax by hand (exp / sum) on the last position's logits, the label tokens looked up in the vocabulary."""
+    import torch
+
     _, loaded, request = loaded_request
-    prompt = render_prompt(loaded.tokenizer, request)
-    m01 = label_margin(loaded.model, loaded.tokenizer, prompt, "1", "1", "0")
-    m10 = label_margin(loaded.model, loaded.tokenizer, prompt, "0", "0", "1")
-    assert m01 is not None and m10 is not None and math.isfinite(m01.nats)
-    assert m01.nats == pytest.approx(-m10.nats, abs=1e-4)
-    assert label_margin(loaded.model, loaded.tokenizer, prompt, "no label here", "1", "0") is None
+    tok, model = loaded.tokenizer, loaded.model
+    prompt = render_prompt(tok, request)
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    one, zero = tok.convert_tokens_to_ids("1"), tok.convert_tokens_to_ids("0")
+    assert tok(prompt + "1", add_special_tokens=False)["input_ids"] == prompt_ids + [one]  # the label is one token
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids])).logits[0, -1].double()
+    probs = torch.exp(logits - logits.max()) / torch.exp(logits - logits.max()).sum()
+    expected = math.log(probs[one].item()) - math.log(probs[zero].item())
+    m01 = label_margin(model, tok, prompt, "1", "1", "0")
+    m10 = label_margin(model, tok, prompt, "0", "0", "1")
+    assert m01 is not None and m10 is not None
+    assert m01.nats == pytest.approx(expected, abs=1e-3) and m10.nats == pytest.approx(-expected, abs=1e-3)
+    assert abs(expected) > 1e-2  # a real difference, so a sign error cannot hide
+    assert (m01.own, m01.other) == ("1", "0") and m01.kind == ("near_tie" if abs(expected) < NEAR_TIE_NATS
+                                                                else "true_disagreement")
+    assert label_margin(model, tok, prompt, "no label here", "1", "0") is None
 
 
 def test_near_tie_threshold():
