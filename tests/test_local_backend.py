@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -10,6 +11,17 @@ from toxcmp import InferenceBackend, classify, get_model_response
 from toxcmp.backends.local import LocalModelCache
 
 pytestmark = pytest.mark.slow
+
+
+def assert_verdict_matches_content(data: dict) -> None:
+    """The verdict is read from the content, not invented: a label only where the content has a 0/1 to read,
+    parse_ok exactly when there is a label, and a reason exactly when there is not."""
+    digits = set(re.findall(r"(?<![0-9A-Za-z])[01](?![0-9A-Za-z])", data["content"]))
+    assert data["parse_ok"] == (data["binary_label"] is not None) == (data["parse_error"] is None), data
+    if not digits:
+        assert data["binary_label"] is None and not data["parse_ok"] and data["parse_error"], data
+    if data["binary_label"] is not None:
+        assert str(data["binary_label"]) in digits, data
 
 
 def test_classify_local_smollm_then_cached(cli):
@@ -20,7 +32,8 @@ def test_classify_local_smollm_then_cached(cli):
     assert set(data) >= {"binary_label", "fine_grain_label", "parse_ok", "parse_error", "content", "reasoning",
                          "backend", "model", "policy", "cached", "latency_s"}
     assert data["backend"] == "local" and data["model"] == "smollm2-135m" and data["cached"] is False
-    assert data["content"] and (data["parse_ok"] or data["parse_error"])
+    assert data["content"]
+    assert_verdict_matches_content(data)
     second = json.loads(cli(*args).stdout)
     assert second["cached"] is True and second["content"] == data["content"]
 
@@ -82,9 +95,11 @@ def test_gpt_oss_path_render_generate_decode_parse(tiny_gptoss, cli):
     result = classify("hello there", model=str(tiny_gptoss), backend="local", max_new_tokens=40,
                       reasoning_effort="high", use_cache=False)
     # random weights: the answer is noise, and the parser must say so rather than invent a label
-    assert result.parse_ok or result.parse_error
-    if not result.parse_ok:
-        assert result.binary_label is None
+    assert result.content == response.content
+    final = "<|channel|>final<|message|>" in response.raw_text or "assistantfinal" in response.raw_text
+    if not final:
+        assert result.content == "" and not result.parse_ok and result.binary_label is None and result.parse_error
+    assert_verdict_matches_content(result.to_dict())
 
 
 def test_gpt_oss_special_tokens_survive_decoding(tiny_gptoss):
