@@ -116,13 +116,34 @@ def test_info_and_selective_clear(tmp_path):
     assert cache.clear() == 2 and len(cache) == 0
 
 
-def test_token_never_stored(tmp_path, monkeypatch):
-    cache = ResponseCache(tmp_path)
-    run_requests(CountingEchoBackend(), [_request("a")], cache)
-    cache.close()
-    for path in tmp_path.rglob("*"):
-        if path.is_file():
-            assert b"hf_" not in path.read_bytes()
+SENTINEL = "hf_SENTINELcacheTOKEN0123456789"
+
+
+@pytest.mark.parametrize("how", ["--token", "HF_TOKEN"])
+def test_token_never_stored(how, cli, isolated_env, monkeypatch):
+    """A real token path: classify through the api backend with a token, then scan every file the cache wrote."""
+    from toxcmp.fake_server import FakeChatServer
+
+    with FakeChatServer(models=["fake/model"]) as server:
+        if how == "--token":
+            args = ("--base-url", server.base_url, "--token", SENTINEL)
+        else:
+            monkeypatch.setenv("HF_TOKEN", SENTINEL)
+            monkeypatch.setattr("toxcmp.backends.api._is_hf_host", lambda url: True)  # HF_TOKEN goes only to HF hosts
+            args = ("--base-url", server.base_url)
+        result = cli("classify", "hello token", "--backend", "api", "--model", "fake/model", *args, "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["cached"] is False
+        sent = [{k.lower(): v for k, v in h.items()}.get("authorization") for h in server.headers_seen]
+        assert sent == [f"Bearer {SENTINEL}"]  # the token really went out with the request
+        again = cli("classify", "hello token", "--backend", "api", "--model", "fake/model", *args, "--json")
+        assert json.loads(again.stdout)["cached"] is True  # so the cache really holds the response
+    assert SENTINEL not in result.output
+    files = [p for p in isolated_env.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        assert SENTINEL.encode() not in data and b"SENTINELcache" not in data and b"hf_" not in data, path
 
 
 def test_backend_config_repr_hides_token():
