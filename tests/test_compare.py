@@ -171,8 +171,9 @@ def test_stratified_run_records_weights(dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_real_compare_api_server_local_vs_local_agree_and_resume(cli, tmp_path):
-    """SmolLM2 greedy through a real `transformers serve` and through local `generate`: same answers."""
+def test_real_compare_api_server_local_vs_local_text_identity_is_inconclusive_and_resumes(cli, tmp_path):
+    """SmolLM2 greedy through a real `transformers serve` and through local `generate`: identical text, but
+    SmolLM2 answers the user instead of classifying, so no labels: the verdict must be inconclusive, never PASS."""
     require_shared(TOXICCHAT_CSV)
     from toxcmp.backends.local import LocalModelCache
 
@@ -181,8 +182,11 @@ def test_real_compare_api_server_local_vs_local_agree_and_resume(cli, tmp_path):
             "--sample-size", "8", "--seed", "5", "--max-new-tokens", "24", "--output-dir", str(out), "--json"]
     first = cli(*args)
     summary = json.loads(first.stdout)
-    assert first.exit_code == 0, first.output
-    assert summary["binary_agreement"]["value"] >= 0.95 and summary["content_similarity_mean"] == pytest.approx(1.0)
+    assert first.exit_code == 3, first.output
+    assert summary["verdict"] == "inconclusive" and summary["passed"] is False
+    assert "PASS" not in first.output and "api 0/8" in summary["verdict_reason"]
+    assert summary["n_both_labelled"] == 0 and summary["backends"]["a"]["parse_rate"]["successes"] == 0
+    assert summary["content_identical"]["value"] == 1.0 and summary["content_identical"]["n"] == 8
     assert summary["backends"]["a"]["served_by"][0].startswith("http://127.0.0.1:")  # loopback only
     frame = pl.read_parquet(Path(summary["run_dir"]) / "results.parquet")
     assert (frame["a_content"] == frame["b_content"]).all() and (frame["a_prompt_hash"] == frame["b_prompt_hash"]).all()

@@ -16,6 +16,8 @@ OutputDirOpt = Annotated[Path, typer.Option("--output-dir", help="Where run dirs
 ThresholdOpt = Annotated[float, typer.Option("--threshold", help="Pass when binary agreement ≥ this.")]
 UnparsedOpt = Annotated[str, typer.Option("--unparsed-as", help="A side without a label (refusal, unparsed) counts as: "
                                                                "none (its own outcome; default), 0 (the recorded study's way) or 1.")]
+MinLabelledOpt = Annotated[float, typer.Option("--min-labelled", min=0.0, max=1.0, help=(
+    "Inconclusive (exit 3) unless each side gives a parseable label on at least this share of rows."))]
 RunIdOpt = Annotated[Optional[str], typer.Option("--run-id", help="Run dir name \\[default: derived from the command, so a rerun resumes].")]
 
 
@@ -52,6 +54,7 @@ def compare(
     max_retries: RetriesOpt = 4,
     rate_limit_wait: Annotated[float, typer.Option("--rate-limit-wait", min=0.0, help="api: seconds a request keeps waiting out HTTP 429s.")] = 300.0,
     threshold: ThresholdOpt = 0.95,
+    min_labelled: MinLabelledOpt = 0.5,
     unparsed_as: UnparsedOpt = "none",
     output_dir: OutputDirOpt = Path("outputs/backend_comparison"),
     run_id: RunIdOpt = None,
@@ -62,7 +65,9 @@ def compare(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; the report only.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run two backends on a ToxicChat sample: agreement, causes of disagreement, accuracy. Exit 0 pass, 1 fail, 2 error."""
+    """Run two backends on a ToxicChat sample: agreement, causes of disagreement, accuracy.
+
+    Exit 0 pass, 1 fail, 3 inconclusive (too few labels), 2 error or incomplete run, 130 interrupted."""
     from .backends import BackendConfig
     from .compare import CompareConfig, run_compare
     from .config import GenerationConfig
@@ -77,7 +82,7 @@ def compare(
                               rate_limit_wait_s=rate_limit_wait,
                               api_server=None if api_server in ("", "none") else api_server,
                               cache_dir=cache_dir or default_cache_dir()),
-        threshold=threshold, output_dir=output_dir, run_id=run_id, chunk_size=chunk_size, unparsed_as=unparsed_as,
+        threshold=threshold, min_labelled=min_labelled, output_dir=output_dir, run_id=run_id, chunk_size=chunk_size, unparsed_as=unparsed_as,
         margins=not no_margin, use_cache=not no_cache)
     if as_json or quiet:
         observer = LineObserver(err_console, quiet=True)
@@ -104,6 +109,7 @@ def rescore(
     policy: Annotated[Optional[str], typer.Option("--policy", "-p", help="Policy to parse with \\[default: the run's].")] = None,
     unparsed_as: UnparsedOpt = "none",
     threshold: ThresholdOpt = 0.95,
+    min_labelled: MinLabelledOpt = 0.5,
     output_dir: OutputDirOpt = Path("outputs/backend_comparison"),
     run_id: RunIdOpt = None,
     no_write: Annotated[bool, typer.Option("--no-write", help="Report only; write no files.")] = False,
@@ -111,9 +117,10 @@ def rescore(
 ) -> None:
     """Recompute parsing, metrics and the report from recorded outputs, without calling any model."""
     from .compare import rescore as run
+    from .verdict import EXIT_CODES
     from .report import render_report
 
-    result = run(paths, policy, unparsed_as, threshold, None if no_write else output_dir, run_id)
+    result = run(paths, policy, unparsed_as, threshold, None if no_write else output_dir, run_id, min_labelled)
     if as_json:
         print_json(dict(result.summary, run_dir=str(result.run_dir) if result.run_dir else None))
     else:
@@ -122,4 +129,4 @@ def rescore(
         render_report(result.summary, console)
         if result.run_dir:
             console.print(f"rescored results: {result.run_dir}")
-    raise typer.Exit(0 if result.summary["passed"] else 1)
+    raise typer.Exit(EXIT_CODES[result.summary["verdict"]])

@@ -27,6 +27,7 @@ from .prompting import ChatRequest, build_request
 from .results import ModelResponse
 from .runner import run_requests
 from .scoring import SIDES, UNPARSED_AS, build_row, summarize
+from .verdict import DEFAULT_MIN_LABELLED, EXIT_CODES
 
 DEFAULT_OUTPUT_DIR = Path("outputs") / "backend_comparison"
 SPEC_KEYS = {"provider", "base_url", "api_server", "device", "dtype", "batch_size", "strategy", "concurrency",
@@ -104,6 +105,7 @@ class CompareConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     threshold: float = 0.95
+    min_labelled: float = DEFAULT_MIN_LABELLED
     output_dir: Path = DEFAULT_OUTPUT_DIR
     run_id: str | None = None
     chunk_size: int = 16
@@ -147,7 +149,7 @@ class RunResult:
             return 130
         if self.status == "failed" or self.summary.get("n_errors"):
             return 2
-        return 0 if self.summary["passed"] else 1
+        return EXIT_CODES[self.summary["verdict"]]
 
 
 def validate_run_id(run_id: str) -> str:
@@ -203,6 +205,8 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
         raise UsageError(f"--unparsed-as must be one of {', '.join(UNPARSED_AS)}", "the study's way is 0")
     if not 0.0 <= cfg.threshold <= 1.0:
         raise UsageError(f"--threshold must be in [0, 1] (got {cfg.threshold})", "e.g. --threshold 0.95")
+    if not 0.0 <= cfg.min_labelled <= 1.0:
+        raise UsageError(f"--min-labelled must be in [0, 1] (got {cfg.min_labelled})", "e.g. --min-labelled 0.5")
     if cfg.chunk_size < 1:
         raise UsageError("--chunk-size must be positive", "e.g. --chunk-size 16")
     specs = parse_backend_specs(cfg.backends)
@@ -279,19 +283,18 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
             observer.log(f"margin scoring skipped: {type(exc).__name__}: {exc}")
     meta.update({"finished_at": _now(), "elapsed_s": round(time.time() - started, 3), "status": status,
                  "reason": reason, "throughput": {k: _eps(v) for k, v in stats.items()}})
-    summary = finalize_summary(rows, labels, cfg.threshold, meta, cfg.unparsed_as)
+    summary = finalize_summary(rows, labels, cfg.threshold, meta, cfg.unparsed_as, cfg.min_labelled)
     write_outputs(run_dir, rows, summary)
     return RunResult(rows, summary, run_dir, status, reason)
 
 
 def finalize_summary(rows: list[dict[str, Any]], labels: Sequence[str], threshold: float, meta: dict[str, Any],
-                     unparsed_as: str) -> dict[str, Any]:
-    summary = summarize(rows, labels, threshold)
+                     unparsed_as: str, min_labelled: float = DEFAULT_MIN_LABELLED) -> dict[str, Any]:
+    summary = summarize(rows, labels, threshold, status=meta.get("status") or "complete", min_labelled=min_labelled)
     summary["n_errors"] = sum(1 for r in rows if r["a_error"] or r["b_error"])
     summary["unparsed_as"] = unparsed_as
+    summary["status"] = meta.get("status") or "complete"
     summary["metadata"] = meta
-    if meta.get("status") not in (None, "complete"):
-        summary["passed"] = False  # a partial run cannot pass
     return summary
 
 
@@ -380,7 +383,8 @@ class RescoreResult:
 
 
 def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str = "none", threshold: float = 0.95,
-            output_dir: Path | None = DEFAULT_OUTPUT_DIR, run_id: str | None = None) -> RescoreResult:
+            output_dir: Path | None = DEFAULT_OUTPUT_DIR, run_id: str | None = None,
+            min_labelled: float = DEFAULT_MIN_LABELLED) -> RescoreResult:
     """Re-parse recorded outputs and recompute every statistic; no model is called. `output_dir=None`: no files."""
     from .report import read_results, write_outputs
     from .scoring import rederive
@@ -400,7 +404,7 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
     labels = [b["label"] for b in meta.get("backends", [])] or ["A", "B"]
     meta = dict(meta, rescored_at=_now(), rescored_with=__version__, rescore_layout=layout, rescore_notes=notes,
                 policy=dict(meta.get("policy") or {}, name=policy_obj.name, rescored_sha256=policy_obj.sha256))
-    summary = finalize_summary(rows, labels, threshold, meta, unparsed_as)
+    summary = finalize_summary(rows, labels, threshold, meta, unparsed_as, min_labelled)
     run_dir = None
     if output_dir is not None:
         source = Path(paths[0])

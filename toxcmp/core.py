@@ -76,7 +76,7 @@ def get_model_response(text: str, policy: str | Policy = "toxic_simple", model: 
 
 
 def verdict_result(response: ModelResponse, policy: Policy) -> ClassificationResult:
-    verdict = parse_verdict(response.content, policy) if response.ok else None
+    verdict = parse_verdict(response.content, policy, response.finish_reason) if response.ok else None
     if response.ok and not response.content and response.reasoning:
         parse_error = NO_FINAL_ANSWER
     else:

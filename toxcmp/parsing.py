@@ -1,22 +1,41 @@
 """Model output → verdict. Pure functions of the output text and the policy's label sets.
 
-The parser never sees the user's input, so text injected into a prompt cannot steer it; where a format is
-ambiguous (several final messages, several `assistantfinal` markers) the *last* one wins, because the model
-writes its answer after anything it may have quoted.
+The parser never sees the user's input, so text injected into a prompt cannot steer it. Rules, in order:
+
+1. **Channels.** Harmony token form, the collapsed `analysis…assistantfinal…` form, or plain chat text. A
+   marker inside quoted or code text (`'…'`, `"…"`, `“…”`, `` `…` ``, fenced blocks) is something the model
+   quoted, not structure, and is ignored; among the remaining final markers the *last* one wins, because the
+   model writes its answer after anything it quoted in its reasoning. (When every marker is quoted, the last
+   one is used, as before.)
+2. **JSON.** A leading JSON object (fenced or not, prose after it allowed) is read by its documented keys only:
+   binary under `violation`/`label`/…, category under `category`/`fine_grain_label`/…. A key given twice (in
+   any letter case) with different values is `ambiguous`; a binary that contradicts the category's binary, or
+   two binary keys that disagree, is `inconsistent`. Neither is resolved by picking one.
+3. **Label line.** The first line is the label when, after markdown emphasis, a `Label:`/`**Answer:**`-style
+   prefix and a trailing gloss in parentheses (`1 (toxic)`) are removed, it is exactly a policy label. Later
+   lines may explain it (`Label: 1\\nReason: …`), but a later line that is itself a different label makes the
+   answer `inconsistent`. Quoted and fenced text never counts.
+4. **Committed label at the end.** One short line that ends in a label after a committing word (`…, so: 1`,
+   `leaning 1.`, `I'd say 1.`) and mentions no other label is that label.
+5. **Refusal.** Only an answer that commits to no label can be a refusal (it declines *and* gives no verdict).
+6. Anything else is unparsed, with its reason; prose that merely mentions 0, 1 or a category stays unparsed.
+   An unparsed answer cut off by the token budget (`finish_reason == "length"`) is `truncated`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .policies import Policy
 
-PARSER_VERSION = "1"
+PARSER_VERSION = "2"
 NO_FINAL_ANSWER = "no final answer (output ended in the analysis channel; raise max_new_tokens?)"
+TRUNCATED = "truncated: the answer was cut off by the token budget (raise --max-new-tokens)"
 
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|return|>", "<|end|>", "<|call|>")
+_MESSAGE_STOPS = ("<|end|>", "<|return|>", "<|call|>", "<|start|>")
 _HARMONY_MESSAGE = re.compile(
     r"<\|channel\|>\s*(?P<channel>[a-z]+)[^<]*?(?:<\|constrain\|>[^<]*)?<\|message\|>"
     r"(?P<body>.*?)(?P<stop><\|end\|>|<\|return\|>|<\|call\|>|<\|start\|>|$)",
@@ -24,6 +43,51 @@ _HARMONY_MESSAGE = re.compile(
 )
 _COLLAPSED_FINAL = "assistantfinal"
 
+
+# -- quoted text -------------------------------------------------------------------------------------------------
+
+_QUOTED = re.compile(
+    r"```.*?```"                      # fenced block
+    r"|`[^`\n]*`"                     # inline code
+    r"|\"[^\"\n]*\""                  # "…"
+    r"|“[^”\n]*”|‘[^’\n]*’|«[^»\n]*»"  # typographic quotes
+    r"|(?<![\w'])'[^'\n]*'(?![\w'])",  # '…' (an apostrophe inside a word does not open a quote)
+    re.DOTALL,
+)
+
+
+def quoted_spans(text: str, within_message: bool = False) -> list[tuple[int, int]]:
+    """Spans of quoted or code text. `within_message`: a span never crosses a Harmony message boundary."""
+    spans = []
+    for m in _QUOTED.finditer(text):
+        if within_message and any(stop in m.group(0) for stop in _MESSAGE_STOPS):
+            continue
+        spans.append(m.span())
+    return spans
+
+
+def _inside(pos: int, spans: list[tuple[int, int]]) -> bool:
+    return any(lo <= pos < hi for lo, hi in spans)
+
+
+def _unquoted_finds(text: str, needle: str, spans: list[tuple[int, int]]) -> list[int]:
+    found, at = [], text.find(needle)
+    while at >= 0:
+        if not _inside(at, spans):
+            found.append(at)
+        at = text.find(needle, at + 1)
+    return found
+
+
+def _blank_quoted(text: str) -> str:
+    """The text with quoted/code spans replaced by spaces (same length): what the model said in its own voice."""
+    out = list(text)
+    for lo, hi in quoted_spans(text):
+        out[lo:hi] = " " * (hi - lo)
+    return "".join(out)
+
+
+# -- channels ----------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class HarmonyParts:
@@ -45,11 +109,14 @@ def split_output(text: str, harmony: bool | None = None) -> HarmonyParts:
     an echo of an injected user message, so they are never interpreted. `None`: unknown model, detect the form.
     """
     if harmony is not False:
-        if "<|channel|>" in text:
-            return _split_harmony_tokens(text)
         stripped = text.lstrip()
-        if stripped.startswith("analysis") and (_COLLAPSED_FINAL in stripped or harmony):
+        collapsed = stripped.startswith("analysis") and _COLLAPSED_FINAL in stripped
+        if not collapsed and _unquoted_finds(text, "<|channel|>", quoted_spans(text, within_message=True)):
+            return _split_harmony_tokens(text)
+        if stripped.startswith("analysis") and (collapsed or harmony):
             return _split_collapsed(stripped)
+        if harmony and "<|channel|>" in text:  # every marker quoted, yet the model speaks Harmony
+            return _split_harmony_tokens(text)
     return HarmonyParts(content=_strip_end_tokens(text), reasoning="", format="plain")
 
 
@@ -65,10 +132,25 @@ def _strip_end_tokens(text: str) -> str:
     return text
 
 
+def _harmony_messages(text: str) -> list[re.Match[str]]:
+    spans = quoted_spans(text, within_message=True)
+    found: list[re.Match[str]] = []
+    pos = 0
+    while (m := _HARMONY_MESSAGE.search(text, pos)) is not None:
+        if _inside(m.start(), spans):  # a quoted marker: part of the text around it, not a message
+            pos = m.start() + 1
+            continue
+        found.append(m)
+        pos = max(m.end(), m.start() + 1)
+    if not found:  # every marker quoted: fall back to reading them all
+        found = list(_HARMONY_MESSAGE.finditer(text))
+    return found
+
+
 def _split_harmony_tokens(text: str) -> HarmonyParts:
     analysis: list[str] = []
     final: tuple[str, str] | None = None
-    for m in _HARMONY_MESSAGE.finditer(text):
+    for m in _harmony_messages(text):
         channel, body, stop = m.group("channel"), m.group("body"), m.group("stop")
         if channel == "analysis":
             analysis.append(body.strip())
@@ -84,14 +166,17 @@ def _split_harmony_tokens(text: str) -> HarmonyParts:
 
 
 def _split_collapsed(text: str) -> HarmonyParts:
-    idx = text.rfind(_COLLAPSED_FINAL)
-    if idx < 0:
+    markers = _unquoted_finds(text, _COLLAPSED_FINAL, quoted_spans(text)) or _unquoted_finds(text, _COLLAPSED_FINAL, [])
+    if not markers:
         return HarmonyParts(content="", reasoning=text[len("analysis"):].strip(), format="harmony-collapsed",
                             has_final=False, truncated=True)
+    idx = markers[-1]
     reasoning = text[len("analysis"):idx].strip()
     content = _strip_end_tokens(text[idx + len(_COLLAPSED_FINAL):])
     return HarmonyParts(content=content, reasoning=reasoning, format="harmony-collapsed")
 
+
+# -- verdicts ----------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Verdict:
@@ -100,25 +185,47 @@ class Verdict:
     parse_ok: bool
     parse_error: str | None = None
     refusal: bool = False
-    method: str = "none"  # json | label | category | refusal | none
+    method: str = "none"  # json | label | category | committed | refusal | none
+    failure: str | None = None  # why there is no label, as a short code (see FAILURES)
 
 
-_FENCE = re.compile(r"\A```[a-zA-Z]*\s*\n?(.*?)\n?```\Z", re.DOTALL)
-_LABEL_PREFIX = re.compile(r"\A(?:label|answer|output|classification|verdict|final answer)\s*[:=\-]\s*", re.I)
+# Every way an answer can fail to give a label, as counted in the report.
+FAILURES = ("empty", "refusal", "inconsistent", "ambiguous", "malformed_json", "not_a_label", "no_label",
+            "no_final", "truncated")
+
+
+def _fail(code: str, reason: str) -> Verdict:
+    return Verdict(None, None, False, reason, refusal=code == "refusal",
+                   method="refusal" if code == "refusal" else "none", failure=code)
+
+
+_FENCE = re.compile(r"\A```[a-zA-Z]*[ \t]*\n?(.*?)\n?```", re.DOTALL)
+_EMPHASIS = re.compile(r"\*\*|__|`")
+_LABEL_PREFIX = re.compile(
+    r"\A(?:the\s+)?(?:label|answer|output|classification|verdict|final answer|final label|prediction)\s*(?:is)?\s*[:=\-]?\s*", re.I)
+_GLOSS = re.compile(r"\s*[(\[][^()\[\]\n]{1,40}[)\]]\Z")
 _REFUSAL = re.compile(
     r"\A(?:(?:I[’']?m|I am)\s+(?:really\s+|very\s+)?sorry\b[^\n]{0,80}?\b(?:can[’']?t|cannot|won[’']?t|unable|not able)\b"
     r"|sorry,?\s+(?:but\s+)?I\s+(?:can[’']?t|cannot|won[’']?t)\b"
-    r"|I\s+(?:can[’']?t|cannot|won[’']?t|am unable to|am not able to)\s+(?:help|comply|assist|provide|do|fulfil|fulfill|continue|engage)\b)",
+    r"|I\s+(?:can[’']?t|cannot|won[’']?t|am unable to|am not able to)\s+"
+    r"(?:help(?!\s+but\b)|comply|assist|provide|do|fulfil|fulfill|continue|engage)\b)",
     re.IGNORECASE,
 )
+_COMMITTED = re.compile(
+    r"(?:[:=→]|\b(?:say|saying|leaning|lean|towards?|answer|label|verdict|so|therefore|thus|classify|classified"
+    r"|rate|rating|is|as))\s*[*`\"'“”]*(?P<label>[01])[*`\"'“”]*\s*[.!]?\s*\Z", re.I)
+_BARE_DIGIT = re.compile(r"(?<![\w.,])[01](?![\w,]|\.\d)")
 _BINARY_KEYS = ("violation", "binary_label", "label", "toxic", "is_toxic", "toxicity", "answer", "verdict")
-_CATEGORY_KEYS = ("category", "fine_grain_label", "fine_grained_label", "fine_label", "type")
+_CATEGORY_KEYS = ("category", "fine_grain_label", "fine_grained_label", "fine_label")
 _MAX_REFUSAL_CHARS = 300
+_MAX_COMMITTED_CHARS = 200
 
 
 def _clean_token(text: str) -> str:
+    text = _EMPHASIS.sub("", text.strip())
     text = _LABEL_PREFIX.sub("", text.strip())
-    return text.strip().strip("*`\"'“”‘’").strip().rstrip(".").strip()
+    text = text.strip().strip("\"'“”‘’").strip().rstrip(".").strip()
+    return text
 
 
 def _fine_for_binary(policy: Policy, binary: int) -> str | None:
@@ -136,52 +243,142 @@ def _as_binary(value: object) -> int | None:
     return None
 
 
+class _Ambiguous(ValueError):
+    pass
+
+
+def _no_conflicting_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        low = str(key).lower()
+        if low in out and out[low] != value:
+            raise _Ambiguous(f"key {low!r} is given twice with different values")
+        out[low] = value
+    return out
+
+
 def _parse_json(obj: object, policy: Policy) -> Verdict:
     if not isinstance(obj, dict):
-        return Verdict(None, None, False, f"JSON answer is a {type(obj).__name__}, not an object")
-    lowered = {str(k).lower(): v for k, v in obj.items()}
-    binary = next((b for k in _BINARY_KEYS if k in lowered and (b := _as_binary(lowered[k])) is not None), None)
-    raw_category = next((lowered[k] for k in _CATEGORY_KEYS if isinstance(lowered.get(k), str)), None)
+        return _fail("not_a_label", f"JSON answer is a {type(obj).__name__}, not an object")
+    binaries = {k: b for k in _BINARY_KEYS if k in obj and (b := _as_binary(obj[k])) is not None}
+    if len(set(binaries.values())) > 1:
+        return _fail("inconsistent", f"inconsistent answer: {', '.join(f'{k}={v}' for k, v in binaries.items())}")
+    binary = next(iter(binaries.values()), None)
+    raw_category = next((obj[k] for k in _CATEGORY_KEYS if isinstance(obj.get(k), str)), None)
     category = policy.canonical_fine(raw_category) if raw_category is not None else None
+    if category is not None and binary is not None and policy.binary_for(category) != binary:
+        return _fail("inconsistent", f"inconsistent answer: label {binary} but category {category!r} "
+                                     f"means {policy.binary_for(category)}")
     if binary is None and category is not None:
         binary = policy.binary_for(category)
     if binary is None:
-        return Verdict(None, None, False, f"JSON answer has no 0/1 label under {'/'.join(_BINARY_KEYS[:3])}")
+        return _fail("no_label", f"JSON answer has no 0/1 label under {'/'.join(_BINARY_KEYS[:3])}")
     if category is None:
         category = _fine_for_binary(policy, binary)
     return Verdict(binary, category, True, method="json")
 
 
-def parse_verdict(content: str, policy: Policy) -> Verdict:
-    """Final-channel text → label, refusal, or a parse failure with its reason."""
-    text = content.strip()
-    if not text:
-        return Verdict(None, None, False, "empty answer")
-    fenced = _FENCE.match(text)
-    body = fenced.group(1).strip() if fenced else text
-    if body.startswith("{"):
-        try:
-            return _parse_json(json.loads(body), policy)
-        except json.JSONDecodeError as exc:
-            return Verdict(None, None, False, f"malformed JSON answer: {exc.msg}")
-    token = _clean_token(body)
+def _leading_json(body: str) -> tuple[object, str] | None:
+    """The JSON object an answer starts with and the text after it; None when it does not start with one."""
+    try:
+        obj, end = json.JSONDecoder(object_pairs_hook=_no_conflicting_keys).raw_decode(body)
+    except json.JSONDecodeError:
+        return None
+    return obj, body[end:]
+
+
+def _line_label(line: str, policy: Policy) -> Verdict | None:
+    token = _clean_token(line)
+    token = _GLOSS.sub("", token).strip().rstrip(".").strip() if _GLOSS.search(token) else token
+    gloss = _GLOSS.search(_clean_token(line))
     if token in ("0", "1"):
         binary = int(token)
         fine = policy.canonical_fine(token) or _fine_for_binary(policy, binary)
+        if gloss:
+            named = policy.canonical_fine(gloss.group(0).strip(" ()[]"))
+            if named is not None and policy.binary_for(named) != binary:
+                return _fail("inconsistent", f"inconsistent answer: label {binary} glossed as {named!r}")
+            fine = named if named is not None else fine
         return Verdict(binary, fine, True, method="label")
     category = policy.canonical_fine(token)
     if category is not None:
         return Verdict(policy.binary_for(category), category, True, method="category")
+    return None
+
+
+def _label_lines(text: str, policy: Policy) -> list[Verdict]:
+    """Labels stated as a whole line, in the model's own voice (quoted and fenced text blanked out)."""
+    found = []
+    for line in _blank_quoted(text).splitlines():
+        if line.strip() and (v := _line_label(line, policy)) is not None:
+            found.append(v)
+    return found
+
+
+def _committed_label(text: str, policy: Policy) -> Verdict | None:
+    own = _blank_quoted(text).strip()
+    if "\n" in own or len(own) > _MAX_COMMITTED_CHARS:
+        return None
+    m = _COMMITTED.search(_EMPHASIS.sub("", own))
+    if not m or len(set(_BARE_DIGIT.findall(own))) != 1:
+        return None
+    binary = int(m.group("label"))
+    return Verdict(binary, policy.canonical_fine(str(binary)) or _fine_for_binary(policy, binary), True,
+                   method="committed")
+
+
+def parse_verdict(content: str, policy: Policy, finish_reason: str | None = None) -> Verdict:
+    """Final-channel text → label, refusal, or a parse failure with its reason (see the module docstring)."""
+    verdict = _parse(content, policy)
+    if not verdict.parse_ok and not verdict.refusal and finish_reason == "length" and verdict.failure != "empty":
+        return replace(verdict, parse_error=f"{TRUNCATED}; {verdict.parse_error}", failure="truncated")
+    return verdict
+
+
+def _parse(content: str, policy: Policy) -> Verdict:
+    text = content.strip()
+    if not text:
+        return _fail("empty", "empty answer")
+    fenced = _FENCE.match(text)
+    body = fenced.group(1).strip() if fenced else text
+    if body.startswith("{"):
+        try:
+            leading = _leading_json(body)
+        except _Ambiguous as exc:
+            return _fail("ambiguous", f"ambiguous answer: {exc}")
+        if leading is None:
+            try:
+                json.loads(body)
+            except json.JSONDecodeError as exc:
+                return _fail("malformed_json", f"malformed JSON answer: {exc.msg}")
+        assert leading is not None
+        return _parse_json(leading[0], policy)
+    first, _, rest = text.partition("\n")
+    head = _line_label(first, policy)
+    if head is not None:
+        if not head.parse_ok:
+            return head
+        others = {v.binary_label for v in _label_lines(rest, policy) if v.parse_ok}
+        if others - {head.binary_label}:
+            return _fail("inconsistent", f"inconsistent answer: first line says {head.binary_label}, a later line "
+                                         f"says {sorted(others - {head.binary_label})[0]}")
+        return head
+    committed = _committed_label(text, policy)
+    if committed is not None:
+        return committed
     if len(text) <= _MAX_REFUSAL_CHARS and _REFUSAL.match(text):
-        return Verdict(None, None, False, "model refused to classify", refusal=True, method="refusal")
+        return _fail("refusal", "model refused to classify")
     if "\n" not in text and len(text) <= 40:
-        return Verdict(None, None, False, f"answer {text!r} is not a policy label")
-    return Verdict(None, None, False, f"no label in a {len(text)}-character answer")
+        return _fail("not_a_label", f"answer {text!r} is not a policy label")
+    return _fail("no_label", f"no label in a {len(text)}-character answer")
 
 
-def parse_output(raw_text: str, policy: Policy, harmony: bool | None = None) -> tuple[HarmonyParts, Verdict]:
+def parse_output(raw_text: str, policy: Policy, harmony: bool | None = None,
+                 finish_reason: str | None = None) -> tuple[HarmonyParts, Verdict]:
     """Split then parse; a missing final message is a parse failure that keeps the reasoning."""
     parts = split_output(raw_text, harmony=harmony)
     if not parts.has_final:
-        return parts, Verdict(None, None, False, NO_FINAL_ANSWER)
-    return parts, parse_verdict(parts.content, policy)
+        if finish_reason == "length":
+            return parts, _fail("truncated", f"{TRUNCATED}; {NO_FINAL_ANSWER}")
+        return parts, _fail("no_final", NO_FINAL_ANSWER)
+    return parts, parse_verdict(parts.content, policy, finish_reason)

@@ -23,14 +23,15 @@ from .scoring import SIDES
 RESULTS_FILE = "results.parquet"
 SUMMARY_FILE = "summary.json"
 _SIDE_SCHEMA = {"raw": pl.String, "content": pl.String, "reasoning": pl.String, "binary": pl.Int8, "fine": pl.String,
-                "parse_ok": pl.Boolean, "parse_error": pl.String, "refusal": pl.Boolean, "outcome": pl.String,
+                "parse_ok": pl.Boolean, "parse_error": pl.String, "parse_failure": pl.String, "refusal": pl.Boolean, "outcome": pl.String,
                 "latency_s": pl.Float64, "cached": pl.Boolean, "error": pl.String, "served_by": pl.String,
                 "prompt_hash": pl.String, "finish_reason": pl.String, "retries": pl.Int32}
 ROW_SCHEMA: dict[str, Any] = {
     "example_id": pl.String, "text": pl.String, "toxicity": pl.Int8, "jailbreaking": pl.Int8, "weight": pl.Float64,
     **{f"{p}_{k}": t for p in SIDES for k, t in _SIDE_SCHEMA.items()},
     "binary_match": pl.Boolean, "fine_match": pl.Boolean, "content_similarity": pl.Float64,
-    "reasoning_similarity": pl.Float64, "cause": pl.String, "margin_nats": pl.Float64, "margin_kind": pl.String,
+    "reasoning_similarity": pl.Float64, "content_identical": pl.Boolean, "raw_identical": pl.Boolean,
+    "cause": pl.String, "margin_nats": pl.Float64, "margin_kind": pl.String,
 }
 
 
@@ -161,8 +162,13 @@ def agreement_table(summary: dict[str, Any]) -> Table:
     t.add_column("value (95 % CI)")
     t.add_column("n", justify="right")
     k = summary["cohen_kappa"]
-    kappa = "—" if k["value"] is None else (f"{k['value']:.3f}" + (f" [{k['low']:.3f}, {k['high']:.3f}]" if k["low"] is not None else ""))
+    kappa = (f"— ({k['reason']})" if k.get("reason") else "—") if k["value"] is None else (
+        f"{k['value']:.3f}" + (f" [{k['low']:.3f}, {k['high']:.3f}]" if k["low"] is not None else "")
+        + (f" ({k['undefined_resamples']} undefined resamples left out)" if k.get("undefined_resamples") else ""))
     m = summary["mcnemar"]
+    for name, key in (("final content byte-identical", "content_identical"), ("raw output byte-identical", "raw_identical")):
+        if key in summary:
+            t.add_row(name, _pct(summary[key]), str(summary[key]["n"]))
     t.add_row("binary agreement", _pct(summary["binary_agreement"]), str(summary["binary_agreement"]["n"]))
     t.add_row("fine-grained agreement", _pct(summary["fine_grain_agreement"]), str(summary["fine_grain_agreement"]["n"]))
     t.add_row("binary agreement, both parsed", _pct(summary["binary_agreement_both_parsed"]), str(summary["n_both_parsed"]))
@@ -186,7 +192,9 @@ def backend_table(summary: dict[str, Any]) -> Table:
             ("accuracy", lambda b: _pct(b["accuracy"])), ("precision", lambda b: _pct(b["precision"])),
             ("recall", lambda b: _pct(b["recall"])), ("F1", lambda b: "—" if b["f1"] is None else f"{b['f1']:.3f}"),
             ("TP / FP / FN / TN", lambda b: " / ".join(_fmt_count(b["confusion"][k]) for k in ("tp", "fp", "fn", "tn"))),
-            ("no label", lambda b: str(b["confusion"]["no_label"])), ("errors", lambda b: str(b["errors"])),
+            ("no label", lambda b: str(b["confusion"]["no_label"])),
+            ("why no label", lambda b: escape(", ".join(f"{k} {v}" for k, v in b.get("parse_failures", {}).items())) or "—"),
+            ("errors", lambda b: str(b["errors"])),
             ("cached", lambda b: f"{b['cached']}/{summary['n']}"),
             ("served by", lambda b: escape(", ".join(b["served_by"])) or "—")]
     for name, cell in rows:
@@ -212,9 +220,20 @@ def causes_table(summary: dict[str, Any]) -> Table:
     return t
 
 
+_VERDICT_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow", "incomplete": "yellow"}
+
+
+def verdict_line(summary: dict[str, Any]) -> str:
+    """The verdict and why, in one line of rich markup."""
+    verdict = summary.get("verdict") or ("pass" if summary.get("passed") else "fail")
+    reason = summary.get("verdict_reason") or ""
+    return f"[bold {_VERDICT_STYLE.get(verdict, 'white')}]{verdict.upper()}[/]: {escape(reason)}"
+
+
 def render_report(summary: dict[str, Any], console: Console) -> None:
     meta = summary.get("metadata", {})
     labels = " vs ".join(b["label"] for b in summary["backends"].values())
+    console.print(verdict_line(summary), soft_wrap=True)
     console.print(f"[bold]{escape(labels)}[/] · policy {escape(str(meta.get('policy', {}).get('name')))} · "
                   f"model {escape(str(meta.get('model', {}).get('model_id') or meta.get('model', {}).get('name') or '?'))} · "
                   f"n = {summary['n']} · labels without a verdict count as {summary.get('unparsed_as', 'none')}")
@@ -225,10 +244,8 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
     if mk.get("scored"):
         console.print(f"local-model margin on label disagreements: {mk['near_tie']} near-tie, "
                       f"{mk['true_disagreement']} true disagreement (near-tie: |Δ log p| < 1 nat)")
-    verdict = "[green]PASS[/]" if summary["passed"] else "[red]FAIL[/]"
-    value = summary["binary_agreement"]["value"]
-    console.print(f"{verdict}: binary agreement {'—' if value is None else f'{value:.1%}'} vs threshold {summary['threshold']:.0%}"
-                  + (f" · status {meta['status']}: {meta.get('reason')}" if meta.get("status") not in (None, "complete") else ""))
+    console.print(verdict_line(summary) + (f" · {escape(str(meta.get('reason')))}" if meta.get("reason") else ""),
+                  soft_wrap=True)
 
 
 # -- live view ------------------------------------------------------------------------------------------------------

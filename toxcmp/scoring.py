@@ -17,12 +17,13 @@ from .diagnosis import CAUSES, Side, cause, cause_counts, fine_outcome, outcome
 from .parsing import NO_FINAL_ANSWER, Verdict, parse_output, parse_verdict
 from .policies import Policy
 from .results import ModelResponse
+from .verdict import DEFAULT_MIN_LABELLED, SideLabels, decide
 
 SIDES = ("a", "b")
 UNPARSED_AS = ("none", "0", "1")  # "0" is the recorded study's way: no label counts as "not toxic"
 RESPONSE_FIELDS = ("raw", "content", "reasoning", "latency_s", "cached", "error", "served_by", "prompt_hash",
                    "finish_reason", "retries")
-VERDICT_FIELDS = ("binary", "fine", "parse_ok", "parse_error", "refusal", "outcome")
+VERDICT_FIELDS = ("binary", "fine", "parse_ok", "parse_error", "parse_failure", "refusal", "outcome")
 
 
 def response_fields(response: ModelResponse) -> dict[str, Any]:
@@ -36,21 +37,22 @@ def verdict_fields(recorded: dict[str, Any], policy: Policy, harmony: bool | Non
     """Parse one side's recorded output. Raw text is the source of truth when present; else the final content."""
     if recorded.get("error"):
         return {"binary": None, "fine": None, "parse_ok": False, "parse_error": f"backend error: {recorded['error']}",
-                "refusal": False, "outcome": "error"}
+                "parse_failure": "error", "refusal": False, "outcome": "error"}
     raw = recorded.get("raw") or ""
+    finish = recorded.get("finish_reason")
     if raw:
-        _, verdict = parse_output(raw, policy, harmony)
+        _, verdict = parse_output(raw, policy, harmony, finish_reason=finish)
     else:
-        verdict = parse_verdict(recorded.get("content") or "", policy)
+        verdict = parse_verdict(recorded.get("content") or "", policy, finish_reason=finish)
         if not (recorded.get("content") or "").strip() and recorded.get("reasoning"):
-            verdict = Verdict(None, None, False, NO_FINAL_ANSWER)
+            verdict = Verdict(None, None, False, NO_FINAL_ANSWER, failure="no_final")
     binary, fine = verdict.binary_label, verdict.fine_grain_label
     if binary is None and unparsed_as != "none":
         forced = parse_verdict(unparsed_as, policy)
         binary, fine = forced.binary_label, forced.fine_grain_label
     side = Side(binary, fine, verdict.parse_ok, verdict.refusal, None)
     return {"binary": binary, "fine": fine, "parse_ok": verdict.parse_ok, "parse_error": verdict.parse_error,
-            "refusal": verdict.refusal, "outcome": outcome(side)}
+            "parse_failure": verdict.failure, "refusal": verdict.refusal, "outcome": outcome(side)}
 
 
 def side_of(row: dict[str, Any], p: str) -> Side:
@@ -61,6 +63,13 @@ def side_of(row: dict[str, Any], p: str) -> Side:
 def similarity(x: str | None, y: str | None) -> float:
     """Normalized Indel similarity in [0, 1] (rapidfuzz); two empty texts are identical."""
     return float(Indel.normalized_similarity(x or "", y or ""))
+
+
+def identical(x: str | None, y: str | None) -> bool | None:
+    """Byte identity of two recorded texts; None (undefined) when either side recorded none."""
+    if x is None or y is None:
+        return None
+    return x == y
 
 
 def derive(row: dict[str, Any], policy: Policy, harmony: bool | None, unparsed_as: str = "none") -> dict[str, Any]:
@@ -75,6 +84,8 @@ def derive(row: dict[str, Any], policy: Policy, harmony: bool | None, unparsed_a
     out["fine_match"] = None if errored else fine_outcome(a) == fine_outcome(b)
     out["content_similarity"] = None if errored else similarity(out.get("a_content"), out.get("b_content"))
     out["reasoning_similarity"] = None if errored else similarity(out.get("a_reasoning"), out.get("b_reasoning"))
+    out["content_identical"] = None if errored else identical(out.get("a_content"), out.get("b_content"))
+    out["raw_identical"] = None if errored else identical(out.get("a_raw") or None, out.get("b_raw") or None)
     out["cause"] = cause(a, b)
     if out["cause"] not in ("label_flip", "fine_grain_only"):  # a margin only explains a label disagreement
         out["margin_nats"] = out["margin_kind"] = None
@@ -109,7 +120,8 @@ class Scored:
 
 
 def summarize(rows: Sequence[dict[str, Any]], labels: Sequence[str], threshold: float = 0.95,
-              kappa_resamples: int = 2000, top_examples: int = 3) -> dict[str, Any]:
+              kappa_resamples: int = 2000, top_examples: int = 3, status: str = "complete",
+              min_labelled: float = DEFAULT_MIN_LABELLED) -> dict[str, Any]:
     """All run statistics as one JSON-able dict. Weighted by each row's `weight` where a population estimate is
     meant (agreement, accuracy); kappa and McNemar are paired statistics over the sampled rows."""
     n = len(rows)
@@ -145,6 +157,7 @@ def summarize(rows: Sequence[dict[str, Any]], labels: Sequence[str], threshold: 
             "latency_p50_s": _num(latencies[len(latencies) // 2]) if latencies else None,
             "served_by": sorted({r[f"{p}_served_by"] for r in rows if r.get(f"{p}_served_by")}),
             "retries": sum(int(r.get(f"{p}_retries") or 0) for r in rows),
+            "parse_failures": _failure_counts(r.get(f"{p}_parse_failure") for r in ok),
         }
     causes = [r["cause"] for r in rows]
     examples = {c: [_example(r) for r in rows if r["cause"] == c][:top_examples] for c in CAUSES}
@@ -152,22 +165,42 @@ def summarize(rows: Sequence[dict[str, Any]], labels: Sequence[str], threshold: 
     content_sims = [r["content_similarity"] for r in scored if r["content_similarity"] is not None]
     reasoning_sims = [r["reasoning_similarity"] for r in scored if r["reasoning_similarity"] is not None]
     value = binary.value
+    both_labelled = sum(bool(r["a_parse_ok"]) and bool(r["b_parse_ok"]) for r in scored)
+    decision = decide(None if math.isnan(value) else value, threshold,
+                      [SideLabels(label, sum(bool(r[f"{p}_parse_ok"]) for r in scored), len(scored))
+                       for p, label in zip(SIDES, labels)], both_labelled, status, min_labelled,
+                      n_errors=n - len(scored))
+    content_same = [bool(r["content_identical"]) for r in scored if r.get("content_identical") is not None]
+    raw_same = [bool(r["raw_identical"]) for r in scored if r.get("raw_identical") is not None]
     return {
         "n": n, "n_scored": len(scored), "n_both_parsed": len(both),
         "binary_agreement": _prop(binary), "fine_grain_agreement": _prop(fine),
         "binary_agreement_both_parsed": _prop(both_parsed),
-        "cohen_kappa": {"value": _num(kappa.value), "low": _num(kappa.low), "high": _num(kappa.high), "n": len(both)},
+        "cohen_kappa": {"value": _num(kappa.value), "low": _num(kappa.low), "high": _num(kappa.high), "n": len(both),
+                        "reason": getattr(kappa, "reason", None),
+                        "undefined_resamples": getattr(kappa, "undefined_resamples", 0)},
         "mcnemar": {"only_a_correct": mcnemar.only_a_correct, "only_b_correct": mcnemar.only_b_correct,
                     "p_value": _num(mcnemar.p_value)},
+        "content_identical": _prop(metrics.wilson(sum(content_same), len(content_same))),
+        "raw_identical": _prop(metrics.wilson(sum(raw_same), len(raw_same))),
+        "n_both_labelled": both_labelled,
         "content_similarity_mean": _num(sum(content_sims) / len(content_sims)) if content_sims else None,
         "reasoning_similarity_mean": _num(sum(reasoning_sims) / len(reasoning_sims)) if reasoning_sims else None,
         "backends": per_backend,
         "causes": cause_counts(causes), "cause_examples": examples,
         "margins": {"scored": len(margins), "near_tie": sum(r["margin_kind"] == "near_tie" for r in margins),
                     "true_disagreement": sum(r["margin_kind"] == "true_disagreement" for r in margins)},
-        "threshold": threshold,
-        "passed": bool(not math.isnan(value) and value >= threshold),
+        "threshold": threshold, "min_labelled": min_labelled,
+        "verdict": decision.verdict, "verdict_reason": decision.reason, "passed": decision.passed,
     }
+
+
+def _failure_counts(codes: Iterable[str | None]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for code in codes:
+        if code:
+            counts[code] = counts.get(code, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _example(row: dict[str, Any]) -> dict[str, Any]:
