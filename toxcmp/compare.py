@@ -31,7 +31,8 @@ from .verdict import DEFAULT_MIN_LABELLED, EXIT_CODES
 
 DEFAULT_OUTPUT_DIR = Path("outputs") / "backend_comparison"
 SPEC_KEYS = {"provider", "base_url", "api_server", "device", "dtype", "batch_size", "strategy", "concurrency",
-             "served_model"}
+             "served_model", "recording", "side", "label"}
+SPEC_ALIASES = {"path": "recording", "file": "recording"}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -43,8 +44,18 @@ class BackendSpec:
     name: str
     options: tuple[tuple[str, str], ...] = ()
 
+    @property
+    def label(self) -> str:
+        """What reports call this side: `label=` when given; a recording by its side; else the spec as written."""
+        options = dict(self.options)
+        if "label" in options:
+            return options["label"]
+        if self.name == "recorded":
+            return f"recorded:{options.get('side') or Path(options.get('recording') or '?').stem}"
+        return self.text
+
     def config(self, base: BackendConfig) -> BackendConfig:
-        values: dict[str, Any] = dict(self.options)
+        values: dict[str, Any] = {k: v for k, v in self.options if k != "label"}
         if "concurrency" in values:
             values["concurrency"] = int(values["concurrency"])
         if self.name != "api":  # api-only options from the command line do not apply to other backends
@@ -69,6 +80,8 @@ def parse_backend_specs(text: str) -> tuple[BackendSpec, BackendSpec]:
                          "e.g. --backends api,local or --backends 'api[provider=together],api[provider=groq]'")
     if specs[0].text == specs[1].text:
         raise UsageError(f"both backends are {specs[0].text!r}", "compare two different backend specs")
+    if specs[0].label == specs[1].label:
+        raise UsageError(f"both backends are labelled {specs[0].label!r}", "give each a label=NAME")
     return specs[0], specs[1]
 
 
@@ -80,6 +93,7 @@ def parse_backend_spec(text: str) -> BackendSpec:
     for item in filter(None, (s.strip() for s in (match.group(2) or "").split(";"))):
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
+        key = SPEC_ALIASES.get(key, key)
         if not sep or key not in SPEC_KEYS:
             raise UsageError(f"bad option {item!r} in backend spec {text!r}",
                              f"options are key=value with key one of: {', '.join(sorted(SPEC_KEYS))}")
@@ -235,7 +249,7 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
         except UsageError:
             requests.append(None)  # empty text: recorded as a per-example error, never sent
     cache = ResponseCache(cache_dir) if cfg.use_cache else None
-    labels = [s.text for s in specs]
+    labels = [s.label for s in specs]
     rows: list[dict[str, Any]] = []
     stats = {label: {"calls": 0, "seconds": 0.0, "cached": 0} for label in labels}
     status, reason = "complete", None
@@ -364,7 +378,7 @@ def run_metadata(cfg: CompareConfig, specs, engines, spec: ModelSpec, policy: Po
     """Provenance; never contains the token (BackendConfig.token is not copied)."""
     return {
         "toxcmp_version": __version__, "git_commit": _git_commit(), "run_id": run_id, "started_at": _now(),
-        "backends": [{"label": s.text, "name": s.name, "options": dict(s.options), "endpoint": e.endpoint}
+        "backends": [{"label": s.label, "spec": s.text, "name": s.name, "options": dict(s.options), "endpoint": e.endpoint}
                      for s, e in zip(specs, engines)],
         "model": {"name": spec.name, "model_id": spec.model_id, "revision": spec.revision, "harmony": spec.harmony},
         "policy": {"name": policy.name, "sha256": policy.sha256},

@@ -110,7 +110,13 @@ def _as_binary(frame: pl.DataFrame, column: str, source: str, required: bool) ->
     return mapped
 
 
+# Column names of the recorded study's comparison files, read as the dataset they were run on.
+STUDY_COLUMNS = {"text": "user_input", "ground_truth": "toxicity"}
+
+
 def normalize(frame: pl.DataFrame, source: str = "dataset") -> pl.DataFrame:
+    frame = frame.rename({old: new for old, new in STUDY_COLUMNS.items()
+                          if old in frame.columns and new not in frame.columns})
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise UsageError(f"{source} is missing column(s) {', '.join(missing)} (has: {', '.join(frame.columns[:12]) or 'none'})",

@@ -23,6 +23,7 @@ OnResponse = Callable[[int, ModelResponse], None]
 _BUILTIN: dict[str, str] = {
     "api": "toxcmp.backends.api:ApiBackend",
     "local": "toxcmp.backends.local:LocalBackend",
+    "recorded": "toxcmp.backends.recorded:RecordedBackend",
 }
 
 
@@ -46,6 +47,9 @@ class BackendConfig:
     served_model: str | None = None  # the name the server knows the model by, when it differs from the id
     endpoint_label: str | None = None  # stable cache identity for a server whose URL changes (random port)
     api_server: str | None = None  # "local": start `transformers serve` for the model on first use
+    # recorded
+    recording: str | None = None  # a toxcmp run dir / results.parquet, or a study parquet
+    side: str | None = None  # which side of a two-sided recording: a/b, a backend label, or api/local
     # shared
     cache_dir: Path | None = None
 

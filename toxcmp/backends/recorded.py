@@ -1,0 +1,161 @@
+"""`recorded` backend: answers come from a previous run instead of a model.
+
+Sources (`recorded[path=…;side=…]`):
+- a toxcmp run dir or its `results.parquet` — `side` is `a`/`b` or a backend label of that run;
+- a study `backend_comparison_*.parquet` — `side` is `api` or `local`;
+- a single-backend study file (`raw_model_response`, `model_reasoning`) — no side.
+
+Requests are matched to recorded rows by example id (`conv_id`), then by the user text's sha256. An example that
+is not in the recording is an error row "not in the recording", never a silent skip. Content, reasoning, raw
+text, latency and finish reason are the recorded ones; `served_by` names the file and its sha256, which is also
+the backend's cache identity. Uses: drift (a live provider today against last month's run), re-running the
+whole pipeline on a colleague's outputs, and offline end-to-end tests on real gpt-oss text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import UsageError
+from ..prompting import ChatRequest
+from ..results import ModelResponse
+from . import BackendConfig, OnResponse
+
+RESULTS_FILE = "results.parquet"
+
+
+@dataclass(frozen=True)
+class RecordedAnswer:
+    content: str
+    reasoning: str
+    raw: str
+    latency_s: float
+    finish_reason: str | None
+    served_by: str | None
+
+
+def text_key(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _resolve_file(path_text: str | None) -> Path:
+    if not path_text:
+        raise UsageError("the recorded backend needs a recording", "write recorded[path=RUN_DIR_OR_PARQUET;side=a]")
+    path = Path(path_text).expanduser()
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.is_file():
+        raise UsageError(f"no recording at {path}", "pass a toxcmp run dir, a results.parquet, or a study parquet")
+    return path
+
+
+def load_recording(path: Path, side: str | None) -> tuple[dict[str, RecordedAnswer], str]:
+    """Recorded answers keyed by example id and by text hash, and the side that was read."""
+    import polars as pl
+
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable parquet gets the same one line
+        raise UsageError(f"cannot read recording {path}: {str(exc).splitlines()[0][:160]}", "check the file") from None
+    columns = set(frame.columns)
+    if "a_content" in columns:
+        prefix, side = _toxcmp_side(path, side)
+        rows = [(r["example_id"], r["text"],
+                 RecordedAnswer(r[f"{prefix}_content"] or "", r[f"{prefix}_reasoning"] or "", r[f"{prefix}_raw"] or "",
+                                float(r[f"{prefix}_latency_s"] or 0.0), r.get(f"{prefix}_finish_reason"),
+                                r.get(f"{prefix}_served_by")))
+                for r in frame.iter_rows(named=True) if not r.get(f"{prefix}_error")]
+    elif {"api_response", "local_response"} <= columns:
+        side = (side or "").lower()
+        if side not in ("api", "local"):
+            raise UsageError(f"{path.name} holds two sides; pick one", "add side=api or side=local")
+        rows = [(r.get("conv_id"), r["text"],
+                 RecordedAnswer(r[f"{side}_response"] or "", r.get(f"{side}_reasoning") or "", "", 0.0, None, side))
+                for r in frame.iter_rows(named=True)]
+    elif {"raw_model_response", "user_input"} <= columns:
+        side = side or "single"
+        rows = [(r.get("conv_id"), r["user_input"],
+                 RecordedAnswer(r["raw_model_response"] or "", r.get("model_reasoning") or "", "", 0.0, None,
+                                r.get("model_used")))
+                for r in frame.iter_rows(named=True)]
+    else:
+        raise UsageError(f"unrecognised recording layout in {path}",
+                         "pass a toxcmp run dir, a study backend_comparison parquet, or a study api_* parquet")
+    answers: dict[str, RecordedAnswer] = {}
+    for example_id, text, answer in rows:
+        if example_id:
+            answers.setdefault(str(example_id), answer)
+        if text:
+            answers.setdefault(text_key(text), answer)
+    return answers, side
+
+
+def _toxcmp_side(path: Path, side: str | None) -> tuple[str, str]:
+    import polars as pl
+
+    meta = json.loads(pl.read_parquet_metadata(path).get("toxcmp", "{}"))
+    labels = [b.get("label") for b in meta.get("backends", [])]
+    if side in ("a", "b"):
+        return side, side
+    if side and side in labels:
+        return "ab"[labels.index(side)], side
+    raise UsageError(f"pick a side of {path.parent.name or path.name}",
+                     f"add side=a or side=b{' (a = ' + labels[0] + ', b = ' + labels[1] + ')' if len(labels) == 2 else ''}")
+
+
+class RecordedBackend:
+    name = "recorded"
+
+    def __init__(self, config: BackendConfig):
+        self.path = _resolve_file(config.recording)
+        self.sha256 = file_sha256(self.path)
+        self.answers, self.side = load_recording(self.path, config.side)
+
+    @property
+    def endpoint(self) -> str:
+        return f"recorded:{self.sha256}:{self.side}"
+
+    @property
+    def served_by(self) -> str:
+        return f"{self.path.name}:{self.side}@sha256:{self.sha256[:12]}"
+
+    def _find(self, request: ChatRequest) -> RecordedAnswer | None:
+        if request.example_id and request.example_id in self.answers:
+            return self.answers[request.example_id]
+        user = next((content for role, content in reversed(request.messages) if role == "user"), "")
+        return self.answers.get(text_key(user))
+
+    def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse | None = None) -> list[ModelResponse]:
+        out = []
+        for i, request in enumerate(requests):
+            found = self._find(request)
+            if found is None:
+                response = ModelResponse(content="", reasoning="", raw_text="", backend=self.name,
+                                         model=request.model.model_id, latency_s=0.0,
+                                         error=f"not in the recording {self.path.name} (example {request.example_id})",
+                                         served_by=self.served_by, prompt_hash=request.prompt_hash)
+            else:
+                response = ModelResponse(content=found.content, reasoning=found.reasoning, raw_text=found.raw,
+                                         backend=self.name, model=request.model.model_id, latency_s=found.latency_s,
+                                         served_by=self.served_by, finish_reason=found.finish_reason,
+                                         prompt_hash=request.prompt_hash, extra={"recorded_by": found.served_by})
+            out.append(response)
+            if on_response:
+                on_response(i, response)
+        return out
+
+    def close(self) -> None:
+        pass
+
