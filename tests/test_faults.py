@@ -208,26 +208,34 @@ def test_ctrl_c_leaves_no_orphan_server_and_a_consistent_cache(tmp_path, when, m
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     servers: set[int] = set()
+    children: set[int] = set()
+    moment = False
     deadline = time.time() + 150
     while time.time() < deadline and proc.poll() is None:
-        kids = _descendants(proc.pid)
-        servers.update(kids)
-        if when == "model-load" and time.time() > deadline - 147:  # ~3 s in: imports, data, model conversion
-            break
-        if when == "mid-run" and kids and list((tmp_path / "out").glob("*/results.parquet")) == [] and \
+        children.update(_descendants(proc.pid))
+        serving = _serve_processes(proc.pid)
+        servers.update(serving)
+        if when == "model-load" and serving:
+            # the server process exists and does not answer yet: it is loading the model
+            moment = not any(_answers(port) for port in serving.values())
+            if moment:
+                break
+        if when == "mid-run" and serving and list((tmp_path / "out").glob("*/results.parquet")) == [] and \
                 cache_dir.exists() and _cache_entries(cache_dir) >= 2:
+            moment = True
             break
-        time.sleep(0.3)
+        time.sleep(0.1)
+    assert moment and proc.poll() is None, f"never caught the {when} moment: {proc.poll()=} {servers=}"
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=60)[0]
-    assert proc.returncode in (130, 2, 1) or proc.returncode < 0, output
+    assert proc.returncode == 130, output  # Ctrl-C is exit 130 in both phases
     time.sleep(1.0)
-    assert not [p for p in servers if _alive(p)], "a child of compare survived Ctrl-C"
-    if when == "mid-run":
-        assert servers, "the run never spawned its transformers serve"
-        assert proc.returncode == 130, output
-        summary = json.loads(next((tmp_path / "out").glob("*/summary.json")).read_text())
-        assert summary["metadata"]["status"] == "interrupted"
+    assert servers, "the run never spawned its transformers serve"
+    assert not [p for p in children | servers if _alive(p)], "a child of compare (its server) outlived Ctrl-C"
+    summary = json.loads(next((tmp_path / "out").glob("*/summary.json")).read_text())
+    assert summary["metadata"]["status"] == "interrupted"
+    if when == "model-load":
+        assert summary["n"] == 0  # interrupted before the server answered anything
     if cache_dir.exists():
         cache = ResponseCache(cache_dir)
         try:
@@ -235,6 +243,30 @@ def test_ctrl_c_leaves_no_orphan_server_and_a_consistent_cache(tmp_path, when, m
                 assert cache.get(key) is not None
         finally:
             cache.close()
+
+
+def _serve_processes(pid: int) -> dict[int, int]:
+    """pid → port of every `transformers serve` below `pid`."""
+    import psutil
+
+    found = {}
+    for child in _descendants(pid):
+        try:
+            cmd = psutil.Process(child).cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if "serve" in cmd and "--port" in cmd:
+            found[child] = int(cmd[cmd.index("--port") + 1])
+    return found
+
+
+def _answers(port: int) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _cache_entries(cache_dir: Path) -> int:
