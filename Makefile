@@ -21,13 +21,21 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 DEMO_ROWS ?= 24
+N50 := configs/recordings/backend_comparison_gpt-oss-safeguard-20b_toxic_chat_claude_1_n50.parquet
 
-# The main job on the embedded default: SmolLM2 through local `generate` and through a real `transformers serve`
-# on 127.0.0.1, on the shipped 24-row ToxicChat sample. Same model, greedy: anything below 95 % agreement is a bug.
+# Part 1, live: SmolLM2 through local `generate` and through a real `transformers serve` on 127.0.0.1, on the
+# shipped 24-row ToxicChat sample. This proves text identity (same model, greedy). SmolLM2 answers the user
+# instead of classifying, so there are no labels and the verdict is INCONCLUSIVE (exit 3), which is expected.
+# Part 2, recorded: real gpt-oss-safeguard-20b outputs, served by an Inference Provider vs a local GPU (a public
+# study, shipped in configs/recordings/), replayed through the `recorded` backend: labelled agreement, CIs, κ,
+# and the one label flip explained.
 demo: setup
 	$(BIN)/toxcmp verify-setup
 	$(BIN)/toxcmp compare --model smollm2-135m --api-server local --backends api,local \
-		--dataset configs/samples/toxicchat0124_test_sample.csv --sample-size $(DEMO_ROWS) --max-new-tokens 32
+		--dataset configs/samples/toxicchat0124_test_sample.csv --sample-size $(DEMO_ROWS) --max-new-tokens 32 \
+		|| test $$? -eq 3
+	$(BIN)/toxcmp compare --policy toxic_chat_claude_1 --model gpt-oss-safeguard-20b --dataset $(N50) \
+		--backends 'recorded[path=$(N50);side=api;label=provider],recorded[path=$(N50);side=local;label=local-gpu]'
 
 test: setup
 	$(BIN)/python -m pytest -q

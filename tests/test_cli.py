@@ -55,7 +55,7 @@ def _assert_one_line_error(result, *needles):
     (["classify", "hi", "--backend", "api", "--model", "gpt-oss-20b", "--provider", "nope"], ["unknown provider", "groq"]),
     (["classify", "hi", "--backend", "api", "--api-server", "remote"], ["--api-server"]),
     (["classify"], ["no text given"]),
-    (["classify", "hi", "--backend", "api", "--model", "smollm2-135m"], ["bundled model", "--api-server local"]),
+    (["classify", "hi", "--backend", "api", "--model", "smollm2-135m", "--api-server", "none"], ["bundled model", "--api-server local"]),
     (["classify", "hi", "--backend", "api", "--model", "gpt-oss-20b"], ["need a Hugging Face token", "HF_TOKEN"]),
     (["policies", "show", "nope"], ["unknown policy"]),
 ])

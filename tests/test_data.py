@@ -88,7 +88,7 @@ def test_unsupported_unreadable_and_absent_files(tmp_path):
 def test_hub_path_offline_gives_one_line_advice(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UsageError) as err:
-        data.load("lmsys/toxic-chat", "toxicchat0124", "test")
+        data.load("lmsys/toxic-chat", "toxicchat1123", "test")  # no bundled fallback for this config
     assert "--dataset PATH" in err.value.one_line() and "\n" not in err.value.one_line()
 
 

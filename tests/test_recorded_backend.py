@@ -147,3 +147,23 @@ def test_real_gpt_oss_text_through_the_api_backends_http_path(cli, tmp_path, n50
     assert s["cohen_kappa"]["value"] == pytest.approx(kappa, abs=1e-6)
     assert s["causes"]["label_flip"] == int((both_parsed["api_binary_label"] != both_parsed["local_binary_label"]).sum())
     assert s["causes"]["refusal"] == 1 and s["binary_agreement"]["successes"] == 48
+
+
+def test_the_demo_recording_ships_with_the_project_and_ends_on_a_labelled_finding(cli, tmp_path):
+    """`make demo` part 2 on a fresh clone (no ../shared): the shipped n50 copy, replayed through both sides."""
+    from toxcmp.config import configs_dir
+
+    shipped = configs_dir() / "recordings" / N50_NAME
+    study = pl.read_parquet(shipped)
+    both = f"recorded[path={shipped};side=api;label=provider],recorded[path={shipped};side=local;label=local-gpu]"
+    result = cli("compare", "--backends", both, "--dataset", str(shipped), "--policy", "toxic_chat_claude_1",
+                 "--model", "gpt-oss-safeguard-20b", "--output-dir", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    agree = int(((study["api_binary_label"] == study["local_binary_label"])
+                 & study["api_parsed_successfully"] & study["local_parsed_successfully"]).sum())
+    verdicts = [i for i, line in enumerate(lines) if line.startswith("PASS: binary agreement 96.0%")]
+    assert len(verdicts) == 2 and "provider vs local-gpu" in lines[verdicts[0] + 1] and agree == 48  # report opens and closes on it
+    assert "label_flip" in result.output and "Walmart" in result.output and "κ" in result.output
+    if (RECORDED / N50_NAME).exists():
+        assert shipped.read_bytes() == (RECORDED / N50_NAME).read_bytes()

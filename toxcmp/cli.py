@@ -12,7 +12,7 @@ from rich.table import Table
 from . import __version__
 from .cli_common import (ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
                          MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RetriesOpt,
-                         RevisionOpt, TimeoutOpt, TokenOpt, console, friendly_errors, print_json)
+                         RevisionOpt, TimeoutOpt, TokenOpt, console, err_console, friendly_errors, print_json)
 from .config import default, default_cache_dir
 from .errors import UsageError
 
@@ -71,7 +71,7 @@ def classify(
     base_url: BaseUrlOpt = None,
     provider: ProviderOpt = "auto",
     token: TokenOpt = None,
-    api_server: ApiServerOpt = "none",
+    api_server: ApiServerOpt = "auto",
     concurrency: ConcurrencyOpt = 8,
     timeout: TimeoutOpt = 120.0,
     max_retries: RetriesOpt = 4,
@@ -94,7 +94,7 @@ def classify(
                            concurrency=concurrency, timeout_s=timeout, max_retries=max_retries,
                            cache_dir=cache_dir or default_cache_dir())
     response = respond(policy_obj, body, spec, backend, generation, config, use_cache=not no_cache,
-                       api_server=api_server)
+                       api_server=api_server, notify=lambda note: err_console.print(note, soft_wrap=True))
     result = verdict_result(response, policy_obj)
     if as_json:
         data = result.to_dict()

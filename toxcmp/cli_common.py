@@ -33,7 +33,8 @@ ProviderOpt = Annotated[str, typer.Option("--provider", help="api: Inference Pro
 TokenOpt = Annotated[Optional[str], typer.Option("--token", help="api: HF token \\[default: $HF_TOKEN]; never printed.",
                                                  show_default=False)]
 ApiServerOpt = Annotated[str, typer.Option("--api-server", help="api: 'local' starts transformers serve on 127.0.0.1 "
-                                                                "for the same model; 'none' uses --base-url/provider.")]
+                                                                "for the same model; 'none' uses --base-url/provider; "
+                                                                "'auto' is local for a bundled model, else none.")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="api: requests in flight.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="api: seconds per request.")]
 RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="api: retries on 408/429/5xx/timeouts.")]

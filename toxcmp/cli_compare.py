@@ -48,7 +48,7 @@ def compare(
     base_url: BaseUrlOpt = None,
     provider: ProviderOpt = "auto",
     token: TokenOpt = None,
-    api_server: ApiServerOpt = "none",
+    api_server: ApiServerOpt = "auto",
     concurrency: ConcurrencyOpt = 8,
     timeout: TimeoutOpt = 120.0,
     max_retries: RetriesOpt = 4,

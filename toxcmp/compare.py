@@ -18,7 +18,7 @@ from . import __version__
 from .backends import Backend, BackendConfig, get_backend
 from .cache import ResponseCache
 from .config import GenerationConfig, default_cache_dir
-from .core import require_api_route
+from .core import resolve_api_route
 from .data import DEFAULT_DATASET, describe, load, sample
 from .errors import ToxcmpError, UsageError
 from .models import ModelSpec, resolve_model
@@ -59,7 +59,7 @@ class BackendSpec:
         if "concurrency" in values:
             values["concurrency"] = int(values["concurrency"])
         if self.name != "api":  # api-only options from the command line do not apply to other backends
-            values.setdefault("api_server", None)
+            values["api_server"] = None
         return replace(base, **values)
 
 
@@ -226,21 +226,25 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     specs = parse_backend_specs(cfg.backends)
     policy = load_policy(cfg.policy)
     spec = resolve_model(cfg.model, cfg.revision)
+    cache_dir = Path(cfg.backend.cache_dir or default_cache_dir())
+    base = replace(cfg.backend, cache_dir=cache_dir)
+    configs, notes = [], []
+    for s in specs:  # every precondition is checked before any data or model is loaded
+        c = s.config(base)
+        if s.name == "api":
+            c, note = resolve_api_route(spec, c, "for the api backend")
+            notes.append(note)
+        configs.append(c)
     frame, info = load(cfg.dataset, cfg.version, cfg.split)
     picked = sample(frame, info, cfg.sample_size, cfg.seed, cfg.human_only, cfg.stratify)
     sample_meta = describe(picked)
     run_id = cfg.run_id or default_run_id(cfg, spec, policy, sample_meta, specs)
     run_dir = prepare_run_dir(Path(cfg.output_dir), run_id)
-    cache_dir = Path(cfg.backend.cache_dir or default_cache_dir())
-    base = replace(cfg.backend, cache_dir=cache_dir)
-    configs = [s.config(base) for s in specs]
-    for s, c in zip(specs, configs):
-        if s.name == "api":
-            require_api_route(spec, c, "for the api backend")
     engines: list[Backend] = [get_backend(s.name, c) for s, c in zip(specs, configs)]
     meta = run_metadata(cfg, specs, engines, spec, policy, sample_meta, run_id)
-    if picked.note:
-        observer.log(picked.note)
+    for note in (*notes, info.note, picked.note):
+        if note:
+            observer.log(note)
     examples = picked.frame.to_dicts()
     requests: list[ChatRequest | None] = []
     for ex in examples:

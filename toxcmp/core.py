@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .backends import BackendConfig, get_backend
 from .cache import ResponseCache
@@ -38,21 +38,35 @@ def split_options(options: dict[str, Any]) -> tuple[GenerationConfig, BackendCon
     return generation, backend_config, {k: options[k] for k in _OTHER_KEYS if k in options}
 
 
-def require_api_route(spec: ModelSpec, config: BackendConfig, alternative: str) -> None:
-    """A bundled model exists only on this machine: the api backend needs a server for it."""
+def resolve_api_route(spec: ModelSpec, config: BackendConfig, alternative: str) -> tuple[BackendConfig, str | None]:
+    """Decide `--api-server auto` and check the route: a bundled model exists only on this machine, so with no
+    base URL the api side starts its own local server for it (and says so); an explicit `none` refuses."""
+    if config.api_server not in (None, "auto", "local"):
+        raise UsageError(f"unknown --api-server {config.api_server!r}", "use auto, local or none")
+    if config.api_server == "auto":
+        if spec.is_bundled and not config.base_url:
+            return replace(config, api_server="local"), (
+                f"{spec.name} exists only on this machine: the api side starts a local transformers serve for it "
+                "(--api-server none to refuse)")
+        config = replace(config, api_server=None)
     if spec.is_bundled and not config.base_url and config.api_server != "local":
         raise UsageError(f"{spec.name} is a bundled model that no Inference Provider serves",
                          f"add --api-server local (or --base-url URL), {alternative}")
+    return config, None
 
 
 def respond(policy: Policy, text: str, spec: ModelSpec, backend: str, generation: GenerationConfig,
-            config: BackendConfig, use_cache: bool = True, api_server: str | None = None) -> ModelResponse:
+            config: BackendConfig, use_cache: bool = True, api_server: str | None = "auto",
+            notify: Callable[[str], None] | None = None) -> ModelResponse:
     """One request through one backend, the cache in front; a spawned API server is stopped on every exit."""
     request = build_request(policy, text, spec, generation)
-    if api_server not in (None, "", "none"):
-        config = replace(config, api_server=api_server)
+    config = replace(config, api_server=None if api_server in (None, "", "none") else api_server)
     if backend == InferenceBackend.API.value:
-        require_api_route(spec, config, "or use --backend local")
+        config, note = resolve_api_route(spec, config, "or use --backend local")
+        if note and notify:
+            notify(note)
+    else:
+        config = replace(config, api_server=None)
     engine = get_backend(backend, config)
     cache = ResponseCache(Path(config.cache_dir or default_cache_dir())) if use_cache else None
     try:

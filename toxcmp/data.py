@@ -30,6 +30,7 @@ class DatasetInfo:
     split: str | None
     rows: int
     content_sha256: str  # over (example_id, text, toxicity) of the loaded rows, in order
+    note: str | None = None  # said once to the user (e.g. the offline fallback was used)
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,47 @@ def is_file_source(dataset: str) -> bool:
     return Path(dataset).suffix.lower() in FILE_SUFFIXES
 
 
+BUNDLED_TEST_SPLIT = "toxicchat0124_test.parquet"  # configs/samples/: the human-annotated test split, CC BY-NC 4.0
+
+
+def bundled_test_split() -> Path:
+    from .config import configs_dir
+
+    return configs_dir() / "samples" / BUNDLED_TEST_SPLIT
+
+
+def hub_reachable(timeout_s: float = 2.0) -> bool:
+    """False at once under HF_HUB_OFFLINE; else one TCP connect to the Hub (no retries, no waiting on them)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((endpoint.hostname or "huggingface.co", endpoint.port or 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
 def load(dataset: str = DEFAULT_DATASET, version: str = "toxicchat0124", split: str = "test") -> tuple[pl.DataFrame, DatasetInfo]:
+    note = None
     if is_file_source(dataset):
         frame = read_file(Path(dataset))
         version_used, split_used = None, None
+    elif (dataset, version, split) == (DEFAULT_DATASET, "toxicchat0124", "test") and not hub_reachable():
+        path = bundled_test_split()
+        frame = read_file(path)
+        note = (f"the Hugging Face Hub cannot be reached: using the bundled copy of {DEFAULT_DATASET} toxicchat0124 "
+                f"test ({path.name}, human-annotated rows, CC BY-NC 4.0)")
+        dataset, version_used, split_used = f"bundled:{path.name}", version, split
     else:
         frame = read_hub(dataset, version, split)
         version_used, split_used = version, split
     frame = normalize(frame, dataset)
-    return frame, DatasetInfo(dataset, version_used, split_used, frame.height, content_hash(frame))
+    return frame, DatasetInfo(dataset, version_used, split_used, frame.height, content_hash(frame), note)
 
 
 def read_file(path: Path) -> pl.DataFrame:
