@@ -107,7 +107,7 @@ def test_backend_failing_mid_run_keeps_the_rows_so_far(cli, dataset, tmp_path):
     out = tmp_path / "out"
     doubles.RuleBackend.fail_at = 9  # third chunk
     result = cli(*_args(dataset, out))
-    assert result.exit_code == 2 and "server went away" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 4 and "server went away" in result.output and "Traceback" not in result.output
     (run_dir,) = out.iterdir()
     assert pl.read_parquet(run_dir / "results.parquet").height == 8
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -227,7 +227,7 @@ def test_an_unexpected_backend_exception_still_keeps_the_rows(cli, dataset, tmp_
 
     monkeypatch.setattr(doubles.QuirkyBackend, "generate", crashing)
     result = cli(*_args(dataset, tmp_path / "out"))
-    assert result.exit_code == 2 and "ValueError: tokenizer exploded" in result.output
+    assert result.exit_code == 4 and "ValueError: tokenizer exploded" in result.output
     (run_dir,) = (tmp_path / "out").iterdir()
     assert pl.read_parquet(run_dir / "results.parquet").height == 4
     assert json.loads((run_dir / "summary.json").read_text())["metadata"]["status"] == "failed"

@@ -84,7 +84,7 @@ def test_examples_missing_from_the_recording_are_error_rows(cli, tmp_path, n50, 
                             schema=known.schema)
     pl.concat([known, stranger]).write_csv(data)
     result, s = _compare(cli, tmp_path / "out", f"recorded[path={n50};side=api],recorded[path={n50};side=local]", data)
-    assert result.exit_code == 2 and s["verdict"] == "incomplete"
+    assert result.exit_code == 4 and s["verdict"] == "incomplete"
     frame = pl.read_parquet(Path(s["run_dir"]) / "results.parquet")
     missing = frame.filter(pl.col("example_id") == "not-in-n50")
     assert "not in the recording" in missing["a_error"][0] and missing["cause"][0] == "error"

@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ToxcmpError
+from .errors import UsageError
 from .parsing import PARSER_VERSION
 from .prompting import ChatRequest
 from .results import ModelResponse
@@ -50,7 +50,7 @@ class ResponseCache:
             self._cache = diskcache.Cache(str(self.directory), timeout=60)
         except (sqlite3.DatabaseError, OSError) as exc:
             if isinstance(exc, OSError) and not isinstance(exc, sqlite3.DatabaseError):
-                raise ToxcmpError(f"cache dir {self.directory} is not usable: {exc.strerror or exc}",
+                raise UsageError(f"cache dir {self.directory} is not usable: {exc.strerror or exc}",
                                   "pass --cache-dir to a writable folder or --no-cache") from exc
             aside = self.directory.with_name(f"responses.corrupt-{int(time.time())}")
             self.directory.rename(aside)

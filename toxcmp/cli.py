@@ -14,7 +14,7 @@ from .cli_common import (ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, 
                          MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RetriesOpt,
                          RevisionOpt, TimeoutOpt, TokenOpt, console, err_console, friendly_errors, print_json)
 from .config import default, default_cache_dir
-from .errors import UsageError
+from .errors import ExitCode, UsageError
 
 app = typer.Typer(name="toxcmp", help="Compare LLM toxicity classifiers across inference backends.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -105,7 +105,7 @@ def classify(
     else:
         console.print(verdict_panel(result))
     if result.error:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.BACKEND)
 
 
 def verdict_panel(result) -> Panel:
@@ -187,7 +187,7 @@ def verify_setup(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> Non
         console.print(table)
         console.print("[green]all required checks passed[/]" if not failed else f"[red]{len(failed)} required check(s) failed[/]")
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAIL)
 
 
 @policies_app.command("list")
@@ -346,7 +346,7 @@ def bench_local(
                   f"matmul peak {result.matmul_peak_gflops:.0f} GFLOP/s · MFU " +
                   ", ".join(f"{k} {v:.1%}" for k, v in result.mfu.items()))
     if not result.identical:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAIL)
 
 
 @bench_app.command("serve")

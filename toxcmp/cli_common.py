@@ -12,7 +12,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.console import Console
 
-from .errors import ToxcmpError
+from .errors import ExitCode, ToxcmpError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -44,8 +44,10 @@ def debug_enabled() -> bool:
     return os.environ.get("TOXCMP_DEBUG", "") not in ("", "0", "false")
 
 
-def fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+def fail(message: str, code: int = ExitCode.BACKEND) -> None:
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -64,12 +66,12 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             fail(exc.one_line(), exc.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted; finished work is kept in the cache")
-            raise typer.Exit(130)
+            raise typer.Exit(ExitCode.INTERRUPTED)
         except Exception as exc:  # noqa: BLE001 - last line of defence
             if debug_enabled():
                 raise
             first = str(exc).splitlines()[0] if str(exc) else ""
-            fail(f"{type(exc).__name__}: {first} (set TOXCMP_DEBUG=1 for a traceback)", 2)
+            fail(f"{type(exc).__name__}: {first} (set TOXCMP_DEBUG=1 for a traceback)", ExitCode.BACKEND)
 
     return wrapper
 

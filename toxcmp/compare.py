@@ -20,13 +20,14 @@ from .cache import ResponseCache
 from .config import GenerationConfig, default_cache_dir
 from .core import resolve_api_route
 from .data import DEFAULT_DATASET, describe, load, sample
-from .errors import ToxcmpError, UsageError
+from .errors import ExitCode, ToxcmpError, UsageError
 from .models import ModelSpec, resolve_model
 from .policies import Policy, load_policy
 from .prompting import ChatRequest, build_request
 from .results import ModelResponse
 from .runner import run_requests
 from .scoring import SIDES, UNPARSED_AS, build_row, summarize
+from .validation import check_backend_config, check_generation
 from .verdict import DEFAULT_MIN_LABELLED, EXIT_CODES
 
 DEFAULT_OUTPUT_DIR = Path("outputs") / "backend_comparison"
@@ -160,9 +161,9 @@ class RunResult:
     @property
     def exit_code(self) -> int:
         if self.status == "interrupted":
-            return 130
+            return ExitCode.INTERRUPTED
         if self.status == "failed" or self.summary.get("n_errors"):
-            return 2
+            return ExitCode.BACKEND
         return EXIT_CODES[self.summary["verdict"]]
 
 
@@ -173,14 +174,24 @@ def validate_run_id(run_id: str) -> str:
     return run_id
 
 
+RESULT_CHANGING_KEYS = ("device", "dtype", "batch_size", "strategy", "base_url", "provider", "api_server",
+                        "served_model", "endpoint_label", "recording", "side")
+
+
+def arm_identity(config: BackendConfig) -> dict[str, Any]:
+    """The options of one arm that can change its answers (never the token, the cache dir or timeouts)."""
+    return {k: getattr(config, k) for k in RESULT_CHANGING_KEYS}
+
+
 def default_run_id(cfg: CompareConfig, spec: ModelSpec, policy: Policy, sample_meta: dict[str, Any],
-                   specs: Sequence[BackendSpec]) -> str:
-    """Deterministic: the same command maps to the same directory, so a rerun resumes and overwrites it."""
+                   specs: Sequence[BackendSpec], configs: Sequence[BackendConfig]) -> str:
+    """Deterministic: the same command maps to the same directory, so a rerun resumes and overwrites it. Every
+    option that can change a result or the verdict is part of it, so two different runs never share a dir."""
     identity = {"policy": policy.sha256, "model": spec.model_id, "revision": spec.revision,
                 "data": sample_meta["content_sha256"], "size": cfg.sample_size, "seed": cfg.seed,
                 "human_only": cfg.human_only, "stratify": cfg.stratify, "backends": [s.text for s in specs],
-                "generation": cfg.generation.to_dict(), "api_server": cfg.backend.api_server,
-                "provider": cfg.backend.provider, "base_url": cfg.backend.base_url}
+                "arms": [arm_identity(c) for c in configs], "generation": cfg.generation.to_dict(),
+                "unparsed_as": cfg.unparsed_as, "threshold": cfg.threshold, "min_labelled": cfg.min_labelled}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return validate_run_id(f"{policy.name}-{_safe_name(spec.name) or 'model'}-{digest}")
 
@@ -223,25 +234,40 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
         raise UsageError(f"--min-labelled must be in [0, 1] (got {cfg.min_labelled})", "e.g. --min-labelled 0.5")
     if cfg.chunk_size < 1:
         raise UsageError("--chunk-size must be positive", "e.g. --chunk-size 16")
+    if cfg.run_id:
+        validate_run_id(cfg.run_id)
     specs = parse_backend_specs(cfg.backends)
     policy = load_policy(cfg.policy)
     spec = resolve_model(cfg.model, cfg.revision)
     cache_dir = Path(cfg.backend.cache_dir or default_cache_dir())
     base = replace(cfg.backend, cache_dir=cache_dir)
+    check_generation(cfg.generation)
     configs, notes = [], []
     for s in specs:  # every precondition is checked before any data or model is loaded
-        c = s.config(base)
+        try:
+            c = s.config(base)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"bad option in backend spec {s.text!r}: {exc}", "options are key=value") from None
+        check_backend_config(c, f"in {s.text!r}")
         if s.name == "api":
             c, note = resolve_api_route(spec, c, "for the api backend")
             notes.append(note)
         configs.append(c)
-    frame, info = load(cfg.dataset, cfg.version, cfg.split)
-    picked = sample(frame, info, cfg.sample_size, cfg.seed, cfg.human_only, cfg.stratify)
-    sample_meta = describe(picked)
-    run_id = cfg.run_id or default_run_id(cfg, spec, policy, sample_meta, specs)
-    run_dir = prepare_run_dir(Path(cfg.output_dir), run_id)
     engines: list[Backend] = [get_backend(s.name, c) for s, c in zip(specs, configs)]
-    meta = run_metadata(cfg, specs, engines, spec, policy, sample_meta, run_id)
+    try:
+        for engine, c in zip(engines, configs):
+            if hasattr(engine, "preflight") and getattr(engine, "base_url", None):
+                engine.preflight(c.served_model or spec.model_id)  # an unreachable server stops here, at once
+        frame, info = load(cfg.dataset, cfg.version, cfg.split)
+        picked = sample(frame, info, cfg.sample_size, cfg.seed, cfg.human_only, cfg.stratify)
+        sample_meta = describe(picked)
+        run_id = cfg.run_id or default_run_id(cfg, spec, policy, sample_meta, specs, configs)
+        run_dir = prepare_run_dir(Path(cfg.output_dir), run_id)
+        meta = run_metadata(cfg, specs, engines, spec, policy, sample_meta, run_id)
+    except BaseException:
+        for engine in engines:
+            engine.close()
+        raise
     for note in (*notes, info.note, picked.note):
         if note:
             observer.log(note)

@@ -17,6 +17,7 @@ from .policies import Policy, load_policy
 from .prompting import build_request
 from .results import ClassificationResult, ModelResponse
 from .runner import run_requests
+from .validation import check_backend_config, check_generation
 
 
 class InferenceBackend(str, Enum):
@@ -59,6 +60,8 @@ def respond(policy: Policy, text: str, spec: ModelSpec, backend: str, generation
             config: BackendConfig, use_cache: bool = True, api_server: str | None = "auto",
             notify: Callable[[str], None] | None = None) -> ModelResponse:
     """One request through one backend, the cache in front; a spawned API server is stopped on every exit."""
+    check_generation(generation)
+    check_backend_config(config)
     request = build_request(policy, text, spec, generation)
     config = replace(config, api_server=None if api_server in (None, "", "none") else api_server)
     if backend == InferenceBackend.API.value:

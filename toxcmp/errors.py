@@ -1,12 +1,25 @@
-"""Domain errors: each carries a one-line message and a hint that says what to do next."""
+"""Domain errors: each carries a one-line message and a hint that says what to do next; and the exit codes."""
 
 from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Every command's exit status, one table (README "Exit codes")."""
+
+    OK = 0  # pass; classify gave an answer; every check passed
+    FAIL = 1  # compare/rescore: agreement below --threshold; verify-setup: a required check failed; bench: outputs differ
+    USAGE = 2  # bad input or options: nothing ran (or nothing more than the checks)
+    INCONCLUSIVE = 3  # compare/rescore: too few labels to judge agreement
+    BACKEND = 4  # a backend, server or the disk failed; finished rows are kept — rerun the same command to resume
+    INTERRUPTED = 130  # Ctrl-C; finished rows are kept
 
 
 class ToxcmpError(Exception):
     """Base for errors the CLI turns into one line and a non-zero exit code."""
 
-    exit_code = 1
+    exit_code = ExitCode.BACKEND
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
@@ -24,7 +37,7 @@ class ToxcmpError(Exception):
 class UsageError(ToxcmpError):
     """Bad input from the user: options, texts, files."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class UnknownNameError(UsageError):

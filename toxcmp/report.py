@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from .errors import ToxcmpError, UsageError
+from .errors import ExitCode, ToxcmpError, UsageError
 from .scoring import SIDES
 
 RESULTS_FILE = "results.parquet"
@@ -36,7 +36,7 @@ ROW_SCHEMA: dict[str, Any] = {
 
 
 class OutputError(ToxcmpError):
-    exit_code = 2
+    exit_code = ExitCode.BACKEND
 
 
 def rows_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:

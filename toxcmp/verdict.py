@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import ExitCode
+
 VERDICTS = ("pass", "fail", "inconclusive", "incomplete")
 DEFAULT_MIN_LABELLED = 0.5
-EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 3, "incomplete": 2}
+EXIT_CODES = {"pass": ExitCode.OK, "fail": ExitCode.FAIL, "inconclusive": ExitCode.INCONCLUSIVE,
+              "incomplete": ExitCode.BACKEND}
 
 
 @dataclass(frozen=True)
