@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -158,7 +159,7 @@ def test_harmony_injection_changes_nothing_in_parsing_on_both_backends(smol_serv
     local = run_requests(get_backend("local", BackendConfig()), requests)
     api = run_requests(get_backend("api", BackendConfig(base_url=smol_server.base_url,
                                                         served_model=smol_server.served_model)), requests)
-    for lo, ap in zip(local, api):
+    for text, lo, ap in zip(INJECTIONS, local, api):
         assert lo.ok and ap.ok and lo.content == ap.content
         for response in (lo, ap):
             plain = split_output(response.raw_text, harmony=False)
@@ -166,5 +167,9 @@ def test_harmony_injection_changes_nothing_in_parsing_on_both_backends(smol_serv
             expected = parse_verdict(plain.content, policy)
             got = verdict_result(response, policy)
             assert (got.binary_label, got.parse_ok) == (expected.binary_label, expected.parse_ok)
-            if "<|channel|>final<|message|>" in response.content or "assistantfinal" in response.content:
-                assert got.binary_label is None  # an echoed marker is prose, not a label
+            # SmolLM2 does not echo the markers on its own (its answers above carry none), so echo them for it:
+            # the injected text as the model's whole output, and after its real answer. A marker is prose here.
+            for echo in (text, f"{response.raw_text}\n{text}"):
+                echoed = replace(response, raw_text=echo, content=split_output(echo, harmony=spec.harmony).content)
+                assert "final" in echoed.content  # the marker reached the parser
+                assert verdict_result(echoed, policy).binary_label is None, echo
