@@ -16,8 +16,12 @@ RECORDED = SHARED_DATA / "gptoss_recorded"
 
 
 def require_shared(path: Path) -> Path:
+    """Skip a data-backed test when ../shared is missing; fail instead under TOXCMP_REQUIRE_SHARED=1 (CI has it)."""
     if not path.exists():
-        pytest.skip(f"shared test data not found at {path} (clone next to ../shared/)")
+        message = f"shared test data not found at {path} (clone next to ../shared/)"
+        if os.environ.get("TOXCMP_REQUIRE_SHARED") == "1":
+            pytest.fail(f"{message}; TOXCMP_REQUIRE_SHARED=1 forbids skipping", pytrace=False)
+        pytest.skip(message)
     return path
 
 
