@@ -65,9 +65,27 @@ def test_compare_writes_rows_summary_and_provenance(cli, dataset, tmp_path):
     assert frame.filter(pl.col("cause") == "refusal")["example_id"].to_list() == ["id02"]
     assert (frame["a_prompt_hash"] == frame["b_prompt_hash"]).all()
     meta = json.loads(pl.read_parquet_metadata(run_dir / "results.parquet")["toxcmp"])
-    for key in ("toxcmp_version", "git_commit", "backends", "model", "policy", "generation", "seed", "dataset",
-                "libraries", "started_at", "finished_at"):
+    for key in ("toxcmp_version", "git_commit", "backends", "model", "policy", "generation", "sample_seed", "dataset",
+                "libraries", "started_at", "finished_at", "command", "arms", "invocations"):
         assert key in meta
+    assert "seed" not in meta  # one sampling seed (sample_seed), one generation seed (generation.seed)
+    assert meta["command"].startswith("toxcmp compare ") and "--backends rule,quirky --output-dir" in meta["command"]
+    assert summary["status"] == "complete"
+    # each row says which backend is which, and keeps the dataset's human_annotation
+    assert frame["a_backend"].unique().to_list() == ["rule"] and frame["b_backend"].unique().to_list() == ["quirky"]
+    assert "human_annotation" in frame.columns
+    assert frame["reasoning_similarity"].to_list() == [1.0] * 12  # both doubles write the same reasoning
+
+
+def test_similarity_of_two_missing_reasonings_is_undefined():
+    from toxcmp.policies import load_policy
+    from toxcmp.scoring import derive
+
+    row = {"example_id": "x", "text": "t", "toxicity": 0, "weight": 1.0}
+    for p in ("a", "b"):
+        row |= {f"{p}_raw": "0", f"{p}_content": "0", f"{p}_reasoning": "", f"{p}_error": None}
+    out = derive(row, load_policy("toxic_simple"), False)
+    assert out["reasoning_similarity"] is None and out["content_similarity"] == 1.0
     assert meta["dataset"]["content_sha256"] and meta["policy"]["sha256"] and meta["status"] == "complete"
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["binary_agreement"] == summary["binary_agreement"]
@@ -85,6 +103,10 @@ def test_rerun_resumes_from_cache_with_zero_calls_and_no_duplicate_rows(cli, dat
     assert frame.height == 12 and frame["example_id"].n_unique() == 12 and frame["a_cached"].all()
     assert second["metadata"]["throughput"]["rule"]["calls"] == 0
     assert second["binary_agreement"] == first["binary_agreement"]
+    # the resumed run keeps its history: when it first started and what each invocation did
+    runs = second["metadata"]["invocations"]
+    assert len(runs) == 2 and second["metadata"]["first_started_at"] == first["metadata"]["started_at"]
+    assert [r["calls"]["rule"] for r in runs] == [12, 0]
 
 
 def test_ctrl_c_keeps_finished_rows_and_the_rerun_completes(cli, dataset, tmp_path):

@@ -1,7 +1,8 @@
 """On-disk response cache (diskcache, SQLite-backed, safe across processes).
 
-Key = sha256 of backend name, endpoint/provider, model id + revision, the rendered request (messages and
-template options), generation config and parser version. Values are JSON strings of `ModelResponse` fields;
+Key = sha256 of backend name, endpoint/provider, model id + requested revision + resolved revision (the commit or
+file hash the backend says the revision means now, so an updated model is not answered from the cache), the
+rendered request (messages and template options), generation config and parser version. Values are JSON strings of `ModelResponse` fields;
 anything that does not decode back to one is treated as corrupted: deleted and recomputed. Errors are never
 stored. Tokens are never part of a key or a value.
 """
@@ -23,12 +24,13 @@ from .prompting import ChatRequest
 from .results import ModelResponse
 
 log = logging.getLogger(__name__)
-_SCHEMA = 1
+_SCHEMA = 2  # 2: keyed on the resolved revision
 
 
-def cache_key(backend: str, endpoint: str, request: ChatRequest) -> str:
+def cache_key(backend: str, endpoint: str, request: ChatRequest, resolved_revision: str | None = None) -> str:
+    """`resolved_revision`: what the backend says `request.model.revision` means now; the requested one if unknown."""
     payload = {"schema": _SCHEMA, "backend": backend, "endpoint": endpoint, "parser": PARSER_VERSION,
-               "request": request.payload()}
+               "request": request.payload(), "resolved_revision": resolved_revision or request.model.revision}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 

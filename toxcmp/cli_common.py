@@ -76,5 +76,26 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def command_line(ctx: typer.Context) -> str:
+    """The invoking command as a reproducible line: the options the user actually gave (never the token)."""
+    import shlex
+
+    words = ctx.command_path.split()
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if getattr(source, "name", None) != "COMMANDLINE":
+            continue
+        value = ctx.params.get(param.name)
+        if param.param_type_name == "argument":
+            words += [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        elif param.name == "token":
+            words += [param.opts[0], "***"]
+        elif getattr(param, "is_flag", False):
+            words += [param.opts[0]] if value else []
+        else:
+            words += [param.opts[0], str(value)]
+    return shlex.join(words)
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")

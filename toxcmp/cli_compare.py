@@ -9,7 +9,8 @@ import typer
 
 from .cli_common import (ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
                          MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RetriesOpt,
-                         RevisionOpt, TimeoutOpt, TokenOpt, console, err_console, friendly_errors, print_json)
+                         RevisionOpt, TimeoutOpt, TokenOpt, command_line, console, err_console, friendly_errors,
+                         print_json)
 from .config import default, default_cache_dir
 
 OutputDirOpt = Annotated[Path, typer.Option("--output-dir", help="Where run dirs go (replaces outputs/backend_comparison).")]
@@ -28,12 +29,13 @@ def register(app: typer.Typer) -> None:
 
 @friendly_errors
 def compare(
+    ctx: typer.Context,
     policy: PolicyOpt = default("policy", "toxic_simple"),
     model: ModelOpt = default("model", "smollm2-135m"),
     revision: RevisionOpt = None,
     dataset: Annotated[str, typer.Option("--dataset", help="Hub id (or a local dir laid out like one), or a .csv/.parquet/.jsonl file.")] = "lmsys/toxic-chat",
-    version: Annotated[str, typer.Option("--version", help="Hub config: toxicchat0124 or toxicchat1123.")] = "toxicchat0124",
-    split: Annotated[str, typer.Option("--split", help="test or train.")] = "test",
+    version: Annotated[Optional[str], typer.Option("--dataset-version", help="Hub config: toxicchat0124 or toxicchat1123 \\[default: toxicchat0124]; not for files.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Hub split: test or train \\[default: test]; not for files.")] = None,
     sample_size: Annotated[Optional[int], typer.Option("--sample-size", "-n", help="Rows to run \\[default: all]; larger than the dataset clamps to all.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
     human_only: Annotated[bool, typer.Option("--human-only", help="Only human-annotated rows.")] = False,
@@ -83,7 +85,7 @@ def compare(
                               api_server=None if api_server in ("", "none") else api_server,
                               cache_dir=cache_dir or default_cache_dir()),
         threshold=threshold, min_labelled=min_labelled, output_dir=output_dir, run_id=run_id, chunk_size=chunk_size, unparsed_as=unparsed_as,
-        margins=not no_margin, use_cache=not no_cache)
+        margins=not no_margin, use_cache=not no_cache, command=command_line(ctx))
     if as_json or quiet:
         observer = LineObserver(err_console, quiet=True)
     elif console.is_terminal:

@@ -19,7 +19,7 @@ from .backends import Backend, BackendConfig, get_backend
 from .cache import ResponseCache
 from .config import GenerationConfig, default_cache_dir
 from .core import resolve_api_route
-from .data import DEFAULT_DATASET, describe, load, sample
+from .data import DEFAULT_DATASET, check_source, describe, is_file_source, load, sample
 from .errors import ExitCode, ToxcmpError, UsageError
 from .models import ModelSpec, resolve_model
 from .policies import Policy, load_policy
@@ -78,7 +78,8 @@ def parse_backend_specs(text: str) -> tuple[BackendSpec, BackendSpec]:
     specs = [parse_backend_spec(p.strip()) for p in parts if p.strip()]
     if len(specs) != 2:
         raise UsageError(f"--backends needs exactly two backend specs, got {len(specs)} ({text!r})",
-                         "e.g. --backends api,local or --backends 'api[provider=together],api[provider=groq]'")
+                         "e.g. --backends api,local, or the same backend twice with different options: "
+                         "'api[provider=together],api[provider=groq]'")
     if specs[0].text == specs[1].text:
         raise UsageError(f"both backends are {specs[0].text!r}", "compare two different backend specs")
     if specs[0].label == specs[1].label:
@@ -110,8 +111,8 @@ class CompareConfig:
     model: str = "smollm2-135m"
     revision: str | None = None
     dataset: str = DEFAULT_DATASET
-    version: str = "toxicchat0124"
-    split: str = "test"
+    version: str | None = None  # Hub config; None: toxicchat0124
+    split: str | None = None  # Hub split; None: test
     sample_size: int | None = None
     seed: int = 0
     human_only: bool = False
@@ -127,6 +128,7 @@ class CompareConfig:
     unparsed_as: str = "none"
     margins: bool = True
     use_cache: bool = True
+    command: str | None = None  # the command line, recorded in provenance
 
 
 class Observer(Protocol):
@@ -242,6 +244,10 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     cache_dir = Path(cfg.backend.cache_dir or default_cache_dir())
     base = replace(cfg.backend, cache_dir=cache_dir)
     check_generation(cfg.generation)
+    check_source(cfg.dataset)
+    if is_file_source(cfg.dataset) and (cfg.version or cfg.split):
+        raise UsageError("--dataset-version/--split choose a Hub config and split; a file has neither",
+                         f"drop them, or pass a Hub id instead of {cfg.dataset}")
     configs, notes = [], []
     for s in specs:  # every precondition is checked before any data or model is loaded
         try:
@@ -258,12 +264,12 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
         for engine, c in zip(engines, configs):
             if hasattr(engine, "preflight") and getattr(engine, "base_url", None):
                 engine.preflight(c.served_model or spec.model_id)  # an unreachable server stops here, at once
-        frame, info = load(cfg.dataset, cfg.version, cfg.split)
+        frame, info = load(cfg.dataset, cfg.version or "toxicchat0124", cfg.split or "test")
         picked = sample(frame, info, cfg.sample_size, cfg.seed, cfg.human_only, cfg.stratify)
         sample_meta = describe(picked)
         run_id = cfg.run_id or default_run_id(cfg, spec, policy, sample_meta, specs, configs)
         run_dir = prepare_run_dir(Path(cfg.output_dir), run_id)
-        meta = run_metadata(cfg, specs, engines, spec, policy, sample_meta, run_id)
+        meta = run_metadata(cfg, specs, configs, engines, spec, policy, sample_meta, run_id)
     except BaseException:
         for engine in engines:
             engine.close()
@@ -301,7 +307,8 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
                 stats[label]["seconds"] += elapsed if fresh else 0.0
                 answers.append([by_index.get(i) or _empty_text_response(engine.name, spec.model_id) for i in chunk])
             for k, i in enumerate(chunk):
-                row = build_row(examples[i], answers[0][k], answers[1][k], policy, spec.harmony, cfg.unparsed_as)
+                row = build_row(examples[i], answers[0][k], answers[1][k], policy, spec.harmony, cfg.unparsed_as,
+                                labels)
                 rows.append(row)
                 observer.row(row, len(rows), stats)
     except KeyboardInterrupt:
@@ -325,11 +332,31 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
             add_margins(rows, specs, configs, requests, examples, observer)
         except Exception as exc:  # noqa: BLE001 - a diagnosis extra must never cost the run its results
             observer.log(f"margin scoring skipped: {type(exc).__name__}: {exc}")
-    meta.update({"finished_at": _now(), "elapsed_s": round(time.time() - started, 3), "status": status,
-                 "reason": reason, "throughput": {k: _eps(v) for k, v in stats.items()}})
+    elapsed = round(time.time() - started, 3)
+    invocations = previous_invocations(run_dir) + [{"started_at": meta["started_at"], "elapsed_s": elapsed,
+                                                    "status": status, "calls": {k: v["calls"] for k, v in stats.items()},
+                                                    "command": cfg.command}]
+    meta.update({"finished_at": _now(), "elapsed_s": elapsed, "status": status, "reason": reason,
+                 "throughput": {k: _eps(v) for k, v in stats.items()}, "invocations": invocations,
+                 "first_started_at": invocations[0]["started_at"],
+                 "total_elapsed_s": round(sum(i["elapsed_s"] for i in invocations), 3)})
     summary = finalize_summary(rows, labels, cfg.threshold, meta, cfg.unparsed_as, cfg.min_labelled)
     write_outputs(run_dir, rows, summary)
     return RunResult(rows, summary, run_dir, status, reason)
+
+
+def previous_invocations(run_dir: Path) -> list[dict[str, Any]]:
+    """Earlier invocations of the same run (a resume keeps the history: when it started, what each one did)."""
+    try:
+        meta = json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError):
+        return []
+    if meta.get("invocations"):
+        return list(meta["invocations"])
+    if meta.get("started_at"):
+        return [{"started_at": meta["started_at"], "elapsed_s": meta.get("elapsed_s") or 0.0,
+                 "status": meta.get("status"), "calls": {}, "command": None}]
+    return []
 
 
 def finalize_summary(rows: list[dict[str, Any]], labels: Sequence[str], threshold: float, meta: dict[str, Any],
@@ -404,7 +431,8 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def run_metadata(cfg: CompareConfig, specs, engines, spec: ModelSpec, policy: Policy, sample_meta, run_id) -> dict[str, Any]:
+def run_metadata(cfg: CompareConfig, specs, configs, engines, spec: ModelSpec, policy: Policy, sample_meta,
+                 run_id) -> dict[str, Any]:
     """Provenance; never contains the token (BackendConfig.token is not copied)."""
     return {
         "toxcmp_version": __version__, "git_commit": _git_commit(), "run_id": run_id, "started_at": _now(),
@@ -412,7 +440,8 @@ def run_metadata(cfg: CompareConfig, specs, engines, spec: ModelSpec, policy: Po
                      for s, e in zip(specs, engines)],
         "model": {"name": spec.name, "model_id": spec.model_id, "revision": spec.revision, "harmony": spec.harmony},
         "policy": {"name": policy.name, "sha256": policy.sha256},
-        "generation": cfg.generation.to_dict(), "seed": cfg.seed, "dataset": sample_meta,
+        "generation": cfg.generation.to_dict(), "sample_seed": cfg.seed, "dataset": sample_meta, "command": cfg.command,
+        "arms": [dict(arm_identity(c), label=s.label) for s, c in zip(specs, configs)],
         "api": {"provider": cfg.backend.provider, "base_url": cfg.backend.base_url, "api_server": cfg.backend.api_server},
         "threshold": cfg.threshold, "unparsed_as": cfg.unparsed_as, "libraries": library_versions(),
     }

@@ -7,6 +7,7 @@ columns `example_id, text, toxicity, jailbreaking, human_annotation`, toxicity s
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,20 @@ class Sample:
     note: str | None = None  # a documented clamp, e.g. sample size larger than the dataset
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
 def is_file_source(dataset: str) -> bool:
     return Path(dataset).suffix.lower() in FILE_SUFFIXES
+
+
+def check_source(dataset: str) -> None:
+    """A name that is neither a file, an existing directory nor shaped like a Hub id (owner/name) is a typo'd path."""
+    if is_file_source(dataset) or Path(dataset).is_dir():
+        return
+    if not _HUB_ID.match(dataset) or dataset.startswith((".", "/", "~")):
+        raise UsageError(f"dataset {dataset!r} is not a file, a directory or a Hub id",
+                         "pass an existing .csv/.parquet/.jsonl file or directory, or a Hub id such as lmsys/toxic-chat")
 
 
 BUNDLED_TEST_SPLIT = "toxicchat0124_test.parquet"  # configs/samples/: the human-annotated test split, CC BY-NC 4.0
@@ -74,6 +87,7 @@ def hub_reachable(timeout_s: float = 2.0) -> bool:
 
 def load(dataset: str = DEFAULT_DATASET, version: str = "toxicchat0124", split: str = "test") -> tuple[pl.DataFrame, DatasetInfo]:
     note = None
+    check_source(dataset)
     if is_file_source(dataset):
         frame = read_file(Path(dataset))
         version_used, split_used = None, None
@@ -168,7 +182,7 @@ def normalize(frame: pl.DataFrame, source: str = "dataset") -> pl.DataFrame:
     if "human_annotation" in frame.columns:
         human = _as_binary(frame, "human_annotation", source, required=False).cast(pl.Boolean)
     else:
-        human = pl.Series([True] * frame.height)
+        human = pl.Series([None] * frame.height, dtype=pl.Boolean)  # unknown: --human-only refuses such a file
     out = pl.DataFrame({"example_id": ids, "text": text, "toxicity": toxicity,
                         "jailbreaking": jailbreaking if jailbreaking is not None else pl.Series([None] * frame.height, dtype=pl.Int8),
                         "human_annotation": human})
@@ -193,6 +207,8 @@ def sample(frame: pl.DataFrame, info: DatasetInfo, size: int | None = None, seed
     row's weight is its stratum's population share over its sample share.
     """
     if human_only:
+        if frame["human_annotation"].null_count() == frame.height:
+            raise UsageError(f"{info.source} has no human_annotation column", "drop --human-only")
         frame = frame.filter(pl.col("human_annotation"))
         if frame.height == 0:
             raise UsageError("no human-annotated rows in this dataset", "drop --human-only")

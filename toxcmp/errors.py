@@ -44,7 +44,11 @@ class UnknownNameError(UsageError):
     """A name (policy, backend, model, provider) that is not registered; lists the valid ones."""
 
     def __init__(self, kind: str, name: str, valid: list[str], extra_hint: str | None = None):
-        hint = f"valid {kind}s: {', '.join(sorted(valid)) or '(none)'}"
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.6)
+        plural = {"policy": "policies"}.get(kind, f"{kind}s")
+        hint = (f"did you mean {close[0]!r}? " if close else "") + f"valid {plural}: {', '.join(sorted(valid)) or '(none)'}"
         if extra_hint:
             hint = f"{hint}; {extra_hint}"
         super().__init__(f"unknown {kind} {name!r}", hint)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 import tomllib
@@ -19,7 +21,8 @@ from .errors import BackendError, UnknownNameError
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A resolved model. `model_id` names it to an API server; `revision` pins its weights."""
+    """A resolved model. `model_id` names it to an API server; `revision` is the revision asked for (a branch such
+    as "main" moves: `resolved_revision` says which weights it means now)."""
 
     name: str  # what the user typed
     model_id: str  # Hub id, local path, or alias for bundled models
@@ -74,6 +77,78 @@ def _is_gpt_oss_dir(path: Path) -> bool:
         return json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type") == "gpt_oss"
     except (OSError, ValueError, AttributeError):
         return "gpt-oss" in path.name
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_TRUE = ("1", "true", "yes", "on")
+
+
+def is_commit(revision: str | None) -> bool:
+    return bool(revision) and _COMMIT.fullmatch(revision) is not None
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as set now, not as huggingface_hub read it at import."""
+    return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+@lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a replaced file is hashed again
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    stat = Path(path).stat()
+    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def hub_commit(model_id: str, revision: str, token: str | None = None, timeout_s: float = 10.0) -> str | None:
+    """The commit `revision` of a Hub model points at now; None offline, or when the Hub cannot say."""
+    if hub_offline():
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        sha = HfApi().model_info(model_id, revision=revision, token=token or None, timeout=timeout_s).sha
+    except Exception:  # noqa: BLE001 - unreachable, gated, unknown: fall back to what was asked for
+        return None
+    return sha if isinstance(sha, str) and is_commit(sha) else None
+
+
+def cached_commit(model_id: str, revision: str) -> str | None:
+    """The commit the local Hugging Face cache maps `revision` to: what an offline `from_pretrained` loads."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model_id, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 - not a Hub id, no cache: unknown
+        return None
+    commit = Path(found).parent.name if isinstance(found, str) else ""
+    return commit if is_commit(commit) else None
+
+
+def resolved_revision(spec: ModelSpec, ask_hub: bool = True, local_cache: bool = False,
+                      token: str | None = None) -> str:
+    """The identity of the weights `spec` means now, as precisely as it is known; the requested revision otherwise.
+
+    Bundled GGUF: "sha256:<file hash>". Hub id: a pinned commit as is; else the Hub's answer (`ask_hub`, online
+    only) or, with `local_cache`, the commit the local HF cache maps the revision to. Local directory: as asked.
+    """
+    if spec.is_bundled:
+        try:
+            return f"sha256:{file_sha256(bundled_gguf_path(spec))}"
+        except BackendError:  # the package is not installed here (a remote server may still serve the model)
+            return spec.revision
+    if spec.local_path or is_commit(spec.revision):
+        return spec.revision
+    found = hub_commit(spec.model_id, spec.revision, token) if ask_hub else None
+    if found is None and local_cache:
+        found = cached_commit(spec.model_id, spec.revision)
+    return found or spec.revision
 
 
 def bundled_gguf_path(spec: ModelSpec) -> Path:

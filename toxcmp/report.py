@@ -25,9 +25,10 @@ SUMMARY_FILE = "summary.json"
 _SIDE_SCHEMA = {"raw": pl.String, "content": pl.String, "reasoning": pl.String, "binary": pl.Int8, "fine": pl.String,
                 "parse_ok": pl.Boolean, "parse_error": pl.String, "parse_failure": pl.String, "refusal": pl.Boolean, "outcome": pl.String,
                 "latency_s": pl.Float64, "cached": pl.Boolean, "error": pl.String, "served_by": pl.String,
-                "prompt_hash": pl.String, "finish_reason": pl.String, "retries": pl.Int32}
+                "prompt_hash": pl.String, "finish_reason": pl.String, "retries": pl.Int32, "backend": pl.String}
 ROW_SCHEMA: dict[str, Any] = {
-    "example_id": pl.String, "text": pl.String, "toxicity": pl.Int8, "jailbreaking": pl.Int8, "weight": pl.Float64,
+    "example_id": pl.String, "text": pl.String, "toxicity": pl.Int8, "jailbreaking": pl.Int8,
+    "human_annotation": pl.Boolean, "weight": pl.Float64,
     **{f"{p}_{k}": t for p in SIDES for k, t in _SIDE_SCHEMA.items()},
     "binary_match": pl.Boolean, "fine_match": pl.Boolean, "content_similarity": pl.Float64,
     "reasoning_similarity": pl.Float64, "content_identical": pl.Boolean, "raw_identical": pl.Boolean,
@@ -87,7 +88,12 @@ def read_results(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], dict[str,
     columns = set(frames[0].columns)
     if len(files) == 1 and "a_content" in columns:
         meta = json.loads(pl.read_parquet_metadata(files[0]).get("toxcmp", "{}"))
-        return frames[0].to_dicts(), meta, "toxcmp"
+        labels = [b.get("label") for b in meta.get("backends", [])] or ["a", "b"]
+        rows = frames[0].to_dicts()
+        for row in rows:  # run dirs written before rows carried their backend labels
+            for p, label in zip(SIDES, labels):
+                row.setdefault(f"{p}_backend", label)
+        return rows, meta, "toxcmp"
     if len(files) == 1 and STUDY_PAIR_COLUMNS <= columns:
         return _study_pair(frames[0]), _study_meta(files, ["api", "local"]), "study-pair"
     if len(files) == 2 and all(STUDY_SINGLE_COLUMNS <= set(f.columns) for f in frames):
@@ -109,7 +115,7 @@ def _study_pair(frame: pl.DataFrame) -> list[dict[str, Any]]:
         for p, src in zip(SIDES, ("api", "local")):
             row |= _blank_side(p)
             row |= {f"{p}_content": r[f"{src}_response"] or "", f"{p}_reasoning": r.get(f"{src}_reasoning") or "",
-                    f"{p}_served_by": src}
+                    f"{p}_served_by": src, f"{p}_backend": src}
         rows.append(row)
     return rows
 
@@ -126,7 +132,7 @@ def _study_singles(frames: Sequence[pl.DataFrame]) -> list[dict[str, Any]]:
         for p, src in zip(SIDES, (r, other)):
             row |= _blank_side(p)
             row |= {f"{p}_content": src["raw_model_response"] or "", f"{p}_reasoning": src.get("model_reasoning") or "",
-                    f"{p}_served_by": src.get("model_used")}
+                    f"{p}_served_by": src.get("model_used"), f"{p}_backend": src.get("model_name")}
         rows.append(row)
     return rows
 

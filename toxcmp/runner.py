@@ -6,15 +6,36 @@ from typing import Sequence
 
 from .backends import Backend, OnResponse
 from .cache import ResponseCache, cache_key
+from .models import ModelSpec
 from .prompting import ChatRequest
 from .results import ModelResponse
+
+
+def resolved_revision(backend: Backend, spec: ModelSpec) -> str | None:
+    """What the backend says `spec.revision` means now (a commit, a file hash); None when it cannot say."""
+    resolve = getattr(backend, "resolved_revision", None)
+    return resolve(spec) if callable(resolve) else None
+
+
+def model_identity(backend: Backend, spec: ModelSpec) -> dict[str, str | None]:
+    """Provenance of the weights one backend answers with: the revision asked for and what it resolved to."""
+    return {"requested_revision": spec.revision, "resolved_revision": resolved_revision(backend, spec)}
+
+
+def cache_keys(backend: Backend, requests: Sequence[ChatRequest]) -> list[str]:
+    """One key per request; each distinct model is resolved once."""
+    resolved: dict[ModelSpec, str | None] = {}
+    for request in requests:
+        if request.model not in resolved:
+            resolved[request.model] = resolved_revision(backend, request.model)
+    return [cache_key(backend.name, backend.endpoint, r, resolved[r.model]) for r in requests]
 
 
 def run_requests(backend: Backend, requests: Sequence[ChatRequest], cache: ResponseCache | None = None,
                  on_response: OnResponse | None = None) -> list[ModelResponse]:
     """Cached answers come back at once; only misses reach the backend. Responses keep input order."""
     results: list[ModelResponse | None] = [None] * len(requests)
-    keys = [cache_key(backend.name, backend.endpoint, r) for r in requests] if cache is not None else []
+    keys = cache_keys(backend, requests) if cache is not None else []
     misses: list[int] = []
     for i, request in enumerate(requests):
         hit = cache.get(keys[i]) if cache is not None else None

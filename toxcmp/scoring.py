@@ -83,7 +83,8 @@ def derive(row: dict[str, Any], policy: Policy, harmony: bool | None, unparsed_a
     out["binary_match"] = None if errored else outcome(a) == outcome(b)
     out["fine_match"] = None if errored else fine_outcome(a) == fine_outcome(b)
     out["content_similarity"] = None if errored else similarity(out.get("a_content"), out.get("b_content"))
-    out["reasoning_similarity"] = None if errored else similarity(out.get("a_reasoning"), out.get("b_reasoning"))
+    no_reasoning = not (out.get("a_reasoning") or out.get("b_reasoning"))  # similarity of nothing is undefined
+    out["reasoning_similarity"] = None if errored or no_reasoning else similarity(out.get("a_reasoning"), out.get("b_reasoning"))
     out["content_identical"] = None if errored else identical(out.get("a_content"), out.get("b_content"))
     out["raw_identical"] = None if errored else identical(out.get("a_raw") or None, out.get("b_raw") or None)
     out["cause"] = cause(a, b)
@@ -95,11 +96,13 @@ def derive(row: dict[str, Any], policy: Policy, harmony: bool | None, unparsed_a
 
 
 def build_row(example: dict[str, Any], a: ModelResponse, b: ModelResponse, policy: Policy, harmony: bool | None,
-              unparsed_as: str = "none") -> dict[str, Any]:
+              unparsed_as: str = "none", labels: Sequence[str] = ("a", "b")) -> dict[str, Any]:
     row = {"example_id": example["example_id"], "text": example["text"], "toxicity": int(example["toxicity"]),
-           "jailbreaking": example.get("jailbreaking"), "weight": float(example.get("weight", 1.0))}
-    for p, response in zip(SIDES, (a, b)):
+           "jailbreaking": example.get("jailbreaking"), "human_annotation": example.get("human_annotation"),
+           "weight": float(example.get("weight", 1.0))}
+    for p, response, label in zip(SIDES, (a, b), labels):
         row.update({f"{p}_{k}": v for k, v in response_fields(response).items()})
+        row[f"{p}_backend"] = label
     return derive(row, policy, harmony, unparsed_as)
 
 

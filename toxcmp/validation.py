@@ -16,7 +16,7 @@ REASONING_EFFORTS = ("low", "medium", "high")
 
 
 def did_you_mean(name: str, valid: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}? " if close else ""
 
 

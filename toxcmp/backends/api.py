@@ -135,10 +135,22 @@ class ApiBackend:
         self.served_model = config.served_model
         self.stats = {"requests": 0, "retries": 0, "errors": 0}
         self._checked = False
+        self._resolved: dict[Any, str] = {}
 
     @property
     def endpoint(self) -> str:
         return self.config.endpoint_label or self.base_url or f"hf-inference-providers:{self.config.provider}"
+
+    def resolved_revision(self, spec: Any) -> str:
+        """The commit the Hub says `spec.revision` means now (online only; a spawned local server: also the local
+        HF cache's; a bundled model: its GGUF's sha256); the requested revision when that cannot be known. Asked
+        once per backend and model. The token goes to the Hub only when it is a Hugging Face token."""
+        from ..models import resolved_revision
+
+        if spec not in self._resolved:
+            hf_token = self._token if not self.config.base_url or _is_hf_host(self.config.base_url) else None
+            self._resolved[spec] = resolved_revision(spec, token=hf_token, local_cache=self._spawn_server)
+        return self._resolved[spec]
 
     # -- preflight ---------------------------------------------------------------------------------------
     def preflight(self, model_id: str) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..errors import ContextLengthError
-from ..models import ModelSpec, materialize
+from ..models import ModelSpec, cached_commit, is_commit, materialize, resolved_revision
 from ..parsing import split_output
 from ..prompting import ChatRequest
 from ..results import ModelResponse
@@ -45,7 +45,7 @@ class LoadedModel:
     device: str
     dtype: str
     source: str
-    commit: str | None
+    commit: str | None  # what was loaded: the Hub commit, "sha256:…" of a bundled GGUF, None for a local directory
     context_length: int
 
 
@@ -64,6 +64,12 @@ class LocalModelCache:
                 cls._models[key] = _load(spec, device, dtype, cache_dir)
                 cls.loads += 1
             return cls._models[key]
+
+    @classmethod
+    def peek(cls, spec: ModelSpec, device: str, dtype: str) -> LoadedModel | None:
+        """The loaded model, if it is loaded; never loads."""
+        with cls._lock:
+            return cls._models.get((spec.model_id, spec.revision, dtype, device))
 
     @classmethod
     def clear(cls) -> int:
@@ -91,7 +97,11 @@ def _load(spec: ModelSpec, device: str, dtype: str, cache_dir) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = materialize(spec, cache_dir)
-    revision = None if spec.is_bundled or spec.local_path else spec.revision
+    hub = not (spec.is_bundled or spec.local_path)
+    # A Hub revision is resolved first and the load pinned to that commit: what is loaded is what the cache keys on.
+    commit = resolved_revision(spec, local_cache=True) if hub else None
+    commit = commit if is_commit(commit) else None
+    revision = (commit or spec.revision) if hub else None
     tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
     torch_dtype = resolve_dtype(dtype, device)
     kwargs: dict[str, Any] = {"revision": revision, "dtype": torch_dtype if dtype != "auto" or device == "cpu" else "auto"}
@@ -103,8 +113,12 @@ def _load(spec: ModelSpec, device: str, dtype: str, cache_dir) -> LoadedModel:
     model.eval()
     config = model.config
     context = getattr(config, "max_position_embeddings", None) or getattr(tokenizer, "model_max_length", 2048)
+    if spec.is_bundled:
+        commit = resolved_revision(spec, ask_hub=False)
+    elif hub and commit is None:
+        commit = getattr(config, "_commit_hash", None) or cached_commit(spec.model_id, spec.revision)
     return LoadedModel(model=model, tokenizer=tokenizer, device=device, dtype=str(model.dtype).replace("torch.", ""),
-                       source=source, commit=getattr(config, "_commit_hash", None), context_length=int(context))
+                       source=source, commit=commit, context_length=int(context))
 
 
 def render_prompt(tokenizer: Any, request: ChatRequest) -> str:
@@ -146,6 +160,7 @@ class LocalBackend:
             raise UsageError(f"unknown --strategy {config.strategy!r}", f"use one of: {', '.join(STRATEGIES)}")
         self.batch_size = parse_batch_size(config.batch_size)
         self._prefixes: dict[tuple, PrefixCache | None] = {}
+        self._resolved: dict[ModelSpec, str] = {}
         self.stats = {"batches": 0, "splits": 0, "prefix_hits": 0, "prefix_misses": 0, "prefix_tokens_reused": 0,
                       "prefix_tokens_computed": 0}
 
@@ -156,6 +171,16 @@ class LocalBackend:
 
     def load(self, spec: ModelSpec) -> LoadedModel:
         return LocalModelCache.get(spec, self.device, self.config.dtype, self.config.cache_dir)
+
+    def resolved_revision(self, spec: ModelSpec) -> str:
+        """The weights this backend answers `spec` with: what it loaded when it has, else what it would load
+        (bundled: the GGUF's sha256; Hub: the Hub's commit online, the local HF cache's offline). No load."""
+        loaded = LocalModelCache.peek(spec, self.device, self.config.dtype)
+        if loaded is not None and loaded.commit:
+            return loaded.commit
+        if spec not in self._resolved:
+            self._resolved[spec] = spec.revision
+        return self._resolved[spec]
 
     def render(self, request: ChatRequest) -> str:
         return render_prompt(self.load(request.model).tokenizer, request)
