@@ -75,6 +75,9 @@ def test_compare_writes_rows_summary_and_provenance(cli, dataset, tmp_path):
     assert frame["a_backend"].unique().to_list() == ["rule"] and frame["b_backend"].unique().to_list() == ["quirky"]
     assert "human_annotation" in frame.columns
     assert frame["reasoning_similarity"].to_list() == [1.0] * 12  # both doubles write the same reasoning
+    assert meta["dataset"]["content_sha256"] and meta["policy"]["sha256"] and meta["status"] == "complete"
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["binary_agreement"] == summary["binary_agreement"]
 
 
 def test_similarity_of_two_missing_reasonings_is_undefined():
@@ -86,9 +89,6 @@ def test_similarity_of_two_missing_reasonings_is_undefined():
         row |= {f"{p}_raw": "0", f"{p}_content": "0", f"{p}_reasoning": "", f"{p}_error": None}
     out = derive(row, load_policy("toxic_simple"), False)
     assert out["reasoning_similarity"] is None and out["content_similarity"] == 1.0
-    assert meta["dataset"]["content_sha256"] and meta["policy"]["sha256"] and meta["status"] == "complete"
-    on_disk = json.loads((run_dir / "summary.json").read_text())
-    assert on_disk["binary_agreement"] == summary["binary_agreement"]
 
 
 def test_rerun_resumes_from_cache_with_zero_calls_and_no_duplicate_rows(cli, dataset, tmp_path):
