@@ -135,7 +135,10 @@ def _clip(text: str, limit: int = 600) -> str:
 @app.command()
 @friendly_errors
 def render(
-    text: Annotated[str, typer.Argument(help="Text to render.")],
+    text: Annotated[Optional[str], typer.Argument(help="Text to render (or use --run).")] = None,
+    run: Annotated[Optional[Path], typer.Option("--run", help="A run dir: render the prompt it sent (with --example or --prompt-hash).")] = None,
+    example: Annotated[Optional[str], typer.Option("--example", help="With --run: the example id.")] = None,
+    prompt_hash: Annotated[Optional[str], typer.Option("--prompt-hash", help="With --run: a prompt hash (or its first characters).")] = None,
     policy: PolicyOpt = default("policy", "toxic_simple"),
     model: ModelOpt = default("model", "smollm2-135m"),
     revision: RevisionOpt = None,
@@ -152,9 +155,19 @@ def render(
     from .policies import load_policy
     from .prompting import build_request
 
-    spec = resolve_model(model, revision)
-    generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort)
-    request = build_request(load_policy(policy), text, spec, generation)
+    if run is not None:
+        from .compare import request_from_run
+
+        request, _, note = request_from_run(run, example, prompt_hash)
+        if note:
+            err_console.print(f"note: {note}", soft_wrap=True)
+        spec, generation = request.model, request.generation
+    else:
+        if text is None:
+            raise UsageError("no text given", "pass TEXT, or --run RUN_DIR with --example ID or --prompt-hash HASH")
+        spec = resolve_model(model, revision)
+        generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort)
+        request = build_request(load_policy(policy), text, spec, generation)
     prompt = LocalBackend(BackendConfig(cache_dir=cache_dir or default_cache_dir())).render(request)
     body = {"model": spec.model_id, "messages": request.chat_messages(), "max_tokens": generation.max_new_tokens,
             "temperature": generation.temperature, "seed": generation.seed, **request.template_options()}

@@ -485,3 +485,34 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
         run_dir = prepare_run_dir(Path(output_dir), run_id or _safe_name(default_id)[:128])
         write_outputs(run_dir, rows, summary)
     return RescoreResult(rows, summary, layout, run_dir)
+
+
+def request_from_run(run_dir: Path, example_id: str | None = None,
+                     prompt_hash: str | None = None) -> tuple[ChatRequest, dict[str, Any], str | None]:
+    """The exact request a run sent for one example (by id, or by a prefix of its prompt hash), rebuilt from the
+    run's own provenance; and a note when the policy changed since the run (the hash then differs)."""
+    from .config import GenerationConfig
+    from .report import read_results
+
+    rows, meta, layout = read_results([Path(run_dir)])
+    if layout != "toxcmp":
+        raise UsageError(f"{run_dir} is not a toxcmp run", "pass a run dir written by toxcmp compare")
+    if not example_id and not prompt_hash:
+        raise UsageError("which example?", "pass --example ID or --prompt-hash HASH")
+    found = [r for r in rows if (example_id and r["example_id"] == example_id)
+             or (prompt_hash and any((r.get(f"{p}_prompt_hash") or "").startswith(prompt_hash) for p in SIDES))]
+    if not found:
+        raise UsageError(f"no example {example_id or prompt_hash!r} in {run_dir}", "see example_id in results.parquet")
+    row = found[0]
+    model = meta.get("model") or {}
+    spec = resolve_model(model.get("name") or model.get("model_id"), model.get("revision"))
+    policy = load_policy((meta.get("policy") or {}).get("name"))
+    known = set(GenerationConfig.__dataclass_fields__)
+    generation = GenerationConfig(**{k: v for k, v in (meta.get("generation") or {}).items() if k in known})
+    request = build_request(policy, row["text"], spec, generation, example_id=row["example_id"])
+    recorded = row.get("a_prompt_hash") or row.get("b_prompt_hash")
+    note = None
+    if recorded and recorded != request.prompt_hash:
+        note = (f"the rebuilt prompt hash {request.prompt_hash[:12]} differs from the run's {recorded[:12]} "
+                f"(policy {policy.name} or model files changed since the run)")
+    return request, row, note
