@@ -166,11 +166,13 @@ class LocalBackend:
 
     @property
     def endpoint(self) -> str:
-        # strategy and batch size are not part of the identity: all strategies give token-identical outputs
-        return f"transformers:{self.device}:{self.config.dtype}"
+        # The whole configuration is the identity: strategies are meant to be token-identical, and comparing
+        # them is how that is checked, so one strategy never answers from another's cache entries.
+        return f"transformers:{self.device}:{self.config.dtype}:{self.config.strategy}:bs={self.config.batch_size}"
 
     def load(self, spec: ModelSpec) -> LoadedModel:
-        return LocalModelCache.get(spec, self.device, self.config.dtype, self.config.cache_dir)
+        return LocalModelCache.get(spec, self.device, self.config.dtype, self.config.cache_dir,
+                                   self.resolved_revision(spec))
 
     def resolved_revision(self, spec: ModelSpec) -> str:
         """The weights this backend answers `spec` with: what it loaded when it has, else what it would load
