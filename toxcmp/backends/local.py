@@ -57,11 +57,12 @@ class LocalModelCache:
     loads = 0  # how many real loads happened; tests use it to prove models are not loaded twice
 
     @classmethod
-    def get(cls, spec: ModelSpec, device: str, dtype: str, cache_dir=None) -> LoadedModel:
+    def get(cls, spec: ModelSpec, device: str, dtype: str, cache_dir=None, commit: str | None = None) -> LoadedModel:
+        """`commit`: the Hub commit to pin a first load to (what the caller keyed its cache on)."""
         key = (spec.model_id, spec.revision, dtype, device)
         with cls._lock:
             if key not in cls._models:
-                cls._models[key] = _load(spec, device, dtype, cache_dir)
+                cls._models[key] = _load(spec, device, dtype, cache_dir, commit)
                 cls.loads += 1
             return cls._models[key]
 
@@ -93,14 +94,16 @@ class LocalModelCache:
         return list(cls._models)
 
 
-def _load(spec: ModelSpec, device: str, dtype: str, cache_dir) -> LoadedModel:
+def _load(spec: ModelSpec, device: str, dtype: str, cache_dir, commit: str | None = None) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = materialize(spec, cache_dir)
     hub = not (spec.is_bundled or spec.local_path)
-    # A Hub revision is resolved first and the load pinned to that commit: what is loaded is what the cache keys on.
-    commit = resolved_revision(spec, local_cache=True) if hub else None
-    commit = commit if is_commit(commit) else None
+    # A Hub load is pinned to the commit the cache was keyed on, so what is loaded is what the answers are filed
+    # under even if the branch moves meanwhile; without one, the commit is resolved here.
+    if hub and not is_commit(commit):
+        commit = resolved_revision(spec, local_cache=True)
+    commit = commit if hub and is_commit(commit) else None
     revision = (commit or spec.revision) if hub else None
     tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
     torch_dtype = resolve_dtype(dtype, device)
@@ -181,7 +184,7 @@ class LocalBackend:
         if loaded is not None and loaded.commit:
             return loaded.commit
         if spec not in self._resolved:
-            self._resolved[spec] = spec.revision
+            self._resolved[spec] = resolved_revision(spec, local_cache=True)
         return self._resolved[spec]
 
     def render(self, request: ChatRequest) -> str:
