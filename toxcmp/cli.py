@@ -257,13 +257,19 @@ def cache_info(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
     """Entries and bytes per backend and model."""
     from .cache import ResponseCache
 
+    from .config import models_dir, tree_bytes
+
     directory = cache_dir or default_cache_dir()
     cache = ResponseCache(directory)
     groups = cache.info()
     cache.close()
+    root = models_dir(directory)
+    converted = [{"model": p.name, "path": str(p), "bytes": tree_bytes(p)}
+                 for p in sorted(root.iterdir()) if p.is_dir()] if root.is_dir() else []
     if as_json:
         print_json({"cache_dir": str(directory), "groups": [g.__dict__ for g in groups],
-                    "entries": sum(g.entries for g in groups), "bytes": sum(g.bytes for g in groups)})
+                    "entries": sum(g.entries for g in groups), "bytes": sum(g.bytes for g in groups),
+                    "converted_models": converted})
         return
     table = Table(title=f"response cache at {directory}")
     for col in ("backend", "model", "entries", "bytes"):
@@ -272,6 +278,9 @@ def cache_info(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
         table.add_row(g.backend, g.model, str(g.entries), f"{g.bytes:,}")
     table.add_row("[bold]total", "", str(sum(g.entries for g in groups)), f"{sum(g.bytes for g in groups):,}")
     console.print(table)
+    for m in converted:
+        console.print(f"converted model {m['model']}: {m['bytes']:,} bytes at {m['path']} (cache clear --models removes it)",
+                      highlight=False, soft_wrap=True)
 
 
 @cache_app.command("clear")
@@ -280,10 +289,15 @@ def cache_clear(
     backend: Annotated[Optional[str], typer.Option("--backend", help="Only this backend's entries.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Only this model's entries (alias or id).")] = None,
     models: Annotated[bool, typer.Option("--models", help="Also free models loaded in this process and delete converted bundled models.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask (a terminal asks before deleting).")] = False,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Delete cached responses (all, or by backend/model)."""
+    import sys
+
+    from .backends import backend_names
     from .cache import ResponseCache
+    from .errors import UnknownNameError
 
     directory = cache_dir or default_cache_dir()
     model_id = model
@@ -293,9 +307,18 @@ def cache_clear(
         if model in model_aliases():
             model_id = resolve_model(model).model_id
     cache = ResponseCache(directory)
-    removed = cache.clear(backend=backend, model=model_id)
-    cache.close()
-    console.print(f"removed {removed} cached response(s) from {directory}")
+    try:
+        groups = cache.info()
+        if backend is not None and backend not in {g.backend for g in groups} | set(backend_names()):
+            raise UnknownNameError("backend", backend, sorted({g.backend for g in groups} | set(backend_names())))
+        doomed = sum(g.entries for g in groups if (backend is None or g.backend == backend)
+                     and (model_id is None or g.model == model_id))
+        if doomed and not yes and sys.stdin.isatty() and console.is_terminal:
+            typer.confirm(f"delete {doomed} cached response(s) from {directory}?", abort=True)
+        removed = cache.clear(backend=backend, model=model_id)
+    finally:
+        cache.close()
+    console.print(f"removed {removed} cached response(s) from {directory}", highlight=False, soft_wrap=True)
     if models:
         import shutil
 

@@ -81,3 +81,13 @@ class GenerationConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def models_dir(cache_dir: Path | None = None) -> Path:
+    """Where bundled models are converted to (TOXCMP_MODELS_DIR, else <cache>/models)."""
+    override = os.environ.get("TOXCMP_MODELS_DIR")
+    return Path(override).expanduser() if override else Path(cache_dir or default_cache_dir()) / "models"
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
