@@ -112,7 +112,7 @@ def rescore(
     unparsed_as: UnparsedOpt = "none",
     threshold: ThresholdOpt = 0.95,
     min_labelled: MinLabelledOpt = 0.5,
-    output_dir: OutputDirOpt = Path("outputs/backend_comparison"),
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Where the rescored run dir goes \\[default: next to the source].")] = None,
     run_id: RunIdOpt = None,
     no_write: Annotated[bool, typer.Option("--no-write", help="Report only; write no files.")] = False,
     as_json: JsonOpt = False,
@@ -122,7 +122,10 @@ def rescore(
     from .verdict import EXIT_CODES
     from .report import render_report
 
-    result = run(paths, policy, unparsed_as, threshold, None if no_write else output_dir, run_id, min_labelled)
+    from .compare import next_to_source
+
+    target = None if no_write else (output_dir or next_to_source(paths[0]))
+    result = run(paths, policy, unparsed_as, threshold, target, run_id, min_labelled)
     if as_json:
         print_json(dict(result.summary, run_dir=str(result.run_dir) if result.run_dir else None))
     else:

@@ -213,7 +213,7 @@ def prepare_run_dir(output_dir: Path, run_id: str) -> Path:
         probe.unlink()
     except OSError as exc:
         raise UsageError(f"output dir {run_dir} is not writable ({exc.strerror})",
-                         "pass --output-dir to a writable directory") from None
+                         "pass --output-dir to a writable directory (rescore: or --no-write)") from None
     if run_dir.resolve().parent != output_dir.resolve():
         raise UsageError(f"run dir {run_dir} escapes {output_dir}", "use a plain run id")
     return run_dir
@@ -516,3 +516,13 @@ def request_from_run(run_dir: Path, example_id: str | None = None,
         note = (f"the rebuilt prompt hash {request.prompt_hash[:12]} differs from the run's {recorded[:12]} "
                 f"(policy {policy.name} or model files changed since the run)")
     return request, row, note
+
+
+def next_to_source(source: Path) -> Path:
+    """Where a rescore goes by default: beside the run dir it rescored (or beside the recorded file)."""
+    source = Path(source)
+    if source.is_dir():
+        return source.resolve().parent
+    if source.name == "results.parquet":
+        return source.resolve().parent.parent
+    return source.resolve().parent
