@@ -110,3 +110,13 @@ def test_heavy_modules_not_imported_for_light_commands():
             "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_help_groups_options_shows_defaults_and_no_bool_metavars(cli):
+    text = cli("compare", "--help", env={"COLUMNS": "200"}).output
+    for panel in ("Model and policy", "Data", "Backends and verdict", "API backend", "Local backend", "Output and cache"):
+        assert f"─ {panel} ─" in text, panel
+    assert [line for line in text.splitlines() if "<bool>" in line and "--help" not in line] == []
+    assert "default: 64" in text and "default: low" in text
+    classify = cli("classify", "--help", env={"COLUMNS": "200"}).output
+    assert [line for line in classify.splitlines() if "<bool>" in line and "--help" not in line] == []

@@ -35,7 +35,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False) -> None:
+def root(version: Annotated[bool, typer.Option("--version", metavar="", callback=_version, is_eager=True)] = False) -> None:
     """toxcmp: run a policy classifier on two backends; agreement, causes of disagreement, accuracy."""
 
 
@@ -288,8 +288,8 @@ def cache_info(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
 def cache_clear(
     backend: Annotated[Optional[str], typer.Option("--backend", help="Only this backend's entries.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Only this model's entries (alias or id).")] = None,
-    models: Annotated[bool, typer.Option("--models", help="Also free models loaded in this process and delete converted bundled models.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask (a terminal asks before deleting).")] = False,
+    models: Annotated[bool, typer.Option("--models", metavar="", help="Also free models loaded in this process and delete converted bundled models.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", metavar="", help="Do not ask (a terminal asks before deleting).")] = False,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Delete cached responses (all, or by backend/model)."""

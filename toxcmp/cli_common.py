@@ -17,27 +17,40 @@ from .errors import ExitCode, ToxcmpError
 console = Console()
 err_console = Console(stderr=True)
 
-PolicyOpt = Annotated[str, typer.Option("--policy", "-p", help="Built-in policy name or path to a policy .md file.")]
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model alias, Hub id (owner/name) or local model dir.")]
-RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Model revision (branch, tag or commit).")]
-CacheDirOpt = Annotated[Optional[Path], typer.Option("--cache-dir", envvar="TOXCMP_CACHE_DIR",
+# Help panels, in the order a reader needs them.
+MODEL_PANEL, DATA_PANEL, ARMS_PANEL, API_PANEL, LOCAL_PANEL, OUTPUT_PANEL = (
+    "Model and policy", "Data", "Backends and verdict", "API backend", "Local backend", "Output and cache")
+
+PolicyOpt = Annotated[str, typer.Option("--policy", "-p", help="Built-in policy name or path to a policy .md file.",
+                                        rich_help_panel=MODEL_PANEL)]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model alias, Hub id (owner/name) or local model dir.",
+                                       rich_help_panel=MODEL_PANEL)]
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Model revision (branch, tag or commit).",
+                                                    rich_help_panel=MODEL_PANEL)]
+CacheDirOpt = Annotated[Optional[Path], typer.Option("--cache-dir", envvar="TOXCMP_CACHE_DIR", rich_help_panel=OUTPUT_PANEL,
                                                     help="Response/model cache dir \\[default: ~/.cache/toxcmp].")]
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the response cache.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a rich view.")]
-MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="Generation budget.")]
-ReasoningOpt = Annotated[Optional[str], typer.Option("--reasoning-effort", help="gpt-oss: low, medium or high.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="local: auto, cpu, cuda, cuda:N, mps.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="local: auto, float32, bfloat16, float16.")]
-BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="api: any OpenAI-compatible server URL.")]
-ProviderOpt = Annotated[str, typer.Option("--provider", help="api: Inference Provider name or auto.")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the response cache.", metavar="",
+                                          rich_help_panel=OUTPUT_PANEL)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a rich view.", metavar="",
+                                       rich_help_panel=OUTPUT_PANEL)]
+MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, rich_help_panel=MODEL_PANEL,
+                                                        help="Generation budget \\[default: 64, from configs/defaults.toml].")]
+ReasoningOpt = Annotated[Optional[str], typer.Option("--reasoning-effort", rich_help_panel=MODEL_PANEL,
+                                                     help="gpt-oss: low, medium or high \\[default: low, from configs/defaults.toml].")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="local: auto, cpu, cuda, cuda:N, mps.", rich_help_panel=LOCAL_PANEL)]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="local: auto, float32, bfloat16, float16.", rich_help_panel=LOCAL_PANEL)]
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="api: any OpenAI-compatible server URL.",
+                                                   rich_help_panel=API_PANEL)]
+ProviderOpt = Annotated[str, typer.Option("--provider", help="api: Inference Provider name or auto.", rich_help_panel=API_PANEL)]
 TokenOpt = Annotated[Optional[str], typer.Option("--token", help="api: HF token \\[default: $HF_TOKEN]; never printed.",
-                                                 show_default=False)]
-ApiServerOpt = Annotated[str, typer.Option("--api-server", help="api: 'local' starts transformers serve on 127.0.0.1 "
-                                                                "for the same model; 'none' uses --base-url/provider; "
-                                                                "'auto' is local for a bundled model, else none.")]
-ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="api: requests in flight.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="api: seconds per request.")]
-RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="api: retries on 408/429/5xx/timeouts.")]
+                                                 show_default=False, rich_help_panel=API_PANEL)]
+ApiServerOpt = Annotated[str, typer.Option("--api-server", rich_help_panel=API_PANEL,
+                                           help="api: 'local' starts transformers serve on 127.0.0.1 for the same model; "
+                                                "'none' uses --base-url/provider; 'auto' is local for a bundled model, else none.")]
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="api: requests in flight.", rich_help_panel=API_PANEL)]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="api: seconds per request.", rich_help_panel=API_PANEL)]
+RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="api: retries on 408/429/5xx/timeouts.",
+                                         rich_help_panel=API_PANEL)]
 
 
 def debug_enabled() -> bool:

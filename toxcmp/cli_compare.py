@@ -7,19 +7,19 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .cli_common import (ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
+from .cli_common import (API_PANEL, ARMS_PANEL, DATA_PANEL, LOCAL_PANEL, OUTPUT_PANEL, ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
                          MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RetriesOpt,
                          RevisionOpt, TimeoutOpt, TokenOpt, command_line, console, err_console, friendly_errors,
                          print_json)
 from .config import default, default_cache_dir
 
-OutputDirOpt = Annotated[Path, typer.Option("--output-dir", help="Where run dirs go (replaces outputs/backend_comparison).")]
-ThresholdOpt = Annotated[float, typer.Option("--threshold", help="Pass when binary agreement ≥ this.")]
-UnparsedOpt = Annotated[str, typer.Option("--unparsed-as", help="A side without a label (refusal, unparsed) counts as: "
+OutputDirOpt = Annotated[Path, typer.Option("--output-dir", rich_help_panel=OUTPUT_PANEL, help="Where run dirs go (replaces outputs/backend_comparison).")]
+ThresholdOpt = Annotated[float, typer.Option("--threshold", rich_help_panel=ARMS_PANEL, help="Pass when binary agreement ≥ this.")]
+UnparsedOpt = Annotated[str, typer.Option("--unparsed-as", rich_help_panel=ARMS_PANEL, help="A side without a label (refusal, unparsed) counts as: "
                                                                "none (its own outcome; default), 0 (the recorded study's way) or 1.")]
-MinLabelledOpt = Annotated[float, typer.Option("--min-labelled", min=0.0, max=1.0, help=(
+MinLabelledOpt = Annotated[float, typer.Option("--min-labelled", min=0.0, max=1.0, rich_help_panel=ARMS_PANEL, help=(
     "Inconclusive (exit 3) unless each side gives a parseable label on at least this share of rows."))]
-RunIdOpt = Annotated[Optional[str], typer.Option("--run-id", help="Run dir name \\[default: derived from the command, so a rerun resumes].")]
+RunIdOpt = Annotated[Optional[str], typer.Option("--run-id", rich_help_panel=OUTPUT_PANEL, help="Run dir name \\[default: derived from the command, so a rerun resumes].")]
 
 
 def register(app: typer.Typer) -> None:
@@ -33,20 +33,20 @@ def compare(
     policy: PolicyOpt = default("policy", "toxic_simple"),
     model: ModelOpt = default("model", "smollm2-135m"),
     revision: RevisionOpt = None,
-    dataset: Annotated[str, typer.Option("--dataset", help="Hub id (or a local dir laid out like one), or a .csv/.parquet/.jsonl file.")] = "lmsys/toxic-chat",
-    version: Annotated[Optional[str], typer.Option("--dataset-version", help="Hub config: toxicchat0124 or toxicchat1123 \\[default: toxicchat0124]; not for files.")] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="Hub split: test or train \\[default: test]; not for files.")] = None,
-    sample_size: Annotated[Optional[int], typer.Option("--sample-size", "-n", help="Rows to run \\[default: all]; larger than the dataset clamps to all.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
-    human_only: Annotated[bool, typer.Option("--human-only", help="Only human-annotated rows.")] = False,
-    stratify: Annotated[bool, typer.Option("--stratify", help="Oversample positives to half the sample; metrics are re-weighted.")] = False,
-    backends: Annotated[str, typer.Option("--backends", help="Two specs: name or name\\[key=value;…], e.g. api,local or 'api\\[provider=groq],api\\[provider=together]'.")] = "api,local",
+    dataset: Annotated[str, typer.Option("--dataset", rich_help_panel=DATA_PANEL, help="Hub id (or a local dir laid out like one), or a .csv/.parquet/.jsonl file.")] = "lmsys/toxic-chat",
+    version: Annotated[Optional[str], typer.Option("--dataset-version", rich_help_panel=DATA_PANEL, help="Hub config: toxicchat0124 or toxicchat1123 \\[default: toxicchat0124]; not for files.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", rich_help_panel=DATA_PANEL, help="Hub split: test or train \\[default: test]; not for files.")] = None,
+    sample_size: Annotated[Optional[int], typer.Option("--sample-size", "-n", rich_help_panel=DATA_PANEL, help="Rows to run \\[default: all]; larger than the dataset clamps to all.")] = None,
+    seed: Annotated[int, typer.Option("--seed", rich_help_panel=DATA_PANEL, help="Sampling seed.")] = 0,
+    human_only: Annotated[bool, typer.Option("--human-only", metavar="", rich_help_panel=DATA_PANEL, help="Only human-annotated rows.")] = False,
+    stratify: Annotated[bool, typer.Option("--stratify", metavar="", rich_help_panel=DATA_PANEL, help="Oversample positives to half the sample; metrics are re-weighted.")] = False,
+    backends: Annotated[str, typer.Option("--backends", rich_help_panel=ARMS_PANEL, help="Two specs: name or name\\[key=value;…], e.g. api,local or 'api\\[provider=groq],api\\[provider=together]'.")] = "api,local",
     max_new_tokens: MaxNewTokensOpt = None,
     reasoning_effort: ReasoningOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
-    batch_size: Annotated[str, typer.Option("--batch-size", help="local: auto (memory-aware) or N.")] = "auto",
-    strategy: Annotated[str, typer.Option("--strategy", help="local: prefix (batched + shared policy-prefix KV), batched, or naive (one generate per example; the reference).")] = "prefix",
+    batch_size: Annotated[str, typer.Option("--batch-size", rich_help_panel=LOCAL_PANEL, help="local: auto (memory-aware) or N.")] = "auto",
+    strategy: Annotated[str, typer.Option("--strategy", rich_help_panel=LOCAL_PANEL, help="local: prefix (batched + shared policy-prefix KV), batched, or naive (one generate per example; the reference).")] = "prefix",
     base_url: BaseUrlOpt = None,
     provider: ProviderOpt = "auto",
     token: TokenOpt = None,
@@ -54,22 +54,22 @@ def compare(
     concurrency: ConcurrencyOpt = 8,
     timeout: TimeoutOpt = 120.0,
     max_retries: RetriesOpt = 4,
-    rate_limit_wait: Annotated[float, typer.Option("--rate-limit-wait", min=0.0, help="api: seconds a request keeps waiting out HTTP 429s.")] = 300.0,
+    rate_limit_wait: Annotated[float, typer.Option("--rate-limit-wait", min=0.0, rich_help_panel=API_PANEL, help="api: seconds a request keeps waiting out HTTP 429s.")] = 300.0,
     threshold: ThresholdOpt = 0.95,
     min_labelled: MinLabelledOpt = 0.5,
     unparsed_as: UnparsedOpt = "none",
     output_dir: OutputDirOpt = Path("outputs/backend_comparison"),
     run_id: RunIdOpt = None,
-    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Examples per step (rows stream and are flushed per step).")] = 16,
-    no_margin: Annotated[bool, typer.Option("--no-margin", help="Skip local-model margin scoring of label disagreements.")] = False,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", rich_help_panel=OUTPUT_PANEL, help="Examples per step (rows stream and are flushed per step).")] = 16,
+    no_margin: Annotated[bool, typer.Option("--no-margin", metavar="", rich_help_panel=ARMS_PANEL, help="Skip local-model margin scoring of label disagreements.")] = False,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; the report only.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", rich_help_panel=OUTPUT_PANEL, help="No progress output; the report only.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run two backends on a ToxicChat sample: agreement, causes of disagreement, accuracy.
 
-    Exit 0 pass, 1 fail, 3 inconclusive (too few labels), 2 error or incomplete run, 130 interrupted."""
+    Exit 0 pass · 1 fail · 2 bad input · 3 inconclusive (too few labels) · 4 backend error or incomplete run · 130 interrupted."""
     from .backends import BackendConfig
     from .compare import CompareConfig, run_compare
     from .config import GenerationConfig
@@ -112,9 +112,9 @@ def rescore(
     unparsed_as: UnparsedOpt = "none",
     threshold: ThresholdOpt = 0.95,
     min_labelled: MinLabelledOpt = 0.5,
-    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Where the rescored run dir goes \\[default: next to the source].")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", rich_help_panel=OUTPUT_PANEL, help="Where the rescored run dir goes \\[default: next to the source].")] = None,
     run_id: RunIdOpt = None,
-    no_write: Annotated[bool, typer.Option("--no-write", help="Report only; write no files.")] = False,
+    no_write: Annotated[bool, typer.Option("--no-write", metavar="", rich_help_panel=OUTPUT_PANEL, help="Report only; write no files.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Recompute parsing, metrics and the report from recorded outputs, without calling any model."""
