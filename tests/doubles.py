@@ -16,6 +16,8 @@ class RuleBackend:
     quirks: dict[str, str] = {}
     interrupt_at: int | None = None  # raise KeyboardInterrupt on this call number (Ctrl-C during generation)
     fail_at: int | None = None  # raise BackendError on this call number (backend dies mid-run)
+    delay_s = 0.0  # per request, to watch a run progress
+    announce: str | None = None  # a phase to announce when generation starts (like "loading the model")
 
     def __init__(self, config=None):
         self.config = config
@@ -31,8 +33,15 @@ class RuleBackend:
         return "1" if "idiot" in text else "0"
 
     def generate(self, requests, on_response=None):
+        import time
+
+        from toxcmp import phases
+
+        if type(self).announce:
+            phases.phase(type(self).announce)
         out = []
         for i, r in enumerate(requests):
+            time.sleep(type(self).delay_s)
             cls = type(self)
             cls.calls += 1
             if cls.interrupt_at is not None and cls.calls == cls.interrupt_at:
@@ -66,3 +75,5 @@ def reset() -> None:
         cls.calls = 0
         cls.interrupt_at = None
         cls.fail_at = None
+        cls.delay_s = 0.0
+        cls.announce = None

@@ -116,7 +116,9 @@ def test_ctrl_c_keeps_finished_rows_and_the_rerun_completes(cli, dataset, tmp_pa
     assert result.exit_code == 130 and "rerun the same command to resume" in result.output
     (run_dir,) = out.iterdir()
     partial = pl.read_parquet(run_dir / "results.parquet")
-    assert partial.height == 4  # the first chunk; the interrupted chunk's finished responses are in the cache
+    # the first chunk, plus the two rows of the interrupted chunk that both sides had answered: a row is kept
+    # the moment it is complete, not when its chunk is
+    assert partial.height == 6 and partial["example_id"].to_list() == [f"id{i:02d}" for i in range(6)]
     assert json.loads((run_dir / "summary.json").read_text())["metadata"]["status"] == "interrupted"
     doubles.reset()
     again = cli(*_args(dataset, out, "--json"))

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from . import __version__
+from . import __version__, phases
 from .backends import Backend, BackendConfig, get_backend
 from .cache import ResponseCache
 from .config import GenerationConfig, default_cache_dir
@@ -129,12 +130,14 @@ class CompareConfig:
     margins: bool = True
     use_cache: bool = True
     command: str | None = None  # the command line, recorded in provenance
+    concurrent_sides: bool = True  # run the sides at once when they do not compete for the same cores
 
 
 class Observer(Protocol):
     def start(self, total: int, labels: Sequence[str], meta: dict[str, Any]) -> None: ...
     def row(self, row: dict[str, Any], done: int, stats: dict[str, Any]) -> None: ...
     def log(self, message: str) -> None: ...
+    def phase(self, message: str, detail: bool = False) -> None: ...  # detail: step status, live view only
     def stop(self) -> None: ...
 
 
@@ -146,6 +149,9 @@ class SilentObserver:
         pass
 
     def log(self, message):  # noqa: D102
+        pass
+
+    def phase(self, message, detail=False):  # noqa: D102
         pass
 
     def stop(self):  # noqa: D102
@@ -290,31 +296,24 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     stats = {label: {"calls": 0, "seconds": 0.0, "cached": 0} for label in labels}
     status, reason = "complete", None
     started = time.time()
+    together = cfg.concurrent_sides and not sides_compete(specs, configs)
+    meta["scheduling"] = {"sides": "concurrent" if together else "sequential",
+                          "why": scheduling_reason(specs, configs, cfg.concurrent_sides)}
     observer.start(len(examples), labels, meta)
+    if together:
+        observer.log("the two sides use different resources: running them at the same time")
+    step = ChunkStep(engines, labels, requests, examples, cache, stats, observer, lambda i, a, b: build_row(
+        examples[i], a, b, policy, spec.harmony, cfg.unparsed_as, labels), spec.model_id, together)
     try:
-        for lo in range(0, len(examples), cfg.chunk_size):
-            chunk = list(range(lo, min(lo + cfg.chunk_size, len(examples))))
-            answers = []
-            for engine, label in zip(engines, labels):
-                live = [i for i in chunk if requests[i] is not None]
-                t0 = time.perf_counter()
-                got = run_requests(engine, [requests[i] for i in live], cache)
-                elapsed = time.perf_counter() - t0
-                by_index = dict(zip(live, got))
-                fresh = sum(not r.cached for r in got)
-                stats[label]["calls"] += fresh
-                stats[label]["cached"] += len(got) - fresh
-                stats[label]["seconds"] += elapsed if fresh else 0.0
-                answers.append([by_index.get(i) or _empty_text_response(engine.name, spec.model_id) for i in chunk])
-            for k, i in enumerate(chunk):
-                row = build_row(examples[i], answers[0][k], answers[1][k], policy, spec.harmony, cfg.unparsed_as,
-                                labels)
-                rows.append(row)
-                observer.row(row, len(rows), stats)
+        with phases.handler(observer.phase):
+            for lo in range(0, len(examples), cfg.chunk_size):
+                step.run(list(range(lo, min(lo + cfg.chunk_size, len(examples)))), rows)
     except KeyboardInterrupt:
+        step.flush(rows)
         status, reason = "interrupted", f"interrupted after {len(rows)} of {len(examples)} rows"
         observer.log(reason + "; writing the finished rows")
     except Exception as exc:  # noqa: BLE001 - any backend failure: keep the rows so far, then report it
+        step.flush(rows)
         reason = exc.one_line() if isinstance(exc, ToxcmpError) else f"{type(exc).__name__}: {exc}".splitlines()[0]
         status = "failed"
         observer.log(f"backend failure after {len(rows)} of {len(examples)} rows: {reason}")
@@ -343,6 +342,99 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     summary = finalize_summary(rows, labels, cfg.threshold, meta, cfg.unparsed_as, cfg.min_labelled)
     write_outputs(run_dir, rows, summary)
     return RunResult(rows, summary, run_dir, status, reason)
+
+
+class ChunkStep:
+    """One chunk through every side, the cache in front. A row is emitted the moment its last side answers;
+    finished rows join `rows` in example order (also when the chunk is cut short by Ctrl-C or a failure)."""
+
+    def __init__(self, engines, labels, requests, examples, cache, stats, observer, make_row, model_id, together):
+        self.engines, self.labels, self.requests, self.examples = engines, labels, requests, examples
+        self.cache, self.stats, self.observer, self.make_row = cache, stats, observer, make_row
+        self.model_id, self.together = model_id, together
+        self.lock = threading.Lock()
+        self.pending: dict[int, dict[str, Any]] = {}
+        self.done = 0
+
+    def run(self, chunk: list[int], rows: list[dict[str, Any]]) -> None:
+        self.answers: list[dict[int, ModelResponse]] = [{} for _ in self.engines]
+        for k, engine in enumerate(self.engines):  # empty texts are never sent: an error response at once
+            for i in chunk:
+                if self.requests[i] is None:
+                    self._answer(k, i, _empty_text_response(engine.name, self.model_id))
+        if self.together:
+            errors: list[BaseException] = []
+            threads = [threading.Thread(target=self._side_guarded, args=(k, chunk, errors), daemon=True)
+                       for k in range(len(self.engines))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.1)  # short waits keep the main thread able to take Ctrl-C
+            if errors:
+                raise errors[0]
+        else:
+            for k in range(len(self.engines)):
+                self._side(k, chunk)
+        self.flush(rows)
+
+    def _side_guarded(self, k: int, chunk: list[int], errors: list[BaseException]) -> None:
+        try:
+            self._side(k, chunk)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which reports it
+            errors.append(exc)
+
+    def _side(self, k: int, chunk: list[int]) -> None:
+        live = [i for i in chunk if self.requests[i] is not None]
+        if not live:
+            return
+        label = self.labels[k]
+        self.observer.phase(f"{label}: answering {len(live)} example(s)", detail=True)
+        t0 = time.perf_counter()
+        got = run_requests(self.engines[k], [self.requests[i] for i in live], self.cache,
+                           on_response=lambda j, response: self._answer(k, live[j], response))
+        elapsed = time.perf_counter() - t0
+        fresh = sum(not r.cached for r in got)
+        with self.lock:
+            self.stats[label]["calls"] += fresh
+            self.stats[label]["cached"] += len(got) - fresh
+            self.stats[label]["seconds"] += elapsed if fresh else 0.0
+
+    def _answer(self, k: int, i: int, response: ModelResponse) -> None:
+        with self.lock:
+            self.answers[k][i] = response
+            if not all(i in side for side in self.answers):
+                return
+            row = self.make_row(i, *(side[i] for side in self.answers))
+            self.pending[i] = row
+            self.done += 1
+            self.observer.row(row, self.done, self.stats)
+
+    def flush(self, rows: list[dict[str, Any]]) -> None:
+        with self.lock:
+            rows.extend(self.pending[i] for i in sorted(self.pending))
+            self.pending.clear()
+
+
+def sides_compete(specs: Sequence[BackendSpec], configs: Sequence[BackendConfig]) -> bool:
+    """Two sides compete when both compute on this machine's CPU (or the same GPU): a local model and a spawned
+    local server, or two local models. A recording computes nothing; a remote or user-run server is not ours to
+    schedule."""
+    return sum(_uses_this_machine(s, c) for s, c in zip(specs, configs)) > 1
+
+
+def _uses_this_machine(spec: BackendSpec, config: BackendConfig) -> bool:
+    if spec.name == "local":
+        return True
+    return spec.name == "api" and config.api_server == "local" and not config.base_url
+
+
+def scheduling_reason(specs, configs, allowed: bool) -> str:
+    if not allowed:
+        return "--sequential-sides"
+    if sides_compete(specs, configs):
+        return "both sides compute on this machine"
+    return "the sides use different resources"
 
 
 def previous_invocations(run_dir: Path) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,7 +14,7 @@ import polars as pl
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -290,8 +291,31 @@ class RunningAgreement:
         return f"agreement {self.agree}/{self.scored} ({self.agree / self.scored:.1%})" if self.scored else "agreement —"
 
 
+def eta_text(done: int, total: int, elapsed_since_first_row: float | None, rows_since_first: int) -> str:
+    """Remaining time from the measured per-row rate; '—' until two rows have finished (startup is not a rate)."""
+    if done >= total:
+        return "ETA 0:00:00"
+    if elapsed_since_first_row is None or rows_since_first < 1 or elapsed_since_first_row <= 0:
+        return "ETA —"
+    seconds = (total - done) * elapsed_since_first_row / rows_since_first
+    return "ETA " + time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds < 86400 else "ETA > 1 day"
+
+
+def silence_third_party_progress() -> None:
+    """transformers' and the Hub's own progress bars would print above the live view: turn them off."""
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:
+        pass
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
 class LiveObserver:
-    """Terminal view: progress bar with ETA, per-backend throughput, the latest rows, running agreement."""
+    """Terminal view: progress bar with a per-row ETA, what is happening now (loading, starting a server…),
+    per-backend throughput, the latest rows and the running agreement. Updated per finished row."""
 
     def __init__(self, console: Console, recent: int = 8):
         self.console = console
@@ -299,24 +323,44 @@ class LiveObserver:
         self.recent: list[dict[str, Any]] = []
         self.agreement = RunningAgreement()
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
                                  TextColumn("{task.fields[rate]}"), console=console)
         self.live: Live | None = None
         self.labels: Sequence[str] = ("A", "B")
+        self.now = "starting"
+        self.total = 0
+        self.first_row_at: float | None = None
+        self.rows_after_first = 0
 
     def _view(self) -> Group:
-        return Group(self.progress, recent_table(self.recent, self.labels), Text(str(self.agreement)))
+        return Group(self.progress, Text(f"now: {self.now}", style="dim"), recent_table(self.recent, self.labels),
+                     Text(str(self.agreement)))
 
     def start(self, total, labels, meta):  # noqa: D102
-        self.labels = labels
-        self.task = self.progress.add_task("compare", total=total, rate="")
+        silence_third_party_progress()
+        self.labels, self.total = labels, total
+        self.task = self.progress.add_task("compare", total=total, rate="", eta="ETA —")
         self.live = Live(self._view(), console=self.console, refresh_per_second=4, transient=False)
         self.live.start()
 
     def row(self, row, done, stats):  # noqa: D102
+        now = time.perf_counter()
+        if self.first_row_at is None:
+            self.first_row_at = now
+        else:
+            self.rows_after_first += 1
         self.agreement.add(row)
         self.recent = (self.recent + [row])[-self.recent_n:]
-        self.progress.update(self.task, completed=done, rate=throughput_text(stats))
+        eta = eta_text(done, self.total, now - self.first_row_at if self.rows_after_first else None,
+                       self.rows_after_first)
+        self.progress.update(self.task, completed=done, rate=throughput_text(stats), eta=eta)
+        self._refresh()
+
+    def phase(self, message, detail=False):  # noqa: D102
+        self.now = message
+        self._refresh()
+
+    def _refresh(self) -> None:
         if self.live:
             self.live.update(self._view())
 
@@ -325,6 +369,8 @@ class LiveObserver:
 
     def stop(self):  # noqa: D102
         if self.live:
+            self.now = "done"
+            self._refresh()
             self.live.stop()
             self.live = None
 
@@ -344,17 +390,22 @@ class LineObserver:
         self.total = total
         self.every = max(1, total // 10)
         if not self.quiet:
-            self.console.print(f"compare: {total} examples · {' vs '.join(labels)} · run {meta['run_id']}", highlight=False)
+            self.console.print(f"compare: {total} examples · {' vs '.join(labels)} · run {meta['run_id']}", highlight=False,
+                               soft_wrap=True)
 
     def row(self, row, done, stats):  # noqa: D102
         self.agreement.add(row)
         if not self.quiet and (done % self.every == 0 or done == self.total):
             self.console.print(f"[{done}/{self.total}] {self.agreement} · {throughput_text(stats)} · "
-                               f"{time.perf_counter() - self.t0:.0f}s", highlight=False, markup=False)
+                               f"{time.perf_counter() - self.t0:.0f}s", highlight=False, markup=False, soft_wrap=True)
 
     def log(self, message):  # noqa: D102
         if not self.quiet:
-            self.console.print(message, highlight=False, markup=False)
+            self.console.print(message, highlight=False, markup=False, soft_wrap=True)
+
+    def phase(self, message, detail=False):  # noqa: D102
+        if not self.quiet and not detail:
+            self.console.print(message, highlight=False, markup=False, soft_wrap=True)
 
     def stop(self):  # noqa: D102
         pass

@@ -1,0 +1,80 @@
+"""The run tells the truth while it runs (issue 17): per-row progress, a per-row ETA, what is happening now,
+no third-party progress bars in the view, and plain lines that do not wrap off a terminal."""
+
+from __future__ import annotations
+
+import io
+import re
+from importlib.metadata import EntryPoint
+
+import polars as pl
+import pytest
+from rich.console import Console
+
+import toxcmp.backends as backends
+from toxcmp.compare import CompareConfig, run_compare
+from toxcmp.report import LineObserver, LiveObserver, eta_text
+
+from . import doubles
+
+
+@pytest.fixture(autouse=True)
+def plugin_backends(monkeypatch):
+    eps = [EntryPoint(name="rule", value="tests.doubles:RuleBackend", group=backends.ENTRY_POINT_GROUP),
+           EntryPoint(name="quirky", value="tests.doubles:QuirkyBackend", group=backends.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(backends, "entry_points", lambda group: eps if group == backends.ENTRY_POINT_GROUP else [])
+    doubles.reset()
+    yield
+    doubles.reset()
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    path = tmp_path / "rows.csv"
+    pl.DataFrame({"conv_id": [f"id{i:02d}" for i in range(8)], "user_input": [f"text {i}" for i in range(8)],
+                  "toxicity": [0] * 8}).write_csv(path)
+    return path
+
+
+def test_eta_comes_from_the_per_row_rate():
+    assert eta_text(0, 10, None, 0) == "ETA —"
+    assert eta_text(3, 10, 4.0, 2) == "ETA 00:00:14"  # 2 rows in 4 s after the first: 7 left × 2 s
+    assert eta_text(10, 10, 1.0, 9) == "ETA 0:00:00"
+
+
+def test_live_view_updates_per_row_and_shows_the_phase(dataset, tmp_path):
+    doubles.QuirkyBackend.delay_s = 0.3  # slow enough for the view (4 redraws/s) to show every row
+    doubles.RuleBackend.announce = "rule: loading the model"
+    doubles.RuleBackend.delay_s = 0.15  # the phase stays on screen while side A answers
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=120)
+    cfg = CompareConfig(backends="rule,quirky", dataset=str(dataset), output_dir=tmp_path, chunk_size=8,
+                        concurrent_sides=False)
+    run_compare(cfg, LiveObserver(console))
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buffer.getvalue())  # colours and cursor moves out
+    seen = {int(m) for m in re.findall(r"\b(\d)/8\b", text)}
+    assert {1, 2, 3, 4, 5, 6, 7, 8} <= seen, seen  # one chunk of 8, yet every row shows as it finishes
+    assert "now: rule: loading the model" in text and "now: quirky: answering 8 example(s)" in text
+    assert re.search(r"ETA 00:00:0\d", text)  # a real estimate mid-run, from the measured per-row rate
+
+
+def test_third_party_progress_bars_are_silenced_under_the_live_view(dataset, tmp_path):
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+
+    enable_progress_bars()
+    try:
+        cfg = CompareConfig(backends="rule,quirky", dataset=str(dataset), output_dir=tmp_path)
+        run_compare(cfg, LiveObserver(Console(file=io.StringIO(), force_terminal=True, width=120)))
+        assert are_progress_bars_disabled()
+    finally:
+        enable_progress_bars()
+
+
+def test_plain_lines_do_not_wrap_off_a_terminal(dataset, tmp_path):
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=False, width=80)
+    cfg = CompareConfig(backends="rule,quirky", dataset=str(dataset), output_dir=tmp_path,
+                        run_id="a-rather-long-run-id-" + "x" * 60)
+    run_compare(cfg, LineObserver(console))
+    first = buffer.getvalue().splitlines()[0]
+    assert first.startswith("compare: 8 examples") and first.endswith("x" * 60) and len(first) > 80
