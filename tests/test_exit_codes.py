@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from toxcmp.config import configs_dir
 from toxcmp.errors import ExitCode
 
 from .conftest import RECORDED, require_shared
 
 N50 = RECORDED / "backend_comparison_gpt-oss-safeguard-20b_toxic_chat_claude_1_n50.parquet"
 DEAD_URL = "http://127.0.0.1:9/v1"  # the discard port: nothing listens
+SAMPLE = configs_dir() / "samples" / "toxicchat0124_test_sample.csv"
 
 
 def _one_line(result) -> str:
@@ -72,7 +74,22 @@ def test_2_bundled_model_without_a_server_route(cli):
 def test_4_unreachable_server_in_classify_and_compare_alike(cli, tmp_path):
     classify = cli("classify", "hi", "--backend", "api", "--base-url", DEAD_URL)
     assert classify.exit_code == 4, classify.output
-    compare = cli("compare", "--dataset", str(tmp_path / "missing.csv"), "--backends", f"api[base_url={DEAD_URL}],local",
+    compare = cli("compare", "--dataset", str(SAMPLE), "--backends", f"api[base_url={DEAD_URL}],local",
                   "--output-dir", str(tmp_path / "out"))
     assert compare.exit_code == 4 and "cannot reach the API server" in _one_line(compare)
-    assert not (tmp_path / "out").exists()  # stopped before data, models or run dirs
+    assert not (tmp_path / "out").exists()  # stopped before any model or run dir
+
+
+def test_a_fully_cached_run_does_not_need_its_server(cli, tmp_path):
+    """Re-rendering a finished run works after the server is gone: only a cache miss needs it."""
+    from toxcmp.fake_server import FakeChatServer
+
+    require_shared(N50)
+    args = ["--dataset", str(N50), "--policy", "toxic_chat_claude_1", "--model", "gpt-oss-safeguard-20b",
+            "--output-dir", str(tmp_path / "out"), "--no-margin"]
+    with FakeChatServer(models=["openai/gpt-oss-safeguard-20b"]) as server:
+        url = server.base_url
+        first = cli("compare", "--backends", f"api[base_url={url}],recorded[path={N50};side=local]", *args)
+        assert first.exit_code in (0, 1), first.output
+    again = cli("compare", "--backends", f"api[base_url={url}],recorded[path={N50};side=local]", *args)
+    assert again.exit_code == first.exit_code and "every answer is in the cache" in again.output

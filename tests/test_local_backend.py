@@ -62,7 +62,7 @@ def test_greedy_is_deterministic():
 def test_text_longer_than_context_is_a_clear_error(cli):
     long_text = "idiot " * 9000  # > 8192 tokens of SmolLM2 context
     result = cli("classify", long_text, "--backend", "local", "--json")
-    assert result.exit_code == 1
+    assert result.exit_code == 4
     data = json.loads(result.stdout)
     assert "exceeds the model's 8192-token context" in data["error"] and data["parse_ok"] is False
 

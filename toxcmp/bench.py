@@ -108,8 +108,9 @@ def _cached_compare(rows, workdir) -> float:
     import polars as pl
 
     from .backends import get_backend
-    from .cache import ResponseCache, cache_key
+    from .cache import ResponseCache
     from .compare import CompareConfig, run_compare
+    from .runner import cache_keys
     from .models import resolve_model
     from .policies import load_policy
     from .prompting import build_request
@@ -124,10 +125,10 @@ def _cached_compare(rows, workdir) -> float:
     cache = ResponseCache(base.cache_dir)
     try:
         for side, url in zip("ab", urls):
-            endpoint = get_backend("api", dc_replace(base, base_url=url)).endpoint
-            for r in rows:
-                request = build_request(policy, r["text"], spec, generation)
-                cache.put(cache_key("api", endpoint, request), ModelResponse(
+            engine = get_backend("api", dc_replace(base, base_url=url))
+            requests = [build_request(policy, r["text"], spec, generation) for r in rows]
+            for r, request, key in zip(rows, requests, cache_keys(engine, requests)):  # the runner's own keys
+                cache.put(key, ModelResponse(
                     content=r[f"{side}_content"], reasoning=r[f"{side}_reasoning"], raw_text="", backend="api",
                     model=spec.model_id, latency_s=0.0, prompt_hash=request.prompt_hash))
     finally:

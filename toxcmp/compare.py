@@ -21,12 +21,12 @@ from .cache import ResponseCache
 from .config import GenerationConfig, default_cache_dir
 from .core import resolve_api_route
 from .data import DEFAULT_DATASET, check_source, describe, is_file_source, load, sample
-from .errors import ExitCode, ToxcmpError, UsageError
+from .errors import BackendError, ExitCode, ToxcmpError, UsageError
 from .models import ModelSpec, resolve_model
 from .policies import Policy, load_policy
 from .prompting import ChatRequest, build_request
 from .results import ModelResponse
-from .runner import run_requests
+from .runner import cache_keys, model_identity, run_requests
 from .scoring import SIDES, UNPARSED_AS, build_row, summarize
 from .validation import check_backend_config, check_generation
 from .verdict import DEFAULT_MIN_LABELLED, EXIT_CODES
@@ -266,12 +266,29 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
             notes.append(note)
         configs.append(c)
     engines: list[Backend] = [get_backend(s.name, c) for s, c in zip(specs, configs)]
+    cache = None
     try:
-        for engine, c in zip(engines, configs):
+        unreachable = {}
+        for k, (engine, c) in enumerate(zip(engines, configs)):
             if hasattr(engine, "preflight") and getattr(engine, "base_url", None):
-                engine.preflight(c.served_model or spec.model_id)  # an unreachable server stops here, at once
+                try:
+                    engine.preflight(c.served_model or spec.model_id)  # an unreachable server is found at once
+                except BackendError as exc:
+                    unreachable[k] = exc
         frame, info = load(cfg.dataset, cfg.version or "toxicchat0124", cfg.split or "test")
         picked = sample(frame, info, cfg.sample_size, cfg.seed, cfg.human_only, cfg.stratify)
+        examples = picked.frame.to_dicts()
+        requests: list[ChatRequest | None] = []
+        for ex in examples:
+            try:
+                requests.append(build_request(policy, ex["text"], spec, cfg.generation, example_id=ex["example_id"]))
+            except UsageError:
+                requests.append(None)  # empty text: recorded as a per-example error, never sent
+        cache = ResponseCache(cache_dir) if cfg.use_cache else None
+        for k, exc in unreachable.items():  # a server that is down only matters when something is not cached
+            if not all_cached(engines[k], [r for r in requests if r is not None], cache):
+                raise exc
+            notes.append(f"{specs[k].label}: {exc.message}; every answer is in the cache, so the run goes on")
         sample_meta = describe(picked)
         run_id = cfg.run_id or default_run_id(cfg, spec, policy, sample_meta, specs, configs)
         run_dir = prepare_run_dir(Path(cfg.output_dir), run_id)
@@ -279,18 +296,12 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     except BaseException:
         for engine in engines:
             engine.close()
+        if cache is not None:
+            cache.close()
         raise
     for note in (*notes, info.note, picked.note):
         if note:
             observer.log(note)
-    examples = picked.frame.to_dicts()
-    requests: list[ChatRequest | None] = []
-    for ex in examples:
-        try:
-            requests.append(build_request(policy, ex["text"], spec, cfg.generation, example_id=ex["example_id"]))
-        except UsageError:
-            requests.append(None)  # empty text: recorded as a per-example error, never sent
-    cache = ResponseCache(cache_dir) if cfg.use_cache else None
     labels = [s.label for s in specs]
     rows: list[dict[str, Any]] = []
     stats = {label: {"calls": 0, "seconds": 0.0, "cached": 0} for label in labels}
@@ -331,6 +342,12 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
             add_margins(rows, specs, configs, requests, examples, observer)
         except Exception as exc:  # noqa: BLE001 - a diagnosis extra must never cost the run its results
             observer.log(f"margin scoring skipped: {type(exc).__name__}: {exc}")
+    meta["model"]["identity"] = {}
+    for s, engine in zip(specs, engines):  # after the run: a local backend reports what it actually loaded
+        try:
+            meta["model"]["identity"][s.label] = model_identity(engine, spec)
+        except Exception as exc:  # noqa: BLE001 - provenance must not cost the run its results
+            meta["model"]["identity"][s.label] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
     elapsed = round(time.time() - started, 3)
     invocations = previous_invocations(run_dir) + [{"started_at": meta["started_at"], "elapsed_s": elapsed,
                                                     "status": status, "calls": {k: v["calls"] for k, v in stats.items()},
@@ -342,6 +359,12 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     summary = finalize_summary(rows, labels, cfg.threshold, meta, cfg.unparsed_as, cfg.min_labelled)
     write_outputs(run_dir, rows, summary)
     return RunResult(rows, summary, run_dir, status, reason)
+
+
+def all_cached(engine: Backend, requests: Sequence[ChatRequest], cache: ResponseCache | None) -> bool:
+    if cache is None:
+        return False
+    return all(cache.get(key) is not None for key in cache_keys(engine, requests))
 
 
 class ChunkStep:

@@ -26,7 +26,8 @@ SUMMARY_FILE = "summary.json"
 _SIDE_SCHEMA = {"raw": pl.String, "content": pl.String, "reasoning": pl.String, "binary": pl.Int8, "fine": pl.String,
                 "parse_ok": pl.Boolean, "parse_error": pl.String, "parse_failure": pl.String, "refusal": pl.Boolean, "outcome": pl.String,
                 "latency_s": pl.Float64, "cached": pl.Boolean, "error": pl.String, "served_by": pl.String,
-                "prompt_hash": pl.String, "finish_reason": pl.String, "retries": pl.Int32, "backend": pl.String}
+                "prompt_hash": pl.String, "finish_reason": pl.String, "retries": pl.Int32, "backend": pl.String,
+                "batch_size": pl.Int32, "batch_latency_s": pl.Float64}
 ROW_SCHEMA: dict[str, Any] = {
     "example_id": pl.String, "text": pl.String, "toxicity": pl.Int8, "jailbreaking": pl.Int8,
     "human_annotation": pl.Boolean, "weight": pl.Float64,

@@ -22,7 +22,7 @@ from .verdict import DEFAULT_MIN_LABELLED, SideLabels, decide
 SIDES = ("a", "b")
 UNPARSED_AS = ("none", "0", "1")  # "0" is the recorded study's way: no label counts as "not toxic"
 RESPONSE_FIELDS = ("raw", "content", "reasoning", "latency_s", "cached", "error", "served_by", "prompt_hash",
-                   "finish_reason", "retries")
+                   "finish_reason", "retries", "batch_size", "batch_latency_s")
 VERDICT_FIELDS = ("binary", "fine", "parse_ok", "parse_error", "parse_failure", "refusal", "outcome")
 
 
@@ -30,7 +30,10 @@ def response_fields(response: ModelResponse) -> dict[str, Any]:
     return {"raw": response.raw_text, "content": response.content, "reasoning": response.reasoning,
             "latency_s": float(response.latency_s), "cached": bool(response.cached), "error": response.error,
             "served_by": response.served_by, "prompt_hash": response.prompt_hash,
-            "finish_reason": response.finish_reason, "retries": int(response.retries)}
+            "finish_reason": response.finish_reason, "retries": int(response.retries),
+            # a batched backend: latency_s is this row's share of the batch; the batch's own wall time beside it
+            "batch_size": (response.extra or {}).get("batch_size"),
+            "batch_latency_s": (response.extra or {}).get("batch_latency_s")}
 
 
 def verdict_fields(recorded: dict[str, Any], policy: Policy, harmony: bool | None, unparsed_as: str = "none") -> dict[str, Any]:
