@@ -7,7 +7,7 @@ STAMP := $(VENV)/.toxcmp-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean browser
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ demo: setup
 		|| test $$? -eq 3
 	$(BIN)/toxcmp compare --policy toxic_chat_claude_1 --model gpt-oss-safeguard-20b --dataset $(N50) \
 		--backends 'recorded[path=$(N50);side=api;label=provider],recorded[path=$(N50);side=local;label=local-gpu]'
+
+# Headless Chromium + chromedriver from Debian for the report tests (they skip without it, except in CI).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -180,6 +180,25 @@ def render(
     console.print(Panel(_clip(_json.dumps(body, indent=2, ensure_ascii=False), 100_000), title="api request body"))
 
 
+@app.command()
+@friendly_errors
+def view(
+    run_dir: Annotated[Path, typer.Argument(help="A run dir written by compare or rescore.")],
+    no_open: Annotated[bool, typer.Option("--no-open", metavar="", help="Only (re)build report.html and print its path.")] = False,
+) -> None:
+    """(Re)build a run's report.html and open it in a browser, or print its path when there is no display."""
+    from .html_report import has_display, rebuild
+
+    path = rebuild(run_dir)
+    if not no_open and has_display():
+        import webbrowser
+
+        if webbrowser.open(path.resolve().as_uri()):
+            console.print(f"opened {path}", highlight=False, soft_wrap=True)
+            return
+    console.print(str(path), highlight=False, soft_wrap=True)
+
+
 @app.command("verify-setup")
 @friendly_errors
 def verify_setup(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
@@ -408,6 +427,40 @@ def bench_serve(
         c1, cn = levels["c1"], levels[f"c{concurrency}"]
         console.print(f"{mode}: c1 {c1:.2f} ex/s · c{concurrency} {cn:.2f} ex/s · {cn / c1:.2f}×")
     console.print(f"same answers in every configuration: {result.identical}")
+
+
+@bench_app.command("html")
+@friendly_errors
+def bench_html(
+    sources: Annotated[Optional[list[Path]], typer.Argument(help="Recorded outputs \\[default: the two 2,000-row study parquets in ../shared/data].")] = None,
+    loads: Annotated[int, typer.Option("--loads", min=1, help="Page loads per measurement (median).")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Size and time-to-interactive of a 2,000-row report.html in headless Chromium (goal: < 8 MB, < 2 s)."""
+    import tempfile
+
+    from .bench_html import bench_html as run
+
+    sources = sources or _study_n2000()
+    with tempfile.TemporaryDirectory() as workdir:
+        result = run(sources, Path(workdir), loads)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    mark = "[green]within[/]" if result.within_budget else "[red]over[/]"
+    console.print(f"{result.rows} rows: report.html {result.bytes / 1e6:.2f} MB (built in {result.build_s:.2f}s) · "
+                  f"interactive in {result.interactive_ms:.0f} ms vs {result.baseline_ms:.0f} ms for a one-row report "
+                  f"(baseline) = {result.ratio:.1f}× · {mark} the 8 MB / 2 s budget (median of {result.loads} loads)")
+
+
+def _study_n2000() -> list[Path]:
+    shared = Path("../shared/data/gptoss_recorded")
+    sources = [shared / "api_gpt-oss-20b_toxic_simple_n2000.parquet",
+               shared / "api_gpt-oss-safeguard-20b_toxic_simple_n2000.parquet"]
+    if not all(s.is_file() for s in sources):
+        raise UsageError("the default 2,000-row study parquets are not at ../shared/data/gptoss_recorded",
+                         "pass a run dir or recorded parquets as arguments")
+    return sources
 
 
 @bench_app.command("report")

@@ -97,7 +97,8 @@ def compare(
         print_json(dict(result.summary, run_dir=str(result.run_dir)))
     else:
         render_report(result.summary, console)
-        console.print(f"results: {result.run_dir}")
+        console.print(f"results: {result.run_dir}", soft_wrap=True, highlight=False)
+        console.print(f"report: {result.run_dir / 'report.html'}", soft_wrap=True, highlight=False)
     if result.status != "complete" or result.summary.get("n_errors"):
         err_console.print(f"partial run ({result.reason or str(result.summary['n_errors']) + ' example(s) with backend errors'}); "
                           "finished rows are saved and every response is cached: rerun the same command to resume",
@@ -133,5 +134,6 @@ def rescore(
             err_console.print(f"note: {note}", soft_wrap=True)
         render_report(result.summary, console)
         if result.run_dir:
-            console.print(f"rescored results: {result.run_dir}")
+            console.print(f"rescored results: {result.run_dir}", soft_wrap=True, highlight=False)
+            console.print(f"report: {result.run_dir / 'report.html'}", soft_wrap=True, highlight=False)
     raise typer.Exit(EXIT_CODES[result.summary["verdict"]])

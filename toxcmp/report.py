@@ -48,12 +48,15 @@ def rows_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
 
 def write_outputs(run_dir: Path, rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> None:
     """Atomic writes (temp file + rename): a crash never leaves a half-written parquet behind."""
+    from .html_report import REPORT_FILE, build_html
+
     meta = summary.get("metadata", {})
     frame = rows_frame(rows)
     targets = ((RESULTS_FILE, lambda p: frame.write_parquet(p, metadata={"toxcmp": json.dumps(meta, default=str),
                                                                           "toxcmp_summary": json.dumps(summary, default=str)})),
                (SUMMARY_FILE, lambda p: p.write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n",
-                                                     encoding="utf-8")))
+                                                     encoding="utf-8")),
+               (REPORT_FILE, lambda p: p.write_text(build_html(rows, summary), encoding="utf-8")))
     for name, write in targets:
         final = run_dir / name
         tmp = run_dir / f".{name}.tmp-{os.getpid()}"

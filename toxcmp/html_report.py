@@ -1,0 +1,326 @@
+"""`report.html`: one self-contained page per run — verdict, statistics, charts and a side-by-side row browser.
+
+Everything is computed here in Python from rows and the summary (pure functions); the page only filters, sorts,
+searches and expands. No network, no external files: CSS and JS are inline (vanilla, no library — the page needs a
+table, a few filters and SVG bars, which a library would only make larger), charts are inline SVG.
+
+Untrusted text (dataset rows, model output) never reaches the page as markup: it travels as JSON inside a
+`<script type="application/json">` block with `<`, `>`, `&` and line separators escaped, and the page puts it on
+screen with `textContent` only. A Content-Security-Policy with a per-build nonce blocks any script but the page's
+own, and any network access.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+import secrets
+from importlib import resources
+from typing import Any, Sequence
+
+from . import metrics
+from .diagnosis import CAUSES, Side, fine_outcome, outcome
+
+REPORT_FILE = "report.html"
+OUTCOMES = ("0", "1", "refusal", "unparsed", "error")
+_SIDE_KEYS = ("backend", "outcome", "binary", "fine", "parse_error", "refusal", "error", "content", "reasoning",
+              "latency_s", "served_by", "prompt_hash", "cached", "finish_reason")
+
+
+# -- data for the page -------------------------------------------------------------------------------------------
+
+def _raw_for_page(raw: str | None, content: str | None, reasoning: str | None) -> str | None:
+    """The raw output when it says more than final answer + reasoning (markers aside); else None (saves MBs)."""
+    raw, content, reasoning = raw or "", content or "", reasoning or ""
+    if not raw or raw == content:
+        return None
+    if content in raw and reasoning in raw and len(raw) <= len(content) + len(reasoning) + 120:
+        return None
+    return raw
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def page_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = [{k: _finite(v) for k, v in r.items()} for r in rows]
+    out = []
+    for r in rows:
+        item = {"id": r.get("example_id"), "text": r.get("text") or "", "truth": r.get("toxicity"),
+                "cause": r.get("cause"), "match": r.get("binary_match"),
+                "csim": r.get("content_similarity"), "rsim": r.get("reasoning_similarity"),
+                "margin": r.get("margin_nats"), "margin_kind": r.get("margin_kind"), "sides": []}
+        for p in ("a", "b"):
+            side = {k: r.get(f"{p}_{k}") for k in _SIDE_KEYS}
+            raw = _raw_for_page(r.get(f"{p}_raw"), side["content"], side["reasoning"])
+            side["raw"] = raw
+            side["raw_note"] = None if raw is not None or not r.get(f"{p}_raw") else (
+                "same as the final answer" if r.get(f"{p}_raw") == side["content"]
+                else "final answer + reasoning with Harmony markers")
+            item["sides"].append(side)
+        out.append(item)
+    return out
+
+
+def _side(row: dict[str, Any], p: str) -> Side:
+    return Side(row.get(f"{p}_binary"), row.get(f"{p}_fine"), bool(row.get(f"{p}_parse_ok")),
+                bool(row.get(f"{p}_refusal")), row.get(f"{p}_error"))
+
+
+def outcome_matrix(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Counts of (A's outcome, B's outcome): labels, refusals, unparsed answers and errors."""
+    counts: dict[tuple[str, str], int] = {}
+    for r in rows:
+        key = (outcome(_side(r, "a")), outcome(_side(r, "b")))
+        counts[key] = counts.get(key, 0) + 1
+    labels = [o for o in OUTCOMES if any(o in k for k in counts)]
+    return {"labels": labels, "cells": [[counts.get((x, y), 0) for y in labels] for x in labels]}
+
+
+def fine_matrix(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Fine-grained category transitions from A to B (labels by frequency)."""
+    counts: dict[tuple[str, str], int] = {}
+    freq: dict[str, int] = {}
+    for r in rows:
+        key = (fine_outcome(_side(r, "a")), fine_outcome(_side(r, "b")))
+        counts[key] = counts.get(key, 0) + 1
+        for k in key:
+            freq[k] = freq.get(k, 0) + 1
+    labels = sorted(freq, key=lambda k: (-freq[k], k))
+    return {"labels": labels, "cells": [[counts.get((x, y), 0) for y in labels] for x in labels]}
+
+
+def histogram(values: Sequence[float], bins: int, lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    values = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not values:
+        return {"edges": [], "counts": []}
+    lo = min(values) if lo is None else lo
+    hi = max(values) if hi is None else hi
+    if hi <= lo:
+        hi = lo + 1e-9
+    width = (hi - lo) / bins
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, max(0, int((v - lo) / width)))] += 1
+    return {"edges": [lo + i * width for i in range(bins + 1)], "counts": counts}
+
+
+def running_agreement(rows: Sequence[dict[str, Any]]) -> list[tuple[int, float, float, float]]:
+    """(n, agreement, low, high) after each scored row, in run order: how the estimate settles with sample size."""
+    out, agree, n = [], 0, 0
+    for r in rows:
+        if r.get("binary_match") is None:
+            continue
+        n += 1
+        agree += bool(r["binary_match"])
+        ci = metrics.wilson(agree, n)
+        out.append((n, ci.value, ci.low, ci.high))
+    return out
+
+
+# -- SVG charts (static, escaped) -------------------------------------------------------------------------------
+
+_W, _H, _PAD = 420, 160, 30
+_COLOURS = ("#3b6ea5", "#c2593b", "#6b8e23", "#8a5fb0")
+
+
+def _svg(body: str, title: str, width: int = _W, height: int = _H) -> str:
+    return (f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}">'
+            f"<title>{html.escape(title)}</title>{body}</svg>")
+
+
+def bar_chart(pairs: Sequence[tuple[str, int]], title: str) -> str:
+    if not pairs or not any(v for _, v in pairs):
+        return f'<p class="muted">{html.escape(title)}: nothing to show</p>'
+    top = max(v for _, v in pairs)
+    bar_w = (_W - 2 * _PAD) / len(pairs)
+    parts = []
+    for i, (label, value) in enumerate(pairs):
+        h = (_H - 2 * _PAD) * value / top
+        x, y = _PAD + i * bar_w, _H - _PAD - h
+        parts.append(f'<rect x="{x + 4:.1f}" y="{y:.1f}" width="{bar_w - 8:.1f}" height="{h:.1f}" fill="{_COLOURS[0]}"/>'
+                     f'<text x="{x + bar_w / 2:.1f}" y="{y - 3:.1f}" text-anchor="middle">{value}</text>'
+                     f'<text x="{x + bar_w / 2:.1f}" y="{_H - _PAD + 14:.1f}" text-anchor="middle">{html.escape(label)}</text>')
+    return _svg("".join(parts), title)
+
+
+def histogram_chart(series: Sequence[tuple[str, dict[str, Any]]], title: str, unit: str = "") -> str:
+    series = [(name, h) for name, h in series if h["counts"]]
+    if not series or all(h["edges"][-1] - h["edges"][0] < 1e-6 for _, h in series):
+        return f'<p class="muted">{html.escape(title)}: no spread to show (no fresh answers, or all equal)</p>'
+    top = max(max(h["counts"]) for _, h in series) or 1
+    parts = []
+    for k, (name, h) in enumerate(series):
+        bins = len(h["counts"])
+        bar_w = (_W - 2 * _PAD) / bins / len(series)
+        for i, c in enumerate(h["counts"]):
+            bh = (_H - 2 * _PAD) * c / top
+            x = _PAD + (i * len(series) + k) * bar_w
+            parts.append(f'<rect x="{x:.1f}" y="{_H - _PAD - bh:.1f}" width="{max(bar_w - 1, 1):.1f}" height="{bh:.1f}" '
+                         f'fill="{_COLOURS[k % len(_COLOURS)]}"><title>{html.escape(name)}: {c} in '
+                         f'[{h["edges"][i]:.3g}, {h["edges"][i + 1]:.3g}){html.escape(unit)}</title></rect>')
+        parts.append(f'<text x="{_W - _PAD}" y="{14 + 13 * k}" text-anchor="end" fill="{_COLOURS[k % len(_COLOURS)]}">'
+                     f"{html.escape(name)}</text>")
+    lo, hi = series[0][1]["edges"][0], series[0][1]["edges"][-1]
+    parts.append(f'<text x="{_PAD}" y="{_H - 8}">{lo:.3g}{html.escape(unit)}</text>'
+                 f'<text x="{_W - _PAD}" y="{_H - 8}" text-anchor="end">{hi:.3g}{html.escape(unit)}</text>')
+    return _svg("".join(parts), title)
+
+
+def running_chart(points: Sequence[tuple[int, float, float, float]], title: str) -> str:
+    if len(points) < 2:
+        return f'<p class="muted">{html.escape(title)}: fewer than two scored rows</p>'
+    n_max = points[-1][0]
+
+    def xy(n: int, v: float) -> str:
+        return f"{_PAD + (_W - 2 * _PAD) * (n - 1) / max(1, n_max - 1):.1f},{_H - _PAD - (_H - 2 * _PAD) * v:.1f}"
+
+    band = " ".join(xy(n, hi) for n, _, _, hi in points) + " " + " ".join(xy(n, lo) for n, _, lo, _ in reversed(points))
+    line = " ".join(xy(n, v) for n, v, _, _ in points)
+    body = (f'<polygon points="{band}" fill="{_COLOURS[0]}" fill-opacity="0.2"/>'
+            f'<polyline points="{line}" fill="none" stroke="{_COLOURS[0]}" stroke-width="1.5"/>'
+            f'<text x="{_PAD}" y="{_H - 8}">n = 1</text><text x="{_W - _PAD}" y="{_H - 8}" text-anchor="end">n = {n_max}</text>'
+            f'<text x="4" y="{_PAD + 4}">100%</text><text x="4" y="{_H - _PAD}">0%</text>')
+    return _svg(body, title)
+
+
+# -- page -------------------------------------------------------------------------------------------------------
+
+def _pct(p: dict[str, Any] | None) -> str:
+    if not p or p.get("value") is None:
+        return "—"
+    ci = f" [{100 * p['low']:.1f}–{100 * p['high']:.1f}]" if p.get("low") is not None else ""
+    return f"{100 * p['value']:.1f}%{ci} (n = {p.get('n')})"
+
+
+def _table(head: Sequence[str], body: Sequence[Sequence[str]], cls: str = "") -> str:
+    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in head)
+    b = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in body)
+    return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>'
+
+
+def _matrix(m: dict[str, Any], a: str, b: str) -> str:
+    if not m["labels"]:
+        return '<p class="muted">no rows</p>'
+    head = [f"{a} ↓ / {b} →", *m["labels"]]
+    body = [[label, *cells] for label, cells in zip(m["labels"], m["cells"])]
+    return _table(head, body, "matrix")
+
+
+def statistics_html(summary: dict[str, Any]) -> str:
+    backends = summary.get("backends", {})
+    labels = [b.get("label", p) for p, b in backends.items()]
+    k = summary.get("cohen_kappa") or {}
+    kappa = "—" if k.get("value") is None else (
+        f"{k['value']:.3f}" + (f" [{k['low']:.3f}, {k['high']:.3f}]" if k.get("low") is not None else ""))
+    if k.get("value") is None and k.get("reason"):
+        kappa += f" ({k['reason']})"
+    m = summary.get("mcnemar") or {}
+    agreement = [
+        ("binary agreement", _pct(summary.get("binary_agreement"))),
+        ("binary agreement, both parsed", _pct(summary.get("binary_agreement_both_parsed"))),
+        ("fine-grained agreement", _pct(summary.get("fine_grain_agreement"))),
+        ("final content byte-identical", _pct(summary.get("content_identical"))),
+        ("raw output byte-identical", _pct(summary.get("raw_identical"))),
+        ("Cohen's κ (bootstrap 95% CI)", f"{kappa} (n = {k.get('n')})"),
+        ("McNemar exact on correctness", f"p = {m.get('p_value')} (only A right {m.get('only_a_correct')}, "
+                                         f"only B right {m.get('only_b_correct')})"),
+    ]
+    metric_rows = []
+    for name, key in (("parse rate", "parse_rate"), ("refusal rate", "refusal_rate"), ("accuracy", "accuracy"),
+                      ("precision", "precision"), ("recall", "recall")):
+        metric_rows.append([name, *(_pct(b.get(key)) for b in backends.values())])
+    metric_rows.append(["F1", *("—" if b.get("f1") is None else f"{b['f1']:.3f}" for b in backends.values())])
+    metric_rows.append(["why no label", *(", ".join(f"{k} {v}" for k, v in (b.get("parse_failures") or {}).items()) or "—"
+                                          for b in backends.values())])
+    metric_rows.append(["errors", *(str(b.get("errors")) for b in backends.values())])
+    metric_rows.append(["latency p50 (s)", *("—" if b.get("latency_p50_s") is None else f"{b['latency_p50_s']:.3f}"
+                                             for b in backends.values())])
+    metric_rows.append(["served by", *(", ".join(b.get("served_by") or []) or "—" for b in backends.values())])
+    return (_table(["agreement between the sides", "value (95% CI)"], agreement, "stats")
+            + _table(["each side against the human labels", *[f"{p.upper()}: {lab}" for p, lab in zip(backends, labels)]],
+                     metric_rows, "stats"))
+
+
+def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
+    meta = summary.get("metadata") or {}
+    backends = summary.get("backends") or {}
+    labels = [b.get("label", p) for p, b in backends.items()] or ["A", "B"]
+    verdict = summary.get("verdict") or ("pass" if summary.get("passed") else "fail")
+    causes = summary.get("causes") or {c: 0 for c in CAUSES}
+    latencies = [(f"{p.upper()}: {lab}", histogram([r.get(f"{p}_latency_s") for r in rows if not r.get(f"{p}_cached")], 20))
+                 for p, lab in zip(("a", "b"), labels)]
+    sims = [("final answer", histogram([r.get("content_similarity") for r in rows], 20, 0.0, 1.0)),
+            ("reasoning", histogram([r.get("reasoning_similarity") for r in rows], 20, 0.0, 1.0))]
+    charts = "".join(f'<figure>{svg}<figcaption>{html.escape(cap)}</figcaption></figure>' for svg, cap in (
+        (bar_chart(list(causes.items()), "disagreement causes"), "why the sides disagree (rows per cause)"),
+        (histogram_chart(latencies, "latency per side", " s"), "latency per side (fresh answers only)"),
+        (histogram_chart(sims, "similarity of the two sides"), "content and reasoning similarity (0–1)"),
+        (running_chart(running_agreement(rows), "running agreement"),
+         "binary agreement vs sample size, with its 95% Wilson band"),
+    ))
+    matrices = (f"<h3>outcomes: {html.escape(labels[0])} (rows) vs {html.escape(labels[-1])} (columns)</h3>"
+                + _matrix(outcome_matrix(rows), "A", "B")
+                + "<h3>fine-grained category transitions</h3>" + _matrix(fine_matrix(rows), "A", "B"))
+    filters = ["All", "Disagree", "Refusal", "Parse failure", "Error", "Near tie", *CAUSES]
+    data = {"labels": labels, "rows": page_rows(rows), "filters": filters}
+    nonce = secrets.token_urlsafe(16)
+    template = resources.files("toxcmp").joinpath("report_template.html").read_text(encoding="utf-8")
+    fields = {
+        "NONCE": nonce,
+        "TITLE": html.escape(f"toxcmp · {' vs '.join(labels)} · {meta.get('run_id') or ''}"),
+        "VERDICT_CLASS": html.escape(verdict),
+        "VERDICT": html.escape(verdict.upper()),
+        "VERDICT_REASON": html.escape(summary.get("verdict_reason") or ""),
+        "HEADLINE": html.escape(f"{' vs '.join(labels)} · policy {(meta.get('policy') or {}).get('name')} · model "
+                                f"{(meta.get('model') or {}).get('model_id') or (meta.get('model') or {}).get('name')} · "
+                                f"n = {summary.get('n')} · unparsed count as {summary.get('unparsed_as', 'none')}"),
+        "PROVENANCE": html.escape(json.dumps(meta, indent=2, ensure_ascii=False, default=str)),
+        "STATISTICS": statistics_html(summary),
+        "MATRICES": matrices,
+        "CHARTS": charts,
+        "DATA": embed_json(data),
+    }
+    # one pass: text put into the page is never scanned again for placeholders
+    return re.sub(r"\{\{([A-Z_]+)\}\}", lambda m: fields[m.group(1)], template)
+
+
+def embed_json(data: Any) -> str:
+    """JSON that cannot end its <script> block or start markup, whatever strings it holds."""
+    text = json.dumps(data, ensure_ascii=False, default=str, allow_nan=False, separators=(",", ":"))
+    return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+def rebuild(run_dir: Any) -> Any:
+    """(Re)write `report.html` of a run dir from its results.parquet and summary.json; returns its path."""
+    from pathlib import Path
+
+    from .errors import UsageError
+    from .report import SUMMARY_FILE, read_results
+
+    run_dir = Path(run_dir)
+    rows, meta, layout = read_results([run_dir])
+    if layout != "toxcmp":
+        raise UsageError(f"{run_dir} is not a toxcmp run dir", "pass a dir written by toxcmp compare or rescore")
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {run_dir / SUMMARY_FILE}: {exc}", "rescore the run to rebuild it") from None
+    target = run_dir / REPORT_FILE
+    tmp = run_dir / f".{REPORT_FILE}.tmp"
+    tmp.write_text(build_html(rows, summary), encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
+def has_display() -> bool:
+    import os
+    import sys
+
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
