@@ -55,7 +55,9 @@ def check_source(dataset: str) -> None:
     """A name that is neither a file, an existing directory nor shaped like a Hub id (owner/name) is a typo'd path."""
     if is_file_source(dataset) or Path(dataset).is_dir():
         return
-    if not _HUB_ID.match(dataset) or dataset.startswith((".", "/", "~")):
+    parent = Path(dataset).parent
+    looks_local = parent != Path(".") and parent.is_dir()  # data/mydata next to an existing data/ is a path
+    if not _HUB_ID.match(dataset) or dataset.startswith((".", "/", "~")) or looks_local:
         raise UsageError(f"dataset {dataset!r} is not a file, a directory or a Hub id",
                          "pass an existing .csv/.parquet/.jsonl file or directory, or a Hub id such as lmsys/toxic-chat")
 
