@@ -49,7 +49,7 @@ def test_two_local_strategies_both_run_and_the_run_renders_its_prompts(cli, tmp_
     assert calls == {"local[strategy=naive]": 2, "local": 2}  # side B did not answer from side A's entries
     assert s["content_identical"]["successes"] == 2  # and the two strategies agree token for token
     run_dir = Path(s["run_dir"])
-    row = pl.read_parquet(run_dir / "results.parquet").row(0, named=True)
+    row = pl.read_parquet(run_dir / "pairs.parquet").row(0, named=True)
     by_id = json.loads(cli("render", "--run", str(run_dir), "--example", row["example_id"], "--json").stdout)
     assert by_id["prompt_hash"] == row["a_prompt_hash"] and row["text"] in by_id["local_prompt"]
     by_hash = json.loads(cli("render", "--run", str(run_dir), "--prompt-hash", row["a_prompt_hash"][:10], "--json").stdout)

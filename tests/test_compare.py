@@ -12,7 +12,7 @@ import pytest
 
 import toxcmp.backends as backends
 from toxcmp.compare import CompareConfig, run_compare
-from toxcmp.report import ROW_SCHEMA
+from toxcmp.report import PAIR_SCHEMA, TIDY_SCHEMA
 
 from . import doubles
 from .conftest import TOXICCHAT_CSV, require_shared
@@ -60,8 +60,10 @@ def test_compare_writes_rows_summary_and_provenance(cli, dataset, tmp_path):
     assert summary["backends"]["b"]["accuracy"]["successes"] == 9
     run_dir = Path(summary["run_dir"])
     assert run_dir.parent == out
-    frame = pl.read_parquet(run_dir / "results.parquet")
-    assert frame.columns == list(ROW_SCHEMA) and frame.height == 12 and frame["example_id"].n_unique() == 12
+    frame = pl.read_parquet(run_dir / "pairs.parquet")
+    assert frame.columns == list(PAIR_SCHEMA) and frame.height == 12 and frame["example_id"].n_unique() == 12
+    tidy = pl.read_parquet(run_dir / "results.parquet")  # one row per (example, arm)
+    assert tidy.columns == list(TIDY_SCHEMA) and tidy.height == 24 and set(tidy["arm"]) == {"rule", "quirky"}
     assert frame.filter(pl.col("cause") == "refusal")["example_id"].to_list() == ["id02"]
     assert (frame["a_prompt_hash"] == frame["b_prompt_hash"]).all()
     meta = json.loads(pl.read_parquet_metadata(run_dir / "results.parquet")["toxcmp"])
@@ -99,7 +101,7 @@ def test_rerun_resumes_from_cache_with_zero_calls_and_no_duplicate_rows(cli, dat
     second = json.loads(cli(*_args(dataset, out, "--json")).stdout)
     assert (doubles.RuleBackend.calls, doubles.QuirkyBackend.calls) == calls  # zero backend calls
     assert second["run_dir"] == first["run_dir"]
-    frame = pl.read_parquet(Path(second["run_dir"]) / "results.parquet")
+    frame = pl.read_parquet(Path(second["run_dir"]) / "pairs.parquet")
     assert frame.height == 12 and frame["example_id"].n_unique() == 12 and frame["a_cached"].all()
     assert second["metadata"]["throughput"]["rule"]["calls"] == 0
     assert second["binary_agreement"] == first["binary_agreement"]
@@ -115,7 +117,7 @@ def test_ctrl_c_keeps_finished_rows_and_the_rerun_completes(cli, dataset, tmp_pa
     result = cli(*_args(dataset, out))
     assert result.exit_code == 130 and "rerun the same command to resume" in result.output
     (run_dir,) = out.iterdir()
-    partial = pl.read_parquet(run_dir / "results.parquet")
+    partial = pl.read_parquet(run_dir / "pairs.parquet")
     # the first chunk, plus the two rows of the interrupted chunk that both sides had answered: a row is kept
     # the moment it is complete, not when its chunk is
     assert partial.height == 6 and partial["example_id"].to_list() == [f"id{i:02d}" for i in range(6)]
@@ -124,7 +126,7 @@ def test_ctrl_c_keeps_finished_rows_and_the_rerun_completes(cli, dataset, tmp_pa
     again = cli(*_args(dataset, out, "--json"))
     assert again.exit_code == 1  # complete now (fails the threshold, as planted)
     assert doubles.RuleBackend.calls == 12 - 8 and doubles.QuirkyBackend.calls == 12 - 6
-    assert pl.read_parquet(run_dir / "results.parquet").height == 12
+    assert pl.read_parquet(run_dir / "pairs.parquet").height == 12
 
 
 def test_backend_failing_mid_run_keeps_the_rows_so_far(cli, dataset, tmp_path):
@@ -133,7 +135,7 @@ def test_backend_failing_mid_run_keeps_the_rows_so_far(cli, dataset, tmp_path):
     result = cli(*_args(dataset, out))
     assert result.exit_code == 4 and "server went away" in result.output and "Traceback" not in result.output
     (run_dir,) = out.iterdir()
-    assert pl.read_parquet(run_dir / "results.parquet").height == 8
+    assert pl.read_parquet(run_dir / "pairs.parquet").height == 8
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["metadata"]["status"] == "failed" and summary["passed"] is False
 
@@ -149,8 +151,8 @@ def test_unwritable_output_dir_fails_before_any_backend_call(cli, dataset, tmp_p
 @pytest.mark.parametrize("extra, message", [
     (["--sample-size", "0"], "must be positive"),
     (["--sample-size", "-2"], "must be positive"),
-    (["--backends", "rule,quirky,local"], "exactly two backend specs"),
-    (["--backends", "rule,rule"], "compare two different"),
+    (["--backends", "rule"], "at least two arms"),
+    (["--backends", "rule,rule"], "two arms are written 'rule'"),
     (["--backends", "rule,nosuch"], "valid"),
     (["--backends", "rule[colour=red],quirky"], "bad option"),
     (["--run-id", "../escape"], "invalid run id"),
@@ -188,7 +190,7 @@ def test_stratified_run_records_weights(dataset, tmp_path):
     cfg = CompareConfig(backends="rule,quirky", dataset=str(dataset), output_dir=tmp_path, sample_size=6,
                         stratify=True, seed=1)
     result = run_compare(cfg)
-    frame = pl.read_parquet(result.run_dir / "results.parquet")
+    frame = pl.read_parquet(result.run_dir / "pairs.parquet")
     assert frame.height == 6 and int(frame["toxicity"].sum()) == 3
     assert frame.filter(pl.col("toxicity") == 1)["weight"].to_list() == pytest.approx([(3 / 12) / 0.5] * 3)
     assert result.summary["metadata"]["dataset"]["strategy"] == "stratified"
@@ -212,13 +214,13 @@ def test_real_compare_api_server_local_vs_local_text_identity_is_inconclusive_an
     assert summary["n_both_labelled"] == 0 and summary["backends"]["a"]["parse_rate"]["successes"] == 0
     assert summary["content_identical"]["value"] == 1.0 and summary["content_identical"]["n"] == 8
     assert summary["backends"]["a"]["served_by"][0].startswith("http://127.0.0.1:")  # loopback only
-    frame = pl.read_parquet(Path(summary["run_dir"]) / "results.parquet")
+    frame = pl.read_parquet(Path(summary["run_dir"]) / "pairs.parquet")
     assert (frame["a_content"] == frame["b_content"]).all() and (frame["a_prompt_hash"] == frame["b_prompt_hash"]).all()
     loads = LocalModelCache.loads
     second = json.loads(cli(*args).stdout)
     assert second["metadata"]["throughput"]["api"]["calls"] == 0 and second["metadata"]["throughput"]["local"]["calls"] == 0
     assert LocalModelCache.loads == loads
-    assert pl.read_parquet(Path(second["run_dir"]) / "results.parquet").height == 8
+    assert pl.read_parquet(Path(second["run_dir"]) / "pairs.parquet").height == 8
 
 
 def test_live_view_in_a_terminal_shows_progress_rows_and_agreement(dataset, tmp_path):
@@ -253,5 +255,5 @@ def test_an_unexpected_backend_exception_still_keeps_the_rows(cli, dataset, tmp_
     result = cli(*_args(dataset, tmp_path / "out"))
     assert result.exit_code == 4 and "ValueError: tokenizer exploded" in result.output
     (run_dir,) = (tmp_path / "out").iterdir()
-    assert pl.read_parquet(run_dir / "results.parquet").height == 4
+    assert pl.read_parquet(run_dir / "pairs.parquet").height == 4
     assert json.loads((run_dir / "summary.json").read_text())["metadata"]["status"] == "failed"

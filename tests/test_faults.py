@@ -45,7 +45,7 @@ def _compare(dataset, out, url_a, url_b, *extra):
 
 def _rows(out: Path) -> pl.DataFrame:
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    return pl.read_parquet(run_dir / "results.parquet")
+    return pl.read_parquet(run_dir / "pairs.parquet")
 
 
 def test_api_server_killed_mid_run_keeps_rows_marks_errors_and_rerun_resumes(cli, dataset, tmp_path):

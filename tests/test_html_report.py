@@ -63,7 +63,7 @@ def _click_filter(browser, name: str) -> None:
 
 
 def test_disagree_filter_shows_exactly_the_disagreements(browser, n50_run):
-    frame = pl.read_parquet(n50_run / "results.parquet")
+    frame = pl.read_parquet(n50_run / "pairs.parquet")
     _open(browser, n50_run / "report.html")
     assert "PASS" in browser.find_element("id", "verdict").text
     assert len(_shown_ids(browser)) == frame.height == 50
@@ -93,7 +93,7 @@ def test_a_row_expands_into_both_sides_with_their_reasoning(browser, n50_run):
 def test_search_keyboard_and_a_screenshot_that_is_not_blank(browser, n50_run):
     from PIL import Image
 
-    frame = pl.read_parquet(n50_run / "results.parquet")
+    frame = pl.read_parquet(n50_run / "pairs.parquet")
     _open(browser, n50_run / "report.html")
     word = "walmart"
     hits = [r["example_id"] for r in frame.iter_rows(named=True)
@@ -158,7 +158,7 @@ def test_the_report_of_a_bundled_model_run(browser, cli, tmp_path):
             "--max-new-tokens", "8", "--output-dir", str(tmp_path / "out"), "--json"]
     result = cli(*args)
     run_dir = Path(json.loads(result.stdout)["run_dir"])
-    frame = pl.read_parquet(run_dir / "results.parquet")
+    frame = pl.read_parquet(run_dir / "pairs.parquet")
     _open(browser, run_dir / "report.html")
     assert browser.find_element("id", "verdict").text.startswith("INCONCLUSIVE")
     assert _shown_ids(browser) == frame["example_id"].to_list()
@@ -175,3 +175,27 @@ def test_bench_html_measures_a_2000_row_report(cli):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["rows"] == 2000 and data["bytes"] < data["budget_bytes"] and data["interactive_ms"] > 0
+
+
+def test_a_multi_arm_report_switches_comparisons(browser, tmp_path):
+    from selenium.webdriver.support.ui import Select
+    from typer.testing import CliRunner
+
+    from toxcmp.cli import app
+
+    copy = tmp_path / "copy.parquet"
+    copy.write_bytes(N50.read_bytes())
+    arms = (f"recorded[path={N50};side=local;label=local-gpu],recorded[path={N50};side=api;label=provider],"
+            f"recorded[path={copy};side=local;label=copy]")
+    result = CliRunner().invoke(app, ["compare", "--backends", arms, "--dataset", str(N50), "--policy",
+                                      "toxic_chat_claude_1", "--output-dir", str(tmp_path / "out"), "--json"])
+    run_dir = Path(json.loads(result.stdout)["run_dir"])
+    pairs = pl.read_parquet(run_dir / "pairs.parquet")
+    _open(browser, run_dir / "report.html")
+    assert "Arms (reference: local-gpu)" in browser.find_element("tag name", "body").text
+    _click_filter(browser, "Disagree")
+    assert _shown_ids(browser) == pairs.filter((pl.col("arm") == "provider") & pl.col("cause").is_not_null())["example_id"].to_list()
+    Select(browser.find_element("id", "pair")).select_by_value("copy")
+    assert _shown_ids(browser) == []  # the copy never disagrees with the reference
+    _click_filter(browser, "All")
+    assert len(_shown_ids(browser)) == 50 and browser.find_element("id", "hb").text == "B: copy"

@@ -85,7 +85,7 @@ def test_examples_missing_from_the_recording_are_error_rows(cli, tmp_path, n50, 
     pl.concat([known, stranger]).write_csv(data)
     result, s = _compare(cli, tmp_path / "out", f"recorded[path={n50};side=api],recorded[path={n50};side=local]", data)
     assert result.exit_code == 4 and s["verdict"] == "incomplete"
-    frame = pl.read_parquet(Path(s["run_dir"]) / "results.parquet")
+    frame = pl.read_parquet(Path(s["run_dir"]) / "pairs.parquet")
     missing = frame.filter(pl.col("example_id") == "not-in-n50")
     assert "not in the recording" in missing["a_error"][0] and missing["cause"][0] == "error"
     assert frame.filter(pl.col("example_id") != "not-in-n50")["a_error"].is_null().all()
@@ -135,7 +135,7 @@ def test_real_gpt_oss_text_through_the_api_backends_http_path(cli, tmp_path, n50
                              n50, "--no-margin")
         assert len(server.requests) == 50
     assert result.exit_code == 0, result.output
-    frame = pl.read_parquet(Path(s["run_dir"]) / "results.parquet").sort("example_id")
+    frame = pl.read_parquet(Path(s["run_dir"]) / "pairs.parquet").sort("example_id")
     expected = study.sort("conv_id")
     # the api backend split every shape back into the recorded final answer and reasoning
     assert frame["a_content"].to_list() == expected["api_response"].to_list()

@@ -61,7 +61,7 @@ def test_tokens_never_reach_logs_errors_cache_parquet_summary_or_json(cli, datas
     assert not any(ENV_TOKEN in s for s in sent)
     assert any(CLI_TOKEN in s for s in sent), ([r.output[-300:] for r in results], sent)
     assert all(r.exit_code == 4 for r in results)  # the leaky server's 500s make every run partial
-    frame = pl.read_parquet(next(out.glob("*/results.parquet")))
+    frame = pl.read_parquet(next(out.glob("*/pairs.parquet")))
     errors = [e for e in frame["a_error"].to_list() if e]
     assert errors and all("***" in e for e in errors)  # the echoed secrets were redacted, not dropped silently
     for r in results:

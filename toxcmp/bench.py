@@ -81,12 +81,12 @@ def bench_report(sources, workdir) -> ReportBenchResult:
     from rich.console import Console
 
     from .compare import rescore
-    from .report import RESULTS_FILE, render_report
+    from .report import PAIRS_FILE, render_report
 
     built = rescore([Path(s) for s in sources], output_dir=Path(workdir), run_id="bench-report")
     cached_compare_s = _cached_compare(built.rows, Path(workdir))
     t0 = time.perf_counter()
-    rows = pl.read_parquet(built.run_dir / RESULTS_FILE).height
+    rows = pl.read_parquet(built.run_dir / PAIRS_FILE).height  # one per example (the tidy file has one per arm)
     read_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     again = rescore([built.run_dir], output_dir=None)

@@ -27,10 +27,14 @@ log = logging.getLogger(__name__)
 _SCHEMA = 2  # 2: keyed on the resolved revision
 
 
-def cache_key(backend: str, endpoint: str, request: ChatRequest, resolved_revision: str | None = None) -> str:
-    """`resolved_revision`: what the backend says `request.model.revision` means now; the requested one if unknown."""
+def cache_key(backend: str, endpoint: str, request: ChatRequest, resolved_revision: str | None = None,
+              repeat: int = 0) -> str:
+    """`resolved_revision`: what the backend says `request.model.revision` means now; the requested one if unknown.
+    `repeat`: the k-th independent answer to the same request (`--repeats`); repeat 0 keeps the plain key."""
     payload = {"schema": _SCHEMA, "backend": backend, "endpoint": endpoint, "parser": PARSER_VERSION,
                "request": request.payload(), "resolved_revision": resolved_revision or request.model.revision}
+    if repeat:
+        payload["repeat"] = repeat
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 

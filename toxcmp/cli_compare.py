@@ -25,6 +25,38 @@ RunIdOpt = Annotated[Optional[str], typer.Option("--run-id", rich_help_panel=OUT
 def register(app: typer.Typer) -> None:
     app.command("compare")(compare)
     app.command("rescore")(rescore)
+    app.command("plan")(plan)
+
+
+@friendly_errors
+def plan(
+    margin: Annotated[float, typer.Option("--margin", help="Equivalence margin on disagreement above the floor.")] = 0.02,
+    disagreement: Annotated[float, typer.Option("--disagreement", help="Expected disagreement of the arm with the reference.")] = 0.02,
+    floor: Annotated[float, typer.Option("--floor", help="Expected disagreement of the reference with itself (its noise floor).")] = 0.02,
+    power: Annotated[float, typer.Option("--power", help="Chance of showing equivalence when it holds.")] = 0.8,
+    alpha: Annotated[float, typer.Option("--alpha", help="Each one-sided test's level (the TOST's 90 % interval at 0.05).")] = 0.05,
+    arms: Annotated[int, typer.Option("--arms", min=1, help="Arms judged against the reference (Holm divides alpha among them at worst).")] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """How many rows a run needs to show an arm equivalent to the reference within --margin, at --power."""
+    from .errors import UsageError
+    from .metrics import rows_for_equivalence
+
+    for name, value in (("--disagreement", disagreement), ("--floor", floor), ("--power", power), ("--alpha", alpha)):
+        if not 0.0 <= value < 1.0:
+            raise UsageError(f"{name} must be in [0, 1) (got {value})", "e.g. 0.02")
+    try:
+        n = rows_for_equivalence(margin, disagreement, floor, power, alpha / arms)
+    except ValueError as exc:
+        raise UsageError(str(exc), "widen --margin or expect a smaller difference") from None
+    if as_json:
+        print_json({"rows": n, "margin": margin, "disagreement": disagreement, "floor": floor, "power": power,
+                    "alpha": alpha, "arms": arms})
+        return
+    console.print(f"{n} rows (each answered by every arm, repeats included) show equivalence within ±{margin} at "
+                  f"{power:.0%} power, expecting {disagreement:.1%} disagreement against a {floor:.1%} floor "
+                  f"(TOST, alpha {alpha}{f' / {arms} arms (Holm, worst case)' if arms > 1 else ''})",
+                  highlight=False, soft_wrap=True)
 
 
 @friendly_errors
@@ -40,7 +72,10 @@ def compare(
     seed: Annotated[int, typer.Option("--seed", rich_help_panel=DATA_PANEL, help="Sampling seed.")] = 0,
     human_only: Annotated[bool, typer.Option("--human-only", metavar="", rich_help_panel=DATA_PANEL, help="Only human-annotated rows.")] = False,
     stratify: Annotated[bool, typer.Option("--stratify", metavar="", rich_help_panel=DATA_PANEL, help="Oversample positives to half the sample; metrics are re-weighted.")] = False,
-    backends: Annotated[str, typer.Option("--backends", rich_help_panel=ARMS_PANEL, help="Two specs: name or name\\[key=value;…], e.g. api,local or 'api\\[provider=groq],api\\[provider=together]'.")] = "api,local",
+    backends: Annotated[str, typer.Option("--backends", rich_help_panel=ARMS_PANEL, help="Two or more arms: name or name\\[key=value;…], e.g. api,local or 'local,api\\[provider=groq],api\\[model=gpt-oss-safeguard-20b;label=sg]' (keys include model, policy, reasoning_effort, max_new_tokens, label).")] = "api,local",
+    reference: Annotated[Optional[str], typer.Option("--reference", rich_help_panel=ARMS_PANEL, help="The arm the others are judged against (its label or spec) \\[default: the first].")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, rich_help_panel=ARMS_PANEL, help="Answers per arm and example; 2 or more measures each arm's noise floor (agreement with itself).")] = 1,
+    margin: Annotated[float, typer.Option("--margin", min=0.0, max=1.0, rich_help_panel=ARMS_PANEL, help="Equivalence margin: an arm is equivalent when its disagreement with the reference exceeds the reference's own by less than this.")] = 0.02,
     max_new_tokens: MaxNewTokensOpt = None,
     reasoning_effort: ReasoningOpt = None,
     device: DeviceOpt = "auto",
@@ -84,7 +119,8 @@ def compare(
                               rate_limit_wait_s=rate_limit_wait,
                               api_server=None if api_server in ("", "none") else api_server,
                               cache_dir=cache_dir or default_cache_dir()),
-        threshold=threshold, min_labelled=min_labelled, output_dir=output_dir, run_id=run_id, chunk_size=chunk_size, unparsed_as=unparsed_as,
+        threshold=threshold, min_labelled=min_labelled, reference=reference, repeats=repeats, margin=margin,
+        output_dir=output_dir, run_id=run_id, chunk_size=chunk_size, unparsed_as=unparsed_as,
         margins=not no_margin, use_cache=not no_cache, command=command_line(ctx))
     if as_json or quiet:
         observer = LineObserver(err_console, quiet=True)

@@ -1,7 +1,7 @@
-"""The run: sample → both backends (cache in front) → rows → summary → files.
+"""The run: sample → every arm, `repeats` times (cache in front) → tidy rows → pairs → summary → files.
 
 Rows are produced chunk by chunk, so the live view streams and an interrupted run still writes every finished
-row. Each response is cached the moment it arrives, so rerunning the same command resumes at zero cost.
+example. Each response is cached the moment it arrives, so rerunning the same command resumes at zero cost.
 """
 
 from __future__ import annotations
@@ -27,13 +27,15 @@ from .policies import Policy, load_policy
 from .prompting import ChatRequest, build_request
 from .results import ModelResponse
 from .runner import cache_keys, model_identity, run_requests
-from .scoring import SIDES, UNPARSED_AS, build_row, summarize
+from .arms import pair_row
+from .scoring import SIDES, UNPARSED_AS
+from .arms import ARM_KEYS, DEFAULT_MARGIN, assemble, summarize_arms, tidy_row
 from .validation import check_backend_config, check_generation
 from .verdict import DEFAULT_MIN_LABELLED, EXIT_CODES
 
 DEFAULT_OUTPUT_DIR = Path("outputs") / "backend_comparison"
 SPEC_KEYS = {"provider", "base_url", "api_server", "device", "dtype", "batch_size", "strategy", "concurrency",
-             "served_model", "recording", "side", "label"}
+             "served_model", "recording", "side", "label", *ARM_KEYS}
 SPEC_ALIASES = {"path": "recording", "file": "recording"}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -57,7 +59,7 @@ class BackendSpec:
         return self.text
 
     def config(self, base: BackendConfig) -> BackendConfig:
-        values: dict[str, Any] = {k: v for k, v in self.options if k != "label"}
+        values: dict[str, Any] = {k: v for k, v in self.options if k != "label" and k not in ARM_KEYS}
         if "concurrency" in values:
             values["concurrency"] = int(values["concurrency"])
         if self.name != "api":  # api-only options from the command line do not apply to other backends
@@ -65,7 +67,7 @@ class BackendSpec:
         return replace(base, **values)
 
 
-def parse_backend_specs(text: str) -> tuple[BackendSpec, BackendSpec]:
+def parse_backend_specs(text: str) -> list[BackendSpec]:
     parts, depth, current = [], 0, ""
     for ch in text:
         depth += ch == "["
@@ -77,15 +79,16 @@ def parse_backend_specs(text: str) -> tuple[BackendSpec, BackendSpec]:
             current += ch
     parts.append(current)
     specs = [parse_backend_spec(p.strip()) for p in parts if p.strip()]
-    if len(specs) != 2:
-        raise UsageError(f"--backends needs exactly two backend specs, got {len(specs)} ({text!r})",
+    if len(specs) < 2:
+        raise UsageError(f"--backends needs at least two arms, got {len(specs)} ({text!r})",
                          "e.g. --backends api,local, or the same backend twice with different options: "
                          "'api[provider=together],api[provider=groq]'")
-    if specs[0].text == specs[1].text:
-        raise UsageError(f"both backends are {specs[0].text!r}", "compare two different backend specs")
-    if specs[0].label == specs[1].label:
-        raise UsageError(f"both backends are labelled {specs[0].label!r}", "give each a label=NAME")
-    return specs[0], specs[1]
+    texts, labels = [s.text for s in specs], [s.label for s in specs]
+    for seen, kind in ((texts, "written"), (labels, "labelled")):
+        dupes = sorted({x for x in seen if seen.count(x) > 1})
+        if dupes:
+            raise UsageError(f"two arms are {kind} {dupes[0]!r}", "give each arm different options or a label=NAME")
+    return specs
 
 
 def parse_backend_spec(text: str) -> BackendSpec:
@@ -131,6 +134,9 @@ class CompareConfig:
     use_cache: bool = True
     command: str | None = None  # the command line, recorded in provenance
     concurrent_sides: bool = True  # run the sides at once when they do not compete for the same cores
+    reference: str | None = None  # the arm the others are judged against (a label or spec); None: the first
+    repeats: int = 1  # answers per arm and example: ≥ 2 measures each arm's noise floor
+    margin: float = DEFAULT_MARGIN  # equivalence margin on disagreement above the floor
 
 
 class Observer(Protocol):
@@ -160,11 +166,13 @@ class SilentObserver:
 
 @dataclass
 class RunResult:
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # pair rows of the first arm against the reference (the two-sided rows)
     summary: dict[str, Any]
     run_dir: Path
     status: str  # "complete", "interrupted", "failed"
     reason: str | None = None
+    tidy: list[dict[str, Any]] = field(default_factory=list)  # one row per (example, arm, repeat)
+    pairs: list[dict[str, Any]] = field(default_factory=list)  # every arm against the reference
 
     @property
     def exit_code(self) -> int:
@@ -200,6 +208,8 @@ def default_run_id(cfg: CompareConfig, spec: ModelSpec, policy: Policy, sample_m
                 "human_only": cfg.human_only, "stratify": cfg.stratify, "backends": [s.text for s in specs],
                 "arms": [arm_identity(c) for c in configs], "generation": cfg.generation.to_dict(),
                 "unparsed_as": cfg.unparsed_as, "threshold": cfg.threshold, "min_labelled": cfg.min_labelled}
+    if cfg.repeats != 1 or cfg.margin != DEFAULT_MARGIN or cfg.reference is not None:  # two-arm ids stay as they were
+        identity.update(repeats=cfg.repeats, margin=cfg.margin, reference=cfg.reference)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return validate_run_id(f"{policy.name}-{_safe_name(spec.name) or 'model'}-{digest}")
 
@@ -230,6 +240,64 @@ def _empty_text_response(backend: str, model: str) -> ModelResponse:
                          error="input text is empty")
 
 
+@dataclass(frozen=True)
+class Arm:
+    """One configuration that answers requests: a backend with its options, and its own model, policy and
+    generation settings (the run's, unless the spec overrides them)."""
+
+    spec: BackendSpec
+    model: ModelSpec
+    policy: Policy
+    generation: GenerationConfig
+    config: BackendConfig
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    def describe(self) -> dict[str, Any]:
+        return {"label": self.label, "spec": self.spec.text, "backend": self.spec.name,
+                "identity": arm_identity(self.config), "model": self.model.name, "model_id": self.model.model_id,
+                "revision": self.model.revision, "harmony": self.model.harmony, "policy": self.policy.name,
+                "policy_sha256": self.policy.sha256, "reasoning_effort": self.generation.reasoning_effort,
+                "max_new_tokens": self.generation.max_new_tokens}
+
+
+def build_arm(spec: BackendSpec, cfg: CompareConfig, base: BackendConfig) -> tuple[Arm, str | None]:
+    """Checks every option of one arm (before any data or model is loaded) and resolves its api route."""
+    options = dict(spec.options)
+    model = resolve_model(options.get("model") or cfg.model, cfg.revision)
+    policy = load_policy(options.get("policy") or cfg.policy)
+    overrides: dict[str, Any] = {}
+    if "reasoning_effort" in options:
+        overrides["reasoning_effort"] = options["reasoning_effort"]
+    if "max_new_tokens" in options:
+        try:
+            overrides["max_new_tokens"] = int(options["max_new_tokens"])
+        except ValueError:
+            raise UsageError(f"max_new_tokens must be a number in {spec.text!r}", "e.g. max_new_tokens=256") from None
+    generation = replace(cfg.generation, **overrides)
+    check_generation(generation)
+    try:
+        config = spec.config(base)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"bad option in backend spec {spec.text!r}: {exc}", "options are key=value") from None
+    check_backend_config(config, f"in {spec.text!r}")
+    note = None
+    if spec.name == "api":
+        config, note = resolve_api_route(model, config, "for the api backend")
+    return Arm(spec, model, policy, generation, config), note
+
+
+def pick_reference(arms: Sequence[Arm], wanted: str | None) -> int:
+    if wanted is None:
+        return 0
+    for i, arm in enumerate(arms):
+        if wanted in (arm.label, arm.spec.text):
+            return i
+    raise UsageError(f"--reference {wanted!r} is none of the arms", f"use one of: {', '.join(a.label for a in arms)}")
+
+
 def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResult:
     from .report import write_outputs  # noqa: PLC0415 - keeps rich/pyarrow off the library import path
 
@@ -240,13 +308,15 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
         raise UsageError(f"--threshold must be in [0, 1] (got {cfg.threshold})", "e.g. --threshold 0.95")
     if not 0.0 <= cfg.min_labelled <= 1.0:
         raise UsageError(f"--min-labelled must be in [0, 1] (got {cfg.min_labelled})", "e.g. --min-labelled 0.5")
+    if not 0.0 < cfg.margin < 1.0:
+        raise UsageError(f"--margin must be in (0, 1) (got {cfg.margin})", "e.g. --margin 0.02")
+    if cfg.repeats < 1:
+        raise UsageError(f"--repeats must be at least 1 (got {cfg.repeats})", "e.g. --repeats 2")
     if cfg.chunk_size < 1:
         raise UsageError("--chunk-size must be positive", "e.g. --chunk-size 16")
     if cfg.run_id:
         validate_run_id(cfg.run_id)
     specs = parse_backend_specs(cfg.backends)
-    policy = load_policy(cfg.policy)
-    spec = resolve_model(cfg.model, cfg.revision)
     cache_dir = Path(cfg.backend.cache_dir or default_cache_dir())
     base = replace(cfg.backend, cache_dir=cache_dir)
     check_generation(cfg.generation)
@@ -254,45 +324,35 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     if is_file_source(cfg.dataset) and (cfg.version or cfg.split):
         raise UsageError("--dataset-version/--split choose a Hub config and split; a file has neither",
                          f"drop them, or pass a Hub id instead of {cfg.dataset}")
-    configs, notes = [], []
-    for s in specs:  # every precondition is checked before any data or model is loaded
-        try:
-            c = s.config(base)
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"bad option in backend spec {s.text!r}: {exc}", "options are key=value") from None
-        check_backend_config(c, f"in {s.text!r}")
-        if s.name == "api":
-            c, note = resolve_api_route(spec, c, "for the api backend")
-            notes.append(note)
-        configs.append(c)
-    engines: list[Backend] = [get_backend(s.name, c) for s, c in zip(specs, configs)]
+    built = [build_arm(s, cfg, base) for s in specs]  # every precondition before any data or model is loaded
+    ref_index = pick_reference([a for a, _ in built], cfg.reference)
+    arms = [built[ref_index][0]] + [a for i, (a, _) in enumerate(built) if i != ref_index]  # the reference first
+    notes: list[str | None] = [note for _, note in built]
+    engines: list[Backend] = [get_backend(a.spec.name, a.config) for a in arms]
     cache = None
     try:
         unreachable = {}
-        for k, (engine, c) in enumerate(zip(engines, configs)):
+        for k, (engine, arm) in enumerate(zip(engines, arms)):
             if hasattr(engine, "preflight") and getattr(engine, "base_url", None):
                 try:
-                    engine.preflight(c.served_model or spec.model_id)  # an unreachable server is found at once
+                    engine.preflight(arm.config.served_model or arm.model.model_id)  # a dead server is found at once
                 except BackendError as exc:
                     unreachable[k] = exc
         frame, info = load(cfg.dataset, cfg.version or "toxicchat0124", cfg.split or "test")
         picked = sample(frame, info, cfg.sample_size, cfg.seed, cfg.human_only, cfg.stratify)
         examples = picked.frame.to_dicts()
-        requests: list[ChatRequest | None] = []
-        for ex in examples:
-            try:
-                requests.append(build_request(policy, ex["text"], spec, cfg.generation, example_id=ex["example_id"]))
-            except UsageError:
-                requests.append(None)  # empty text: recorded as a per-example error, never sent
+        requests = [arm_requests(arm, examples) for arm in arms]
         cache = ResponseCache(cache_dir) if cfg.use_cache else None
         for k, exc in unreachable.items():  # a server that is down only matters when something is not cached
-            if not all_cached(engines[k], [r for r in requests if r is not None], cache):
+            live = [r for r in requests[k] if r is not None]
+            if not all(all_cached(engines[k], live, cache, r) for r in range(cfg.repeats)):
                 raise exc
-            notes.append(f"{specs[k].label}: {exc.message}; every answer is in the cache, so the run goes on")
+            notes.append(f"{arms[k].label}: {exc.message}; every answer is in the cache, so the run goes on")
         sample_meta = describe(picked)
-        run_id = cfg.run_id or default_run_id(cfg, spec, policy, sample_meta, specs, configs)
+        run_id = cfg.run_id or default_run_id(cfg, arms[0].model, arms[0].policy, sample_meta, specs,
+                                              [a.config for a in arms])
         run_dir = prepare_run_dir(Path(cfg.output_dir), run_id)
-        meta = run_metadata(cfg, specs, configs, engines, spec, policy, sample_meta, run_id)
+        meta = run_metadata(cfg, arms, engines, sample_meta, run_id)
     except BaseException:
         for engine in engines:
             engine.close()
@@ -302,32 +362,42 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     for note in (*notes, info.note, picked.note):
         if note:
             observer.log(note)
-    labels = [s.label for s in specs]
-    rows: list[dict[str, Any]] = []
+    labels = [a.label for a in arms]
+    tidy: list[dict[str, Any]] = []
     stats = {label: {"calls": 0, "seconds": 0.0, "cached": 0} for label in labels}
     status, reason = "complete", None
     started = time.time()
-    together = cfg.concurrent_sides and not sides_compete(specs, configs)
+    together = cfg.concurrent_sides and not sides_compete([a.spec for a in arms], [a.config for a in arms])
     meta["scheduling"] = {"sides": "concurrent" if together else "sequential",
-                          "why": scheduling_reason(specs, configs, cfg.concurrent_sides)}
-    observer.start(len(examples), labels, meta)
+                          "why": scheduling_reason([a.spec for a in arms], [a.config for a in arms], cfg.concurrent_sides)}
+    observer.start(len(examples), labels[:2], meta)
     if together:
-        observer.log("the two sides use different resources: running them at the same time")
-    step = ChunkStep(engines, labels, requests, examples, cache, stats, observer, lambda i, a, b: build_row(
-        examples[i], a, b, policy, spec.harmony, cfg.unparsed_as, labels), spec.model_id, together)
+        observer.log("the arms use different resources: running them at the same time")
+    slots = [(k, r) for k in range(len(arms)) for r in range(cfg.repeats)]
+
+    def make_record(i: int, answers: Sequence[ModelResponse]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        rows = [tidy_row(examples[i], arms[k].label, r, answer, arms[k].policy, arms[k].model.harmony, cfg.unparsed_as)
+                for (k, r), answer in zip(slots, answers)]
+        sides = ((arms[0].policy, arms[0].model.harmony), (arms[1].policy, arms[1].model.harmony))
+        return rows, pair_row(rows[0], rows[cfg.repeats], sides, cfg.unparsed_as)  # what the live view shows
+
+    step = ChunkStep([engines[k] for k, _ in slots], [labels[k] for k, _ in slots], [requests[k] for k, _ in slots],
+                     examples, cache, stats, observer, make_record, [arms[k].model.model_id for k, _ in slots],
+                     together, repeats=[r for _, r in slots])
+    records: list[tuple[list[dict[str, Any]], dict[str, Any]]] = []
     try:
         with phases.handler(observer.phase):
             for lo in range(0, len(examples), cfg.chunk_size):
-                step.run(list(range(lo, min(lo + cfg.chunk_size, len(examples)))), rows)
+                step.run(list(range(lo, min(lo + cfg.chunk_size, len(examples)))), records)
     except KeyboardInterrupt:
-        step.flush(rows)
-        status, reason = "interrupted", f"interrupted after {len(rows)} of {len(examples)} rows"
+        step.flush(records)
+        status, reason = "interrupted", f"interrupted after {len(records)} of {len(examples)} examples"
         observer.log(reason + "; writing the finished rows")
     except Exception as exc:  # noqa: BLE001 - any backend failure: keep the rows so far, then report it
-        step.flush(rows)
+        step.flush(records)
         reason = exc.one_line() if isinstance(exc, ToxcmpError) else f"{type(exc).__name__}: {exc}".splitlines()[0]
         status = "failed"
-        observer.log(f"backend failure after {len(rows)} of {len(examples)} rows: {reason}")
+        observer.log(f"backend failure after {len(records)} of {len(examples)} examples: {reason}")
     finally:
         for engine in engines:
             try:
@@ -337,17 +407,22 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
         if cache is not None:
             cache.close()
         observer.stop()
+    for rows, _ in records:
+        tidy.extend(rows)
+    assembled = assemble(tidy, labels, labels[0], {a.label: (a.policy, a.model.harmony) for a in arms}, cfg.unparsed_as)
     if status == "complete" and cfg.margins:
-        try:
-            add_margins(rows, specs, configs, requests, examples, observer)
-        except Exception as exc:  # noqa: BLE001 - a diagnosis extra must never cost the run its results
-            observer.log(f"margin scoring skipped: {type(exc).__name__}: {exc}")
+        for k in range(1, len(arms)):
+            try:
+                add_margins(assembled.comparisons[labels[k]], (arms[0], arms[k]), requests[0], requests[k], examples,
+                            observer)
+            except Exception as exc:  # noqa: BLE001 - a diagnosis extra must never cost the run its results
+                observer.log(f"margin scoring skipped: {type(exc).__name__}: {exc}")
     meta["model"]["identity"] = {}
-    for s, engine in zip(specs, engines):  # after the run: a local backend reports what it actually loaded
+    for arm, engine in zip(arms, engines):  # after the run: a local backend reports what it actually loaded
         try:
-            meta["model"]["identity"][s.label] = model_identity(engine, spec)
+            meta["model"]["identity"][arm.label] = model_identity(engine, arm.model)
         except Exception as exc:  # noqa: BLE001 - provenance must not cost the run its results
-            meta["model"]["identity"][s.label] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+            meta["model"]["identity"][arm.label] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
     elapsed = round(time.time() - started, 3)
     invocations = previous_invocations(run_dir) + [{"started_at": meta["started_at"], "elapsed_s": elapsed,
                                                     "status": status, "calls": {k: v["calls"] for k, v in stats.items()},
@@ -356,39 +431,56 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
                  "throughput": {k: _eps(v) for k, v in stats.items()}, "invocations": invocations,
                  "first_started_at": invocations[0]["started_at"],
                  "total_elapsed_s": round(sum(i["elapsed_s"] for i in invocations), 3)})
-    summary = finalize_summary(rows, labels, cfg.threshold, meta, cfg.unparsed_as, cfg.min_labelled)
-    write_outputs(run_dir, rows, summary)
-    return RunResult(rows, summary, run_dir, status, reason)
+    summary = finalize_summary(assembled, tidy, cfg.threshold, meta, cfg.unparsed_as, cfg.min_labelled, cfg.margin,
+                               cfg.repeats)
+    pairs = [row for rows in assembled.comparisons.values() for row in rows]
+    write_outputs(run_dir, tidy, pairs, summary)
+    return RunResult(assembled.comparisons[labels[1]], summary, run_dir, status, reason, tidy=tidy, pairs=pairs)
 
 
-def all_cached(engine: Backend, requests: Sequence[ChatRequest], cache: ResponseCache | None) -> bool:
+def arm_requests(arm: Arm, examples: Sequence[dict[str, Any]]) -> list[ChatRequest | None]:
+    out: list[ChatRequest | None] = []
+    for ex in examples:
+        try:
+            out.append(build_request(arm.policy, ex["text"], arm.model, arm.generation, example_id=ex["example_id"]))
+        except UsageError:
+            out.append(None)  # empty text: recorded as a per-example error, never sent
+    return out
+
+
+def all_cached(engine: Backend, requests: Sequence[ChatRequest], cache: ResponseCache | None, repeat: int = 0) -> bool:
     if cache is None:
         return False
-    return all(cache.get(key) is not None for key in cache_keys(engine, requests))
+    return all(cache.get(key) is not None for key in cache_keys(engine, requests, repeat))
 
 
 class ChunkStep:
-    """One chunk through every side, the cache in front. A row is emitted the moment its last side answers;
-    finished rows join `rows` in example order (also when the chunk is cut short by Ctrl-C or a failure)."""
+    """One chunk through every slot (an arm × a repeat), the cache in front. An example is emitted the moment its
+    last slot answers; finished examples join `records` in example order (also when the chunk is cut short by
+    Ctrl-C or a failure). With `together`, each arm runs in its own thread (its repeats one after the other)."""
 
-    def __init__(self, engines, labels, requests, examples, cache, stats, observer, make_row, model_id, together):
+    def __init__(self, engines, labels, requests, examples, cache, stats, observer, make_record, model_ids, together,
+                 repeats):
         self.engines, self.labels, self.requests, self.examples = engines, labels, requests, examples
-        self.cache, self.stats, self.observer, self.make_row = cache, stats, observer, make_row
-        self.model_id, self.together = model_id, together
+        self.cache, self.stats, self.observer, self.make_record = cache, stats, observer, make_record
+        self.model_ids, self.together, self.repeats = model_ids, together, repeats
         self.lock = threading.Lock()
-        self.pending: dict[int, dict[str, Any]] = {}
+        self.pending: dict[int, Any] = {}
         self.done = 0
 
-    def run(self, chunk: list[int], rows: list[dict[str, Any]]) -> None:
+    def run(self, chunk: list[int], records: list[Any]) -> None:
         self.answers: list[dict[int, ModelResponse]] = [{} for _ in self.engines]
         for k, engine in enumerate(self.engines):  # empty texts are never sent: an error response at once
             for i in chunk:
-                if self.requests[i] is None:
-                    self._answer(k, i, _empty_text_response(engine.name, self.model_id))
+                if self.requests[k][i] is None:
+                    self._answer(k, i, _empty_text_response(engine.name, self.model_ids[k]))
+        groups: dict[int, list[int]] = {}
+        for k, engine in enumerate(self.engines):
+            groups.setdefault(id(engine), []).append(k)
         if self.together:
             errors: list[BaseException] = []
-            threads = [threading.Thread(target=self._side_guarded, args=(k, chunk, errors), daemon=True)
-                       for k in range(len(self.engines))]
+            threads = [threading.Thread(target=self._slots_guarded, args=(ks, chunk, errors), daemon=True)
+                       for ks in groups.values()]
             for t in threads:
                 t.start()
             for t in threads:
@@ -398,24 +490,26 @@ class ChunkStep:
                 raise errors[0]
         else:
             for k in range(len(self.engines)):
-                self._side(k, chunk)
-        self.flush(rows)
+                self._slot(k, chunk)
+        self.flush(records)
 
-    def _side_guarded(self, k: int, chunk: list[int], errors: list[BaseException]) -> None:
+    def _slots_guarded(self, slots: list[int], chunk: list[int], errors: list[BaseException]) -> None:
         try:
-            self._side(k, chunk)
+            for k in slots:
+                self._slot(k, chunk)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which reports it
             errors.append(exc)
 
-    def _side(self, k: int, chunk: list[int]) -> None:
-        live = [i for i in chunk if self.requests[i] is not None]
+    def _slot(self, k: int, chunk: list[int]) -> None:
+        live = [i for i in chunk if self.requests[k][i] is not None]
         if not live:
             return
         label = self.labels[k]
-        self.observer.phase(f"{label}: answering {len(live)} example(s)", detail=True)
+        repeat = f" (repeat {self.repeats[k] + 1})" if self.repeats[k] else ""
+        self.observer.phase(f"{label}: answering {len(live)} example(s){repeat}", detail=True)
         t0 = time.perf_counter()
-        got = run_requests(self.engines[k], [self.requests[i] for i in live], self.cache,
-                           on_response=lambda j, response: self._answer(k, live[j], response))
+        got = run_requests(self.engines[k], [self.requests[k][i] for i in live], self.cache,
+                           on_response=lambda j, response: self._answer(k, live[j], response), repeat=self.repeats[k])
         elapsed = time.perf_counter() - t0
         fresh = sum(not r.cached for r in got)
         with self.lock:
@@ -426,16 +520,16 @@ class ChunkStep:
     def _answer(self, k: int, i: int, response: ModelResponse) -> None:
         with self.lock:
             self.answers[k][i] = response
-            if not all(i in side for side in self.answers):
+            if not all(i in slot for slot in self.answers):
                 return
-            row = self.make_row(i, *(side[i] for side in self.answers))
-            self.pending[i] = row
+            record = self.make_record(i, [slot[i] for slot in self.answers])
+            self.pending[i] = record
             self.done += 1
-            self.observer.row(row, self.done, self.stats)
+            self.observer.row(record[1], self.done, self.stats)
 
-    def flush(self, rows: list[dict[str, Any]]) -> None:
+    def flush(self, records: list[Any]) -> None:
         with self.lock:
-            rows.extend(self.pending[i] for i in sorted(self.pending))
+            records.extend(self.pending[i] for i in sorted(self.pending))
             self.pending.clear()
 
 
@@ -474,10 +568,12 @@ def previous_invocations(run_dir: Path) -> list[dict[str, Any]]:
     return []
 
 
-def finalize_summary(rows: list[dict[str, Any]], labels: Sequence[str], threshold: float, meta: dict[str, Any],
-                     unparsed_as: str, min_labelled: float = DEFAULT_MIN_LABELLED) -> dict[str, Any]:
-    summary = summarize(rows, labels, threshold, status=meta.get("status") or "complete", min_labelled=min_labelled)
-    summary["n_errors"] = sum(1 for r in rows if r["a_error"] or r["b_error"])
+def finalize_summary(assembled, tidy: Sequence[dict[str, Any]], threshold: float, meta: dict[str, Any],
+                     unparsed_as: str, min_labelled: float = DEFAULT_MIN_LABELLED, margin: float = DEFAULT_MARGIN,
+                     repeats: int = 1) -> dict[str, Any]:
+    summary = summarize_arms(assembled, meta.get("arms") or [], threshold, min_labelled, margin,
+                             status=meta.get("status") or "complete", repeats=repeats)
+    summary["n_errors"] = len({r["example_id"] for r in tidy if r.get("error")})  # examples with any failed answer
     summary["unparsed_as"] = unparsed_as
     summary["status"] = meta.get("status") or "complete"
     summary["metadata"] = meta
@@ -490,9 +586,9 @@ def _eps(stat: dict[str, Any]) -> dict[str, Any]:
             "examples_per_s": round(eps, 3) if eps else None}
 
 
-def add_margins(rows, specs, configs, requests, examples, observer) -> None:
+def add_margins(rows, pair: Sequence[Arm], requests_a, requests_b, examples, observer) -> None:
     """For label disagreements, ask the local model how close it came to the other backend's label."""
-    local = [i for i, s in enumerate(specs) if s.name == "local"]
+    local = [i for i, arm in enumerate(pair) if arm.spec.name == "local"]
     todo = [r for r in rows if r["cause"] in ("label_flip", "fine_grain_only")]
     if not local or not todo:
         return
@@ -501,8 +597,8 @@ def add_margins(rows, specs, configs, requests, examples, observer) -> None:
 
     side = SIDES[local[0]]
     other = SIDES[1 - local[0]]
-    backend = LocalBackend(configs[local[0]])
-    by_id = {ex["example_id"]: req for ex, req in zip(examples, requests)}
+    backend = LocalBackend(pair[local[0]].config)
+    by_id = {ex["example_id"]: req for ex, req in zip(examples, (requests_a, requests_b)[local[0]])}
     for row in todo:
         request = by_id.get(row["example_id"])
         if request is None:
@@ -546,17 +642,17 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def run_metadata(cfg: CompareConfig, specs, configs, engines, spec: ModelSpec, policy: Policy, sample_meta,
-                 run_id) -> dict[str, Any]:
-    """Provenance; never contains the token (BackendConfig.token is not copied)."""
+def run_metadata(cfg: CompareConfig, arms: Sequence[Arm], engines, sample_meta, run_id) -> dict[str, Any]:
+    """Provenance; never contains the token (BackendConfig.token is not copied). The reference arm comes first."""
+    spec, policy = arms[0].model, arms[0].policy
     return {
         "toxcmp_version": __version__, "git_commit": _git_commit(), "run_id": run_id, "started_at": _now(),
-        "backends": [{"label": s.label, "spec": s.text, "name": s.name, "options": dict(s.options), "endpoint": e.endpoint}
-                     for s, e in zip(specs, engines)],
+        "backends": [{"label": a.label, "spec": a.spec.text, "name": a.spec.name, "options": dict(a.spec.options),
+                      "endpoint": e.endpoint} for a, e in zip(arms, engines)],
         "model": {"name": spec.name, "model_id": spec.model_id, "revision": spec.revision, "harmony": spec.harmony},
         "policy": {"name": policy.name, "sha256": policy.sha256},
         "generation": cfg.generation.to_dict(), "sample_seed": cfg.seed, "dataset": sample_meta, "command": cfg.command,
-        "arms": [dict(arm_identity(c), label=s.label) for s, c in zip(specs, configs)],
+        "arms": [a.describe() for a in arms], "reference": arms[0].label, "repeats": cfg.repeats, "margin": cfg.margin,
         "api": {"provider": cfg.backend.provider, "base_url": cfg.backend.base_url, "api_server": cfg.backend.api_server},
         "threshold": cfg.threshold, "unparsed_as": cfg.unparsed_as, "libraries": library_versions(),
     }
@@ -572,60 +668,94 @@ class RescoreResult:
 
 def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str = "none", threshold: float = 0.95,
             output_dir: Path | None = DEFAULT_OUTPUT_DIR, run_id: str | None = None,
-            min_labelled: float = DEFAULT_MIN_LABELLED) -> RescoreResult:
+            min_labelled: float = DEFAULT_MIN_LABELLED, margin: float | None = None) -> RescoreResult:
     """Re-parse recorded outputs and recompute every statistic; no model is called. `output_dir=None`: no files."""
     from .report import read_results, write_outputs
-    from .scoring import rederive
+    from .scoring import verdict_fields
 
     if unparsed_as not in UNPARSED_AS:
         raise UsageError(f"--unparsed-as must be one of {', '.join(UNPARSED_AS)}", "the study's way is 0")
-    rows, meta, layout = read_results([Path(p) for p in paths])
-    policy_name = policy or (meta.get("policy") or {}).get("name")
-    if not policy_name:
-        raise UsageError("cannot tell which policy these outputs answer", "pass --policy NAME")
-    policy_obj = load_policy(policy_name)
-    recorded_sha = (meta.get("policy") or {}).get("sha256")
+    tidy, meta, layout = read_results([Path(p) for p in paths])
+    arms_meta = recorded_arms(tidy, meta)
     notes = []
-    if recorded_sha and recorded_sha != policy_obj.sha256:
-        notes.append(f"policy {policy_obj.name} changed since the run (sha256 {recorded_sha[:12]} → {policy_obj.sha256[:12]})")
-    rows = rederive(rows, policy_obj, (meta.get("model") or {}).get("harmony"), unparsed_as)
-    labels = [b["label"] for b in meta.get("backends", [])] or ["A", "B"]
-    meta = dict(meta, rescored_at=_now(), rescored_with=__version__, rescore_layout=layout, rescore_notes=notes,
-                policy=dict(meta.get("policy") or {}, name=policy_obj.name, rescored_sha256=policy_obj.sha256))
-    summary = finalize_summary(rows, labels, threshold, meta, unparsed_as, min_labelled)
+    sides: dict[str, tuple[Policy, bool | None]] = {}
+    for arm in arms_meta:
+        name = policy or arm.get("policy")
+        if not name:
+            raise UsageError("cannot tell which policy these outputs answer", "pass --policy NAME")
+        policy_obj = load_policy(name)
+        if arm.get("policy_sha256") and arm["policy_sha256"] != policy_obj.sha256 and name == arm.get("policy"):
+            notes.append(f"policy {policy_obj.name} changed since the run "
+                         f"(sha256 {arm['policy_sha256'][:12]} → {policy_obj.sha256[:12]})")
+        arm["policy"], arm["policy_sha256"] = policy_obj.name, policy_obj.sha256
+        sides[arm["label"]] = (policy_obj, arm.get("harmony"))
+    for row in tidy:  # re-parse every answer with today's parser and the (possibly new) policy
+        row.update(verdict_fields(row, *sides[row["arm"]], unparsed_as))
+    labels = [a["label"] for a in arms_meta]
+    reference = meta.get("reference") if meta.get("reference") in labels else labels[0]
+    labels = [reference] + [label for label in labels if label != reference]
+    assembled = assemble(tidy, labels, reference, sides, unparsed_as)
+    first_policy = sides[reference][0]
+    meta = dict(meta, arms=arms_meta, rescored_at=_now(), rescored_with=__version__, rescore_layout=layout,
+                rescore_notes=list(dict.fromkeys(notes)),
+                policy=dict(meta.get("policy") or {}, name=first_policy.name, rescored_sha256=first_policy.sha256))
+    margin = margin if margin is not None else float(meta.get("margin") or DEFAULT_MARGIN)
+    summary = finalize_summary(assembled, tidy, threshold, meta, unparsed_as, min_labelled, margin,
+                               int(meta.get("repeats") or 1))
+    pairs = [row for rows in assembled.comparisons.values() for row in rows]
     run_dir = None
     if output_dir is not None:
         source = Path(paths[0])
         default_id = (meta.get("run_id") or source.stem) + "-rescored"
         run_dir = prepare_run_dir(Path(output_dir), run_id or _safe_name(default_id)[:128])
-        write_outputs(run_dir, rows, summary)
-    return RescoreResult(rows, summary, layout, run_dir)
+        write_outputs(run_dir, tidy, pairs, summary)
+    return RescoreResult(assembled.comparisons[labels[1]], summary, layout, run_dir)
 
 
-def request_from_run(run_dir: Path, example_id: str | None = None,
-                     prompt_hash: str | None = None) -> tuple[ChatRequest, dict[str, Any], str | None]:
-    """The exact request a run sent for one example (by id, or by a prefix of its prompt hash), rebuilt from the
-    run's own provenance; and a note when the policy changed since the run (the hash then differs)."""
+def recorded_arms(tidy: Sequence[dict[str, Any]], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The arms of recorded rows, in the run's order: from the run's provenance, else from the rows themselves
+    (older two-sided runs and the study files), with the run's model and policy."""
+    present = list(dict.fromkeys(row["arm"] for row in tidy))
+    known = {a.get("label"): dict(a) for a in meta.get("arms") or [] if a.get("policy")}
+    model, policy = meta.get("model") or {}, meta.get("policy") or {}
+    out = []
+    for label in present:
+        arm = known.get(label) or {"label": label, "model": model.get("name"), "policy": policy.get("name"),
+                                   "policy_sha256": policy.get("sha256")}
+        arm.setdefault("harmony", model.get("harmony"))
+        out.append(arm)
+    return out
+
+
+def request_from_run(run_dir: Path, example_id: str | None = None, prompt_hash: str | None = None,
+                     arm: str | None = None) -> tuple[ChatRequest, dict[str, Any], str | None]:
+    """The exact request a run sent for one example (by id, or by a prefix of its prompt hash; `arm`: whose
+    request, default the reference), rebuilt from the run's own provenance; and a note when the policy or the
+    model files changed since the run (the hash then differs)."""
     from .config import GenerationConfig
     from .report import read_results
 
     rows, meta, layout = read_results([Path(run_dir)])
-    if layout != "toxcmp":
+    if not layout.startswith("toxcmp"):
         raise UsageError(f"{run_dir} is not a toxcmp run", "pass a run dir written by toxcmp compare")
     if not example_id and not prompt_hash:
         raise UsageError("which example?", "pass --example ID or --prompt-hash HASH")
-    found = [r for r in rows if (example_id and r["example_id"] == example_id)
-             or (prompt_hash and any((r.get(f"{p}_prompt_hash") or "").startswith(prompt_hash) for p in SIDES))]
+    found = [r for r in rows if (example_id and r["example_id"] == example_id and (arm is None or r["arm"] == arm))
+             or (prompt_hash and (r.get("prompt_hash") or "").startswith(prompt_hash))]
     if not found:
         raise UsageError(f"no example {example_id or prompt_hash!r} in {run_dir}", "see example_id in results.parquet")
     row = found[0]
+    arms = {a.get("label"): a for a in meta.get("arms") or []}
+    described = arms.get(row["arm"]) or {}
     model = meta.get("model") or {}
-    spec = resolve_model(model.get("name") or model.get("model_id"), model.get("revision"))
-    policy = load_policy((meta.get("policy") or {}).get("name"))
+    spec = resolve_model(described.get("model") or model.get("name") or model.get("model_id"),
+                         described.get("revision") or model.get("revision"))
+    policy = load_policy(described.get("policy") or (meta.get("policy") or {}).get("name"))
     known = set(GenerationConfig.__dataclass_fields__)
-    generation = GenerationConfig(**{k: v for k, v in (meta.get("generation") or {}).items() if k in known})
-    request = build_request(policy, row["text"], spec, generation, example_id=row["example_id"])
-    recorded = row.get("a_prompt_hash") or row.get("b_prompt_hash")
+    values = {k: v for k, v in (meta.get("generation") or {}).items() if k in known}
+    values.update({k: described[k] for k in ("reasoning_effort", "max_new_tokens") if k in described})
+    request = build_request(policy, row["text"], spec, GenerationConfig(**values), example_id=row["example_id"])
+    recorded = row.get("prompt_hash")
     note = None
     if recorded and recorded != request.prompt_hash:
         note = (f"the rebuilt prompt hash {request.prompt_hash[:12]} differs from the run's {recorded[:12]} "

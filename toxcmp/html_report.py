@@ -45,11 +45,21 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def page_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def page_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Rows for the page. Each example's text and each arm's answer are stored once and referenced by index, so a
+    reference arm compared with several others does not repeat its (long) reasoning per comparison."""
     rows = [{k: _finite(v) for k, v in r.items()} for r in rows]
-    out = []
+    out: list[dict[str, Any]] = []
+    sides: list[dict[str, Any]] = []
+    texts: list[str] = []
+    side_index: dict[tuple[Any, Any], int] = {}
+    text_index: dict[Any, int] = {}
     for r in rows:
-        item = {"id": r.get("example_id"), "text": r.get("text") or "", "truth": r.get("toxicity"),
+        if r.get("example_id") not in text_index:
+            text_index[r.get("example_id")] = len(texts)
+            texts.append(r.get("text") or "")
+        item = {"id": r.get("example_id"), "text": text_index[r.get("example_id")], "truth": r.get("toxicity"),
+                "pair": r.get("arm") or r.get("b_backend") or "B",
                 "cause": r.get("cause"), "match": r.get("binary_match"),
                 "csim": r.get("content_similarity"), "rsim": r.get("reasoning_similarity"),
                 "margin": r.get("margin_nats"), "margin_kind": r.get("margin_kind"), "sides": []}
@@ -60,9 +70,13 @@ def page_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             side["raw_note"] = None if raw is not None or not r.get(f"{p}_raw") else (
                 "same as the final answer" if r.get(f"{p}_raw") == side["content"]
                 else "final answer + reasoning with Harmony markers")
-            item["sides"].append(side)
+            key = (r.get("example_id"), side.get("backend") or p, r.get("repeat") if p == "b" else 0)
+            if key not in side_index:
+                side_index[key] = len(sides)
+                sides.append(side)
+            item["sides"].append(side_index[key])
         out.append(item)
-    return out
+    return {"rows": out, "sides": sides, "texts": texts}
 
 
 def _side(row: dict[str, Any], p: str) -> Side:
@@ -245,6 +259,44 @@ def statistics_html(summary: dict[str, Any]) -> str:
                      metric_rows, "stats"))
 
 
+def equivalence_numbers(eq: dict[str, Any]) -> str:
+    from .report import equivalence_numbers as text
+
+    return text(eq)
+
+
+def arms_html(summary: dict[str, Any]) -> str:
+    """Every arm against the reference: agreement, κ, McNemar (Holm), accuracy difference, its noise floor and the
+    equivalence verdict; the pairwise agreement of all arms and Fleiss' κ."""
+    comparisons = summary.get("comparisons") or {}
+    if len(comparisons) < 2 and (summary.get("repeats") or 1) < 2:
+        return ""
+    ref = summary.get("reference")
+    floors = summary.get("noise_floor") or {}
+    body = [[ref, "reference", "—", "—", "—", "—", _pct(floors.get(ref)), "—"]]
+    for label, c in comparisons.items():
+        k = c.get("cohen_kappa") or {}
+        eq = c.get("equivalence") or {}
+        acc = c.get("accuracy_difference") or {}
+        body.append([label, c.get("verdict"), _pct(c.get("binary_agreement")),
+                     "—" if k.get("value") is None else f"{k['value']:.3f}",
+                     f"{(c.get('mcnemar') or {}).get('p_holm')}",
+                     "—" if acc.get("value") is None else f"{100 * acc['value']:+.1f} pts [{100 * acc['low']:+.1f}, {100 * acc['high']:+.1f}]",
+                     _pct(floors.get(label)),
+                     f"{eq.get('verdict')} ({equivalence_numbers(eq)}; margin {eq.get('margin')})"])
+    table = _table(["arm", "verdict", "agreement with the reference", "κ", "McNemar p (Holm)",
+                    "accuracy − reference", "noise floor (self-agreement)", "equivalence"], body, "stats")
+    pw = summary.get("pairwise_agreement") or {"labels": [], "cells": []}
+    matrix = _table(["", *pw["labels"]], [[a, *(_pct(c) for c in row)] for a, row in zip(pw["labels"], pw["cells"])],
+                    "matrix") if pw["labels"] else ""
+    fk = summary.get("fleiss_kappa") or {}
+    fleiss_text = "—" if fk.get("value") is None else f"{fk['value']:.3f}"
+    return (f"<h2>Arms (reference: {html.escape(str(ref))})</h2>" + table
+            + "<h3>pairwise agreement (all arms, repeat 1)</h3>" + matrix
+            + f"<p>Fleiss' κ over {fk.get('arms')} arms: {html.escape(fleiss_text)} (n = {fk.get('n')}"
+            + (f"; {html.escape(str(fk['reason']))}" if fk.get("reason") else "") + ")</p>")
+
+
 def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
     meta = summary.get("metadata") or {}
     backends = summary.get("backends") or {}
@@ -266,7 +318,7 @@ def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
                 + _matrix(outcome_matrix(rows), "A", "B")
                 + "<h3>fine-grained category transitions</h3>" + _matrix(fine_matrix(rows), "A", "B"))
     filters = ["All", "Disagree", "Refusal", "Parse failure", "Error", "Near tie", *CAUSES]
-    data = {"labels": labels, "rows": page_rows(rows), "filters": filters}
+    data = {"labels": labels, **page_rows(rows), "filters": filters, "reference": summary.get("reference")}
     nonce = secrets.token_urlsafe(16)
     template = resources.files("toxcmp").joinpath("report_template.html").read_text(encoding="utf-8")
     fields = {
@@ -279,7 +331,7 @@ def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
                                 f"{(meta.get('model') or {}).get('model_id') or (meta.get('model') or {}).get('name')} · "
                                 f"n = {summary.get('n')} · unparsed count as {summary.get('unparsed_as', 'none')}"),
         "PROVENANCE": html.escape(json.dumps(meta, indent=2, ensure_ascii=False, default=str)),
-        "STATISTICS": statistics_html(summary),
+        "STATISTICS": arms_html(summary) + statistics_html(summary),
         "MATRICES": matrices,
         "CHARTS": charts,
         "DATA": embed_json(data),
@@ -299,12 +351,19 @@ def rebuild(run_dir: Any) -> Any:
     """(Re)write `report.html` of a run dir from its results.parquet and summary.json; returns its path."""
     from pathlib import Path
 
+    import polars as pl
+
     from .errors import UsageError
-    from .report import SUMMARY_FILE, read_results
+    from .report import PAIRS_FILE, RESULTS_FILE, SUMMARY_FILE
 
     run_dir = Path(run_dir)
-    rows, meta, layout = read_results([run_dir])
-    if layout != "toxcmp":
+    source = run_dir / PAIRS_FILE if (run_dir / PAIRS_FILE).is_file() else run_dir / RESULTS_FILE  # older runs: two-sided
+    try:
+        rows = pl.read_parquet(source).to_dicts()
+    except Exception as exc:  # noqa: BLE001 - missing or unreadable: the same one line
+        raise UsageError(f"{run_dir} is not a toxcmp run dir ({type(exc).__name__})",
+                         "pass a dir written by toxcmp compare or rescore") from None
+    if not rows or "a_content" not in rows[0]:
         raise UsageError(f"{run_dir} is not a toxcmp run dir", "pass a dir written by toxcmp compare or rescore")
     try:
         summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))

@@ -217,3 +217,118 @@ def classification_report(truth: Sequence[int], predicted: Sequence[int | None],
     p, r = precision.value, recall.value
     f1 = 2 * p * r / (p + r) if not (math.isnan(p) or math.isnan(r)) and (p + r) > 0 else float("nan")
     return Accuracy(accuracy, precision, recall, f1, cm)
+
+
+# -- several arms -------------------------------------------------------------------------------------------------
+
+def fleiss_kappa(ratings: Sequence[Sequence[object]]) -> Estimate:
+    """Fleiss' κ for items each rated by the same number of raters (None ratings: the item is left out)."""
+    items = [list(r) for r in ratings if r and all(x is not None for x in r)]
+    if not items:
+        return Estimate(float("nan"), float("nan"), float("nan"), reason="no item rated by every arm")
+    m = len(items[0])
+    if m < 2 or any(len(r) != m for r in items):
+        raise ValueError("every item needs the same number (≥ 2) of ratings")
+    categories = sorted({x for r in items for x in r}, key=str)
+    n = len(items)
+    counts = [[sum(1 for x in r if x == c) for c in categories] for r in items]
+    p_item = [(sum(c * c for c in row) - m) / (m * (m - 1)) for row in counts]
+    p_bar = sum(p_item) / n
+    p_cat = [sum(row[j] for row in counts) / (n * m) for j in range(len(categories))]
+    p_e = sum(p * p for p in p_cat)
+    if p_e >= 1.0:
+        return Estimate(float("nan"), float("nan"), float("nan"), reason="undefined: every arm gave one constant label")
+    return Estimate((p_bar - p_e) / (1 - p_e), float("nan"), float("nan"))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone), in the input order."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _phi(z: float) -> float:
+    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """mean(x − y) over paired observations, with its standard error and a (1 − 2·alpha) Wald interval."""
+
+    value: float
+    se: float
+    low: float
+    high: float
+    n: int
+
+
+def paired_difference(x: Sequence[float], y: Sequence[float], level: float = 0.95) -> PairedDifference:
+    if len(x) != len(y):
+        raise ValueError("paired sequences differ in length")
+    n = len(x)
+    if n == 0:
+        return PairedDifference(float("nan"), float("nan"), float("nan"), float("nan"), 0)
+    d = [float(a) - float(b) for a, b in zip(x, y)]
+    mean = sum(d) / n
+    var = sum((v - mean) ** 2 for v in d) / (n - 1) if n > 1 else 0.0
+    se = math.sqrt(var / n)
+    z = _z(level)
+    return PairedDifference(mean, se, mean - z * se, mean + z * se, n)
+
+
+def _z(level: float) -> float:
+    """Two-sided normal quantile for a confidence level (0.90 → 1.645, 0.95 → 1.960)."""
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + level / 2))
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """Two one-sided tests of |difference| < margin, and the one-sided test of difference > margin."""
+
+    difference: PairedDifference  # with a 90 % interval: the TOST interval at alpha = 0.05
+    margin: float
+    p_equivalent: float  # max of the two one-sided p-values (H0: |diff| ≥ margin)
+    p_different: float  # H0: diff ≤ margin (the arm disagrees more than the margin allows)
+
+
+def equivalence_test(x: Sequence[float], y: Sequence[float], margin: float) -> Equivalence:
+    diff = paired_difference(x, y, level=0.90)
+    if diff.n == 0:
+        return Equivalence(diff, margin, float("nan"), float("nan"))
+    if diff.se == 0:  # every paired difference the same: the difference is known exactly
+        p_eq = 0.0 if abs(diff.value) < margin else 1.0
+        p_diff = 0.0 if diff.value > margin else 1.0
+        return Equivalence(diff, margin, p_eq, p_diff)
+    p_lower = 1 - _phi((diff.value + margin) / diff.se)  # H0: diff ≤ −margin
+    p_upper = 1 - _phi((margin - diff.value) / diff.se)  # H0: diff ≥ +margin
+    p_diff = 1 - _phi((diff.value - margin) / diff.se)
+    return Equivalence(diff, margin, max(p_lower, p_upper), p_diff)
+
+
+def rows_for_equivalence(margin: float, arm_disagreement: float, floor_disagreement: float, power: float = 0.8,
+                         alpha: float = 0.05) -> int:
+    """Rows needed for the equivalence test (TOST, paired, normal approximation) to show |diff| < margin.
+
+    Per row d = x − y with x ~ Bernoulli(arm_disagreement) and y ~ Bernoulli(floor_disagreement), independent:
+    var(d) = p_a(1 − p_f) + p_f(1 − p_a) − θ², θ = p_a − p_f. With θ = 0 both one-sided tests share the type-II
+    error: n = (z_{1−α} + z_{1−β/2})² var / margin²; otherwise n = (z_{1−α} + z_{1−β})² var / (margin − |θ|)².
+    """
+    from scipy.stats import norm
+
+    if not 0 < margin < 1:
+        raise ValueError("margin must be in (0, 1)")
+    theta = arm_disagreement - floor_disagreement
+    if abs(theta) >= margin:
+        raise ValueError(f"an expected difference of {theta:+.3f} is not within the margin {margin}: no sample size shows equivalence")
+    var = (arm_disagreement * (1 - floor_disagreement) + floor_disagreement * (1 - arm_disagreement) - theta * theta)
+    z_alpha = norm.ppf(1 - alpha)
+    z_beta = norm.ppf(1 - (1 - power) / 2) if theta == 0 else norm.ppf(power)
+    return max(2, math.ceil((z_alpha + z_beta) ** 2 * var / (margin - abs(theta)) ** 2))

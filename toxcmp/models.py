@@ -45,9 +45,16 @@ def model_aliases() -> dict[str, dict]:
         return tomllib.load(fh)
 
 
+# The recorded study's enum names (its `model_name` column and command line) for the same models.
+STUDY_NAMES = {"GPT_OSS_20B": "gpt-oss-20b", "GPT_OSS_120B": "gpt-oss-120b",
+               "GPT_OSS_SAFEGUARD_20B": "gpt-oss-safeguard-20b", "GPT_OSS_SAFEGUARDED_20B": "gpt-oss-safeguard-20b",
+               "GPT_OSS_SAFEGUARD_120B": "gpt-oss-safeguard-120b", "GPT_OSS_SAFEGUARDED_120B": "gpt-oss-safeguard-120b"}
+
+
 def resolve_model(name: str, revision: str | None = None) -> ModelSpec:
-    """An alias, a Hub id (`owner/name`), or a local model directory."""
+    """An alias (or the study's enum name for it), a Hub id (`owner/name`), or a local model directory."""
     aliases = model_aliases()
+    name = STUDY_NAMES.get(name.upper(), name) if name.upper().startswith("GPT_OSS") else name
     if name in aliases:
         entry = aliases[name]
         if "gguf_package" in entry:

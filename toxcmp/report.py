@@ -21,42 +21,55 @@ from rich.text import Text
 from .errors import ExitCode, ToxcmpError, UsageError
 from .scoring import SIDES
 
-RESULTS_FILE = "results.parquet"
+RESULTS_FILE = "results.parquet"  # tidy: one row per (example, arm, repeat)
+PAIRS_FILE = "pairs.parquet"  # every arm against the reference, two-sided a_*/b_* columns
 SUMMARY_FILE = "summary.json"
 _SIDE_SCHEMA = {"raw": pl.String, "content": pl.String, "reasoning": pl.String, "binary": pl.Int8, "fine": pl.String,
                 "parse_ok": pl.Boolean, "parse_error": pl.String, "parse_failure": pl.String, "refusal": pl.Boolean, "outcome": pl.String,
                 "latency_s": pl.Float64, "cached": pl.Boolean, "error": pl.String, "served_by": pl.String,
                 "prompt_hash": pl.String, "finish_reason": pl.String, "retries": pl.Int32, "backend": pl.String,
                 "batch_size": pl.Int32, "batch_latency_s": pl.Float64}
+_EXAMPLE_SCHEMA = {"example_id": pl.String, "text": pl.String, "toxicity": pl.Int8, "jailbreaking": pl.Int8,
+                   "human_annotation": pl.Boolean, "weight": pl.Float64}
+TIDY_SCHEMA: dict[str, Any] = {
+    **_EXAMPLE_SCHEMA, "arm": pl.String, "repeat": pl.Int32,
+    **{k: t for k, t in _SIDE_SCHEMA.items() if k != "backend"}, "reasoning_source": pl.String,
+}
 ROW_SCHEMA: dict[str, Any] = {
-    "example_id": pl.String, "text": pl.String, "toxicity": pl.Int8, "jailbreaking": pl.Int8,
-    "human_annotation": pl.Boolean, "weight": pl.Float64,
+    **_EXAMPLE_SCHEMA,
     **{f"{p}_{k}": t for p in SIDES for k, t in _SIDE_SCHEMA.items()},
     "binary_match": pl.Boolean, "fine_match": pl.Boolean, "content_similarity": pl.Float64,
     "reasoning_similarity": pl.Float64, "content_identical": pl.Boolean, "raw_identical": pl.Boolean,
     "cause": pl.String, "margin_nats": pl.Float64, "margin_kind": pl.String,
 }
+PAIR_SCHEMA: dict[str, Any] = {**ROW_SCHEMA, "arm": pl.String, "reference": pl.String}
 
 
 class OutputError(ToxcmpError):
     exit_code = ExitCode.BACKEND
 
 
+def frame_of(rows: Sequence[dict[str, Any]], schema: dict[str, Any]) -> pl.DataFrame:
+    return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema, orient="row")
+
+
 def rows_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
-    return pl.DataFrame([{k: r.get(k) for k in ROW_SCHEMA} for r in rows], schema=ROW_SCHEMA, orient="row")
+    return frame_of(rows, ROW_SCHEMA)
 
 
-def write_outputs(run_dir: Path, rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> None:
+def write_outputs(run_dir: Path, tidy: Sequence[dict[str, Any]], pairs: Sequence[dict[str, Any]],
+                  summary: dict[str, Any]) -> None:
     """Atomic writes (temp file + rename): a crash never leaves a half-written parquet behind."""
     from .html_report import REPORT_FILE, build_html
 
     meta = summary.get("metadata", {})
-    frame = rows_frame(rows)
-    targets = ((RESULTS_FILE, lambda p: frame.write_parquet(p, metadata={"toxcmp": json.dumps(meta, default=str),
-                                                                          "toxcmp_summary": json.dumps(summary, default=str)})),
+    parquet_meta = {"toxcmp": json.dumps(meta, default=str), "toxcmp_summary": json.dumps(summary, default=str)}
+    results, pair_frame = frame_of(tidy, TIDY_SCHEMA), frame_of(pairs, PAIR_SCHEMA)
+    targets = ((RESULTS_FILE, lambda p: results.write_parquet(p, metadata=parquet_meta)),
+               (PAIRS_FILE, lambda p: pair_frame.write_parquet(p, metadata=parquet_meta)),
                (SUMMARY_FILE, lambda p: p.write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n",
                                                      encoding="utf-8")),
-               (REPORT_FILE, lambda p: p.write_text(build_html(rows, summary), encoding="utf-8")))
+               (REPORT_FILE, lambda p: p.write_text(build_html(pairs, summary), encoding="utf-8")))
     for name, write in targets:
         final = run_dir / name
         tmp = run_dir / f".{name}.tmp-{os.getpid()}"
@@ -77,7 +90,8 @@ STUDY_SINGLE_COLUMNS = {"raw_model_response", "model_reasoning", "toxicity"}
 
 
 def read_results(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
-    """Rows + metadata + layout ("toxcmp", "study-pair" or "study-singles") from a run dir or parquet file(s)."""
+    """Tidy rows (one per example, arm and repeat) + metadata + layout ("toxcmp", "toxcmp-two-sided",
+    "study-pair" or "study-singles") from a run dir or parquet file(s). Older two-sided run dirs still read."""
     if not paths:
         raise UsageError("nothing to rescore", "pass a run dir, a results.parquet, or two study parquets")
     files = [p / RESULTS_FILE if p.is_dir() else p for p in paths]
@@ -91,20 +105,35 @@ def read_results(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], dict[str,
         except Exception as exc:  # noqa: BLE001 - any unreadable parquet gets the same message
             raise UsageError(f"cannot read {f} as parquet: {str(exc).splitlines()[0][:160]}", "check the file") from None
     columns = set(frames[0].columns)
+    if len(files) == 1 and {"arm", "content"} <= columns:
+        return frames[0].to_dicts(), json.loads(pl.read_parquet_metadata(files[0]).get("toxcmp", "{}")), "toxcmp"
     if len(files) == 1 and "a_content" in columns:
         meta = json.loads(pl.read_parquet_metadata(files[0]).get("toxcmp", "{}"))
         labels = [b.get("label") for b in meta.get("backends", [])] or ["a", "b"]
-        rows = frames[0].to_dicts()
-        for row in rows:  # run dirs written before rows carried their backend labels
-            for p, label in zip(SIDES, labels):
-                row.setdefault(f"{p}_backend", label)
-        return rows, meta, "toxcmp"
+        return tidy_from_pairs(frames[0].to_dicts(), labels), meta, "toxcmp-two-sided"
     if len(files) == 1 and STUDY_PAIR_COLUMNS <= columns:
-        return _study_pair(frames[0]), _study_meta(files, ["api", "local"]), "study-pair"
+        return tidy_from_pairs(_study_pair(frames[0]), ["api", "local"]), _study_meta(files, ["api", "local"]), "study-pair"
     if len(files) == 2 and all(STUDY_SINGLE_COLUMNS <= set(f.columns) for f in frames):
-        return _study_singles(frames), _study_meta(files, [_model_name(f, fr) for f, fr in zip(files, frames)]), "study-singles"
+        labels = [_model_name(f, fr) for f, fr in zip(files, frames)]
+        return tidy_from_pairs(_study_singles(frames), labels), _study_meta(files, labels), "study-singles"
     raise UsageError(f"unrecognised results layout in {', '.join(map(str, files))}",
                      "pass a toxcmp run dir, a study backend_comparison parquet, or two study api_* parquets")
+
+
+def tidy_from_pairs(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Two-sided rows → tidy rows (the reference side once per example)."""
+    out, seen = [], set()
+    for row in rows:
+        for p, label in zip(SIDES, labels):
+            arm = row.get(f"{p}_backend") or label
+            key = (row["example_id"], arm)
+            if key in seen:
+                continue
+            seen.add(key)
+            tidy = {k: row.get(k) for k in _EXAMPLE_SCHEMA} | {"arm": arm, "repeat": 0}
+            tidy |= {k: row.get(f"{p}_{k}") for k in _SIDE_SCHEMA if k != "backend"}
+            out.append(tidy)
+    return out
 
 
 def _blank_side(p: str) -> dict[str, Any]:
@@ -241,6 +270,39 @@ def verdict_line(summary: dict[str, Any]) -> str:
     return f"[bold {_VERDICT_STYLE.get(verdict, 'white')}]{verdict.upper()}[/]: {escape(reason)}"
 
 
+def equivalence_numbers(eq: dict[str, Any]) -> str:
+    """Δ = the arm's disagreement minus the reference's own (its floor), with the TOST's 90 % interval."""
+    if eq.get("difference") is None:
+        return "no rows"
+    lo, hi = eq.get("ci90") or (None, None)
+    ci = "" if lo is None else f", 90% CI [{lo:+.3f}, {hi:+.3f}]"
+    floor = "" if eq.get("floor_measured") else "; floor not measured (--repeats 2)"
+    return f"Δ {eq['difference']:+.3f}{ci}{floor}"
+
+
+def arms_table(summary: dict[str, Any]) -> Table | None:
+    """Each arm against the reference, with its noise floor and equivalence verdict (shown with ≥ 3 arms or repeats)."""
+    comparisons = summary.get("comparisons") or {}
+    if len(comparisons) < 2 and (summary.get("repeats") or 1) < 2:
+        return None
+    t = Table(title=f"arms against the reference {escape(str(summary.get('reference')))} "
+                    f"(equivalence margin {summary.get('margin')}, Holm-corrected)", title_justify="left")
+    for col in ("arm", "verdict", "agreement", "κ", "McNemar p", "noise floor", "equivalence"):
+        t.add_column(col)
+    floors = summary.get("noise_floor") or {}
+    t.add_row(escape(str(summary.get("reference"))), "reference", "—", "—", "—", _pct(floors.get(summary.get("reference"))), "—")
+    for label, c in comparisons.items():
+        k = c.get("cohen_kappa") or {}
+        eq = c.get("equivalence") or {}
+        t.add_row(escape(label), c["verdict"], _pct(c["binary_agreement"]), "—" if k.get("value") is None else f"{k['value']:.3f}",
+                  str((c.get("mcnemar") or {}).get("p_holm")), _pct(floors.get(label)),
+                  f"{eq.get('verdict')} ({equivalence_numbers(eq)})")
+    fk = summary.get("fleiss_kappa") or {}
+    t.caption = (f"Fleiss' κ over {fk.get('arms')} arms: "
+                 + ("—" if fk.get("value") is None else f"{fk['value']:.3f}") + f" (n = {fk.get('n')})")
+    return t
+
+
 def render_report(summary: dict[str, Any], console: Console) -> None:
     meta = summary.get("metadata", {})
     labels = " vs ".join(b["label"] for b in summary["backends"].values())
@@ -251,6 +313,9 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
     console.print(agreement_table(summary))
     console.print(backend_table(summary))
     console.print(causes_table(summary))
+    arms = arms_table(summary)
+    if arms is not None:
+        console.print(arms)
     mk = summary.get("margins", {})
     if mk.get("scored"):
         console.print(f"local-model margin on label disagreements: {mk['near_tie']} near-tie, "

@@ -22,20 +22,20 @@ def model_identity(backend: Backend, spec: ModelSpec) -> dict[str, str | None]:
     return {"requested_revision": spec.revision, "resolved_revision": resolved_revision(backend, spec)}
 
 
-def cache_keys(backend: Backend, requests: Sequence[ChatRequest]) -> list[str]:
+def cache_keys(backend: Backend, requests: Sequence[ChatRequest], repeat: int = 0) -> list[str]:
     """One key per request; each distinct model is resolved once."""
     resolved: dict[ModelSpec, str | None] = {}
     for request in requests:
         if request.model not in resolved:
             resolved[request.model] = resolved_revision(backend, request.model)
-    return [cache_key(backend.name, backend.endpoint, r, resolved[r.model]) for r in requests]
+    return [cache_key(backend.name, backend.endpoint, r, resolved[r.model], repeat) for r in requests]
 
 
 def run_requests(backend: Backend, requests: Sequence[ChatRequest], cache: ResponseCache | None = None,
-                 on_response: OnResponse | None = None) -> list[ModelResponse]:
+                 on_response: OnResponse | None = None, repeat: int = 0) -> list[ModelResponse]:
     """Cached answers come back at once; only misses reach the backend. Responses keep input order."""
     results: list[ModelResponse | None] = [None] * len(requests)
-    keys = cache_keys(backend, requests) if cache is not None else []
+    keys = cache_keys(backend, requests, repeat) if cache is not None else []
     misses: list[int] = []
     for i, request in enumerate(requests):
         hit = cache.get(keys[i]) if cache is not None else None

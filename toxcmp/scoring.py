@@ -75,12 +75,14 @@ def identical(x: str | None, y: str | None) -> bool | None:
     return x == y
 
 
-def derive(row: dict[str, Any], policy: Policy, harmony: bool | None, unparsed_as: str = "none") -> dict[str, Any]:
-    """Fill in verdicts, matches, similarities and cause from the recorded fields of both sides."""
+def derive(row: dict[str, Any], policy: Policy, harmony: bool | None, unparsed_as: str = "none",
+           sides: Sequence[tuple[Policy, bool | None]] | None = None) -> dict[str, Any]:
+    """Fill in verdicts, matches, similarities and cause from the recorded fields of both sides. `sides`: each
+    side's own (policy, harmony) when the two arms answer different policies or models."""
     out = dict(row)
-    for p in SIDES:
+    for p, (side_policy, side_harmony) in zip(SIDES, sides or ((policy, harmony), (policy, harmony))):
         recorded = {k: row.get(f"{p}_{k}") for k in RESPONSE_FIELDS}
-        out.update({f"{p}_{k}": v for k, v in verdict_fields(recorded, policy, harmony, unparsed_as).items()})
+        out.update({f"{p}_{k}": v for k, v in verdict_fields(recorded, side_policy, side_harmony, unparsed_as).items()})
     a, b = side_of(out, "a"), side_of(out, "b")
     errored = bool(a.error or b.error)
     out["binary_match"] = None if errored else outcome(a) == outcome(b)

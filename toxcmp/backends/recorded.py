@@ -1,7 +1,8 @@
 """`recorded` backend: answers come from a previous run instead of a model.
 
 Sources (`recorded[path=…;side=…]`):
-- a toxcmp run dir or its `results.parquet` — `side` is `a`/`b` or a backend label of that run;
+- a toxcmp run dir or its `results.parquet` — `side` is an arm label of that run, or `a`/`b` for its first and
+  second arm (the reference first); repeat 0 is replayed;
 - a study `backend_comparison_*.parquet` — `side` is `api` or `local`;
 - a single-backend study file (`raw_model_response`, `model_reasoning`) — no side.
 
@@ -70,7 +71,14 @@ def load_recording(path: Path, side: str | None) -> tuple[dict[str, RecordedAnsw
     except Exception as exc:  # noqa: BLE001 - any unreadable parquet gets the same one line
         raise UsageError(f"cannot read recording {path}: {str(exc).splitlines()[0][:160]}", "check the file") from None
     columns = set(frame.columns)
-    if "a_content" in columns:
+    if {"arm", "content"} <= columns:
+        labels = list(dict.fromkeys(frame["arm"].to_list()))
+        side = _arm_side(path, side, labels)
+        rows = [(r["example_id"], r["text"],
+                 RecordedAnswer(r["content"] or "", r["reasoning"] or "", r["raw"] or "", float(r["latency_s"] or 0.0),
+                                r.get("finish_reason"), r.get("served_by")))
+                for r in frame.iter_rows(named=True) if r["arm"] == side and not r.get("repeat") and not r.get("error")]
+    elif "a_content" in columns:
         prefix, side = _toxcmp_side(path, side)
         rows = [(r["example_id"], r["text"],
                  RecordedAnswer(r[f"{prefix}_content"] or "", r[f"{prefix}_reasoning"] or "", r[f"{prefix}_raw"] or "",
@@ -100,6 +108,14 @@ def load_recording(path: Path, side: str | None) -> tuple[dict[str, RecordedAnsw
         if text:
             answers.setdefault(text_key(text), answer)
     return answers, side
+
+
+def _arm_side(path: Path, side: str | None, labels: list[str]) -> str:
+    if side in labels:
+        return side
+    if side in ("a", "b") and len(labels) >= 2:
+        return labels["ab".index(side)]
+    raise UsageError(f"pick an arm of {path.parent.name or path.name}", f"add side=ARM with ARM one of: {', '.join(labels)}")
 
 
 def _toxcmp_side(path: Path, side: str | None) -> tuple[str, str]:
