@@ -115,7 +115,7 @@ def test_gpt_oss_special_tokens_survive_decoding(tiny_gptoss):
 
 
 def test_gpt_oss_batched_and_prefix_match_naive(tiny_gptoss):
-    """Sliding-window layers: prefix reuse steps aside (plain batching); outputs still match the reference."""
+    """Sliding-window layers and sinks: the window-aware shared prefix runs, and outputs match the reference."""
     from toxcmp.backends import BackendConfig, shared_prefix
     from toxcmp.backends.local import LocalBackend
     from toxcmp.config import GenerationConfig
@@ -128,9 +128,9 @@ def test_gpt_oss_batched_and_prefix_match_naive(tiny_gptoss):
     texts = ["hello there", "you idiot", "how do I bake bread?", "a much longer message about the weather today"]
     requests = [build_request(load_policy("toxic_simple"), t, spec, generation) for t in texts]
     naive = [r.raw_text for r in LocalBackend(BackendConfig(strategy="naive")).generate(requests)]
-    assert shared_prefix.prefix_reusable(LocalBackend(BackendConfig()).load(spec).model)
+    assert shared_prefix.prefix_reusable(LocalBackend(BackendConfig()).load(spec).model) is None
     for strategy in ("batched", "prefix"):
         out = LocalBackend(BackendConfig(strategy=strategy)).generate(requests)
         assert [r.error for r in out] == [None] * 4
         assert [r.raw_text for r in out] == naive, strategy
-        assert all(r.extra["strategy"] == "batched" for r in out)  # the prefix strategy fell back
+        assert all(r.extra["strategy"] == strategy for r in out)  # no fallback for gpt-oss any more

@@ -57,6 +57,12 @@ def resolve_model(name: str, revision: str | None = None) -> ModelSpec:
     name = STUDY_NAMES.get(name.upper(), name) if name.upper().startswith("GPT_OSS") else name
     if name in aliases:
         entry = aliases[name]
+        if "random_config" in entry:  # built locally from a config in the repo, on first use
+            from .shaped import shaped_model_dir
+
+            path = shaped_model_dir(name, entry["random_config"])
+            return ModelSpec(name=name, model_id=str(path), revision=revision or "local", harmony=True,
+                             local_path=str(path))
         if "gguf_package" in entry:
             dist = entry.get("gguf_distribution", entry["gguf_package"])
             try:

@@ -6,6 +6,11 @@ Here the prefix keys/values stay at batch size 1; each layer's attention scores 
 against them in one matmul, scores the per-sequence tail cache separately, and takes one softmax over both
 score blocks. The cache the model sees holds only the tails. Exact attention (same scores, one softmax), so
 greedy outputs match the one-`generate`-per-example reference (checked by tests and `toxcmp bench local`).
+
+gpt-oss (eager attention with learned sinks; every other layer a sliding window of W positions) gets the same
+treatment, exactly: a query at absolute position p in a window layer sees prefix and tail keys in (p − W, p], the
+sink logit joins the softmax of every layer, and window layers keep only the last W − 1 prefix positions (all any
+tail query can still see) — the prefix may be shorter or many windows longer than W.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import contextvars
 from typing import Any
 
 ATTN_NAME = "toxcmp_shared_prefix"
+ATTN_NAME_SINKS = "toxcmp_shared_prefix_sinks"  # eager-style, for models with attention sinks (gpt-oss)
 _active: contextvars.ContextVar[list | None] = contextvars.ContextVar("toxcmp_prefix_kv", default=None)
+_positions: contextvars.ContextVar[Any] = contextvars.ContextVar("toxcmp_query_positions", default=None)
 _registered = False
 
 
@@ -23,11 +30,63 @@ def _register() -> None:
     if _registered:
         return
     from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask, sdpa_mask
 
     AttentionInterface.register(ATTN_NAME, shared_prefix_attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(ATTN_NAME, sdpa_mask)
+    AttentionInterface.register(ATTN_NAME_SINKS, shared_prefix_sinks_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTN_NAME_SINKS, eager_mask)
     _registered = True
+
+
+def has_sinks(model: Any) -> bool:
+    return any(hasattr(m, "sinks") for m in model.modules())
+
+
+def shared_prefix_sinks_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Eager attention with sinks and sliding windows over [shared prefix ‖ tail]; the model's own eager attention
+    outside a shared-prefix decode."""
+    import sys
+
+    prefix = _active.get()
+    if prefix is None:
+        eager = sys.modules[type(module).__module__].eager_attention_forward
+        return eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    import torch
+
+    k_pre, v_pre = prefix[module.layer_idx]  # (1, KVH, L, D): the whole prefix, or its last W − 1 in window layers
+    positions = _positions.get()  # (n, q_len) absolute positions of the queries
+    n, heads, q_len, dim = query.shape
+    kv_heads, tail_len, n_pre = key.shape[1], key.shape[2], k_pre.shape[2]
+    group = heads // kv_heads
+    scale = scaling if scaling is not None else dim ** -0.5
+    q = query.reshape(n, kv_heads, group * q_len, dim)
+    s_pre = torch.matmul(q, k_pre.transpose(-1, -2)).reshape(n, kv_heads, group, q_len, n_pre) * scale
+    s_tail = torch.matmul(q, key.transpose(-1, -2)).reshape(n, kv_heads, group, q_len, tail_len) * scale
+    window = getattr(module, "sliding_window", None)
+    if window:  # prefix key j (absolute) is visible to a query at p when j > p − W
+        first = _prefix_start(module) - n_pre  # absolute position of the first kept prefix key
+        j = torch.arange(n_pre, device=query.device) + first
+        hidden = j[None, None, :] <= (positions[:, :, None] - window)  # (n, q_len, L)
+        s_pre = s_pre.masked_fill(hidden[:, None, None], float("-inf"))
+    if attention_mask is not None:  # the model's own mask over the tail (padding, causal, window)
+        s_tail = s_tail + attention_mask[:, :, None, :, -tail_len:].to(s_tail.dtype)
+    sinks = module.sinks.reshape(1, kv_heads, group, 1, 1).expand(n, -1, -1, q_len, 1).to(s_tail.dtype)
+    logits = torch.cat([s_pre, s_tail, sinks], dim=-1)
+    logits = logits - logits.max(dim=-1, keepdim=True).values
+    probs = torch.softmax(logits, dim=-1).to(value.dtype)
+    p_pre, p_tail = probs[..., :n_pre], probs[..., n_pre:n_pre + tail_len]  # the sink column is dropped
+    out = (torch.matmul(p_pre.reshape(n, kv_heads, group * q_len, n_pre), v_pre)
+           + torch.matmul(p_tail.reshape(n, kv_heads, group * q_len, tail_len), value))
+    return out.reshape(n, heads, q_len, dim).transpose(1, 2).contiguous(), None
+
+
+_prefix_len: contextvars.ContextVar[int] = contextvars.ContextVar("toxcmp_prefix_len", default=0)
+
+
+def _prefix_start(module) -> int:
+    """The absolute position just after the prefix (its length), for the layer's kept-key offset."""
+    return _prefix_len.get()
 
 
 def shared_prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -91,9 +150,12 @@ def prefix_reusable(model: Any) -> str | None:
     """None when a prefix KV cache can be reused across prompts; else the reason it cannot.
 
     Sliding-window layers (gpt-oss alternates them) keep only the last W positions, so a cached prefix longer
-    than the window is not the cache a full prompt would have built.
+    than the window is not the cache a full prompt would have built — unless the window-aware attention with
+    sinks (`shared_prefix_sinks_attention`) runs the decode, which it does for gpt-oss-style models.
     """
     config = model.config
+    if has_sinks(model):
+        return None if not getattr(config, "is_encoder_decoder", False) else "encoder-decoder models are not supported"
     if any(t != "full_attention" for t in (getattr(config, "layer_types", None) or ["full_attention"])):
         return "the model has sliding-window attention layers"
     if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
@@ -105,8 +167,10 @@ def prefix_reusable(model: Any) -> str | None:
 
 def supported(model: Any) -> bool:
     """Whether the shared-prefix attention (prefix read once per step) applies; else the replicated cache is used."""
-    return (prefix_reusable(model) is None
-            and getattr(model.config, "_attn_implementation", None) in ("sdpa", ATTN_NAME))
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if has_sinks(model):
+        return prefix_reusable(model) is None and implementation in ("eager", ATTN_NAME_SINKS)
+    return prefix_reusable(model) is None and implementation in ("sdpa", ATTN_NAME)
 
 
 def cache_kwarg(model: Any) -> str:
@@ -131,8 +195,9 @@ def greedy_decode(model: Any, prefix: list, n_prefix: int, tails: list[list[int]
     from transformers import DynamicCache
 
     _register()
-    if model.config._attn_implementation != ATTN_NAME:
-        model.set_attn_implementation(ATTN_NAME)  # SDPA everywhere else: the function delegates when inactive
+    name = ATTN_NAME_SINKS if has_sinks(model) else ATTN_NAME
+    if model.config._attn_implementation != name:
+        model.set_attn_implementation(name)  # SDPA / eager everywhere else: the function delegates when inactive
     device = next(model.parameters()).device
     width = max(len(t) for t in tails)
     ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails], device=device)
@@ -144,11 +209,16 @@ def greedy_decode(model: Any, prefix: list, n_prefix: int, tails: list[list[int]
     generated: list[torch.Tensor] = []
     cache_arg = cache_kwarg(model)
     token = _active.set(prefix)
+    length = _prefix_len.set(n_prefix)
     try:
         with torch.inference_mode():
             for _ in range(max_new_tokens):
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                               **{cache_arg: cache}).logits[:, -1, :]
+                where = _positions.set(positions)
+                try:
+                    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                                   **{cache_arg: cache}).logits[:, -1, :]
+                finally:
+                    _positions.reset(where)
                 nxt = logits.argmax(-1)
                 nxt = torch.where(done, torch.full_like(nxt, pad), nxt)  # finished rows feed padding, as generate does
                 generated.append(nxt)
@@ -160,5 +230,6 @@ def greedy_decode(model: Any, prefix: list, n_prefix: int, tails: list[list[int]
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
     finally:
         _active.reset(token)
+        _prefix_len.reset(length)
     rows = torch.stack(generated, dim=1).tolist()
     return [row[: next((k + 1 for k, t in enumerate(row) if t in eos), len(row))] for row in rows]
