@@ -47,15 +47,17 @@ def test_holm_by_hand():
 def test_equivalence_test_by_hand():
     x = [1] * 6 + [0] * 94  # the arm disagrees with the reference on 6 of 100 rows
     y = [1] * 3 + [0] * 97  # the reference disagrees with itself on 3 (the same rows first)
-    d = [a - b for a, b in zip(x, y)]
-    mean, se = statistics.mean(d), statistics.stdev(d) / 10
+    d = [a - b for a, b in zip(x, y)] + [1, -1]  # one pseudo-pair each way (Agresti–Min style)
+    mean, se = statistics.mean(d), statistics.stdev(d) / math.sqrt(len(d))
     test = metrics.equivalence_test(x, y, margin=0.1)
     assert test.difference.value == pytest.approx(mean) and test.difference.se == pytest.approx(se)
     assert (test.difference.low, test.difference.high) == pytest.approx((mean - 1.6449 * se, mean + 1.6449 * se), abs=1e-4)
     expected_eq = max(norm.sf((mean + 0.1) / se), norm.sf((0.1 - mean) / se))
     assert test.p_equivalent == pytest.approx(expected_eq) and test.p_different == pytest.approx(norm.sf((mean - 0.1) / se))
-    same = metrics.equivalence_test([0, 1, 0], [0, 1, 0], margin=0.02)  # identical: the difference is exactly 0
-    assert same.p_equivalent == 0.0 and same.p_different == 1.0
+    # zero disagreements are not certainty: 20 identical rows cannot show |Δ| < 0.02, 2,000 can
+    few = metrics.equivalence_test([0] * 20, [0] * 20, margin=0.02)
+    many = metrics.equivalence_test([0] * 2000, [0] * 2000, margin=0.02)
+    assert few.p_equivalent > 0.05 and many.p_equivalent < 1e-6
 
 
 def test_rows_for_equivalence_by_hand():
@@ -65,6 +67,8 @@ def test_rows_for_equivalence_by_hand():
     assert metrics.rows_for_equivalence(0.05, 0.05, 0.02, power=0.8) == 1038
     with pytest.raises(ValueError):
         metrics.rows_for_equivalence(0.02, 0.10, 0.02)
+    # nothing expected to disagree: the pseudo-pairs' variance 2/(n+2) decides; n² ≥ 2·(z_.95 + z_.90)²/0.02²
+    assert metrics.rows_for_equivalence(0.02, 0.0, 0.0) == math.ceil(math.sqrt(2 * (1.6449 + 1.2816) ** 2 / 0.0004))
 
 
 def test_plan_cli_matches_the_hand_calculation(cli):
@@ -174,3 +178,34 @@ def test_three_live_arms_with_repeats_on_the_shipped_rows(cli, tmp_path):
     assert s["verdict"] == "inconclusive" and result.exit_code == 3
     calls = s["metadata"]["throughput"]
     assert calls["served"]["calls"] == 48 and calls["naive"]["calls"] == 48  # every arm and repeat really ran
+
+
+def test_a_definite_failure_is_not_hidden_behind_an_inconclusive_arm():
+    from toxcmp.arms import VERDICT_ORDER
+
+    assert min(("inconclusive", "fail", "pass"), key=VERDICT_ORDER.index) == "fail"
+
+
+def test_two_study_files_of_the_same_model_stay_two_arms(cli, tmp_path):
+    a = require_shared(RECORDED / "api_gpt-oss-20b_toxic_simple_n2000.parquet")
+    other = tmp_path / "api_gpt-oss-20b_provider-b.parquet"
+    shutil.copy(a, other)
+    result = cli("rescore", str(a), str(other), "--no-write", "--json")
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.stdout)
+    assert len(s["arms"]) == 2 and s["binary_agreement"]["value"] == 1.0
+
+
+def test_rescore_keeps_the_local_model_margins(cli, tmp_path):
+    arms = f"recorded[path={N50};side=api],recorded[path={N50};side=local]"
+    _, s = _compare(cli, "--backends", arms, "--dataset", str(N50), "--policy", "toxic_chat_claude_1",
+                    "--output-dir", str(tmp_path / "out"))
+    run_dir = Path(s["run_dir"])
+    pairs = pl.read_parquet(run_dir / "pairs.parquet")
+    flip = pairs["cause"].to_list().index("label_flip")
+    marked = pairs.with_columns(  # as if the local model had scored the flip
+        pl.when(pl.arange(0, pairs.height) == flip).then(pl.lit(-0.25)).otherwise(None).alias("margin_nats"),
+        pl.when(pl.arange(0, pairs.height) == flip).then(pl.lit("near_tie")).otherwise(None).alias("margin_kind"))
+    marked.write_parquet(run_dir / "pairs.parquet")
+    again = json.loads(cli("rescore", str(run_dir), "--no-write", "--json").stdout)
+    assert again["margins"] == {"scored": 1, "near_tie": 1, "true_disagreement": 0}

@@ -21,7 +21,7 @@ ARM_KEYS = ("model", "policy", "reasoning_effort", "max_new_tokens")  # options 
 EXAMPLE_FIELDS = ("example_id", "text", "toxicity", "jailbreaking", "human_annotation", "weight")
 DEFAULT_MARGIN = 0.02
 ALPHA = 0.05
-VERDICT_ORDER = ("incomplete", "inconclusive", "fail", "pass")  # a multi-arm run is its weakest arm
+VERDICT_ORDER = ("incomplete", "fail", "inconclusive", "pass")  # a multi-arm run is its weakest arm; a fail shows
 
 
 def tidy_row(example: dict[str, Any], arm: str, repeat: int, response: ModelResponse, policy: Policy,
@@ -129,7 +129,8 @@ def accuracy_difference(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     correct = {p: [float(r[f"{p}_binary"] is not None and r[f"{p}_binary"] == r["toxicity"]) for r in scored]
                for p in SIDES}
     d = metrics.paired_difference(correct["b"], correct["a"])
-    return {"value": _num(d.value), "low": _num(d.low), "high": _num(d.high), "n": d.n}
+    return {"value": _num(d.value), "low": _num(d.low), "high": _num(d.high), "n": d.n,
+            "weighting": "unweighted: paired over the sampled rows"}
 
 
 def pairwise_agreement(first: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -148,6 +149,8 @@ def pairwise_agreement(first: dict[str, list[dict[str, Any]]]) -> dict[str, Any]
 
 def fleiss(first: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     ratings = [[row["binary"] if row.get("parse_ok") else None for row in rows] for rows in zip(*first.values())]
+    if len(first) < 2:
+        return {"value": None, "n": 0, "arms": len(first), "reason": "fewer than two arms"}
     estimate = metrics.fleiss_kappa(ratings)
     return {"value": _num(estimate.value), "n": sum(all(x is not None for x in r) for r in ratings),
             "arms": len(first), "reason": estimate.reason}
@@ -179,8 +182,10 @@ def reasoning_effort_checks(arms: Sequence[dict[str, Any]], shapes: dict[str, di
             same = all(a.get(k) == b.get(k) for k in ("backend", "identity", "model", "policy"))
             if not same or a.get("reasoning_effort") == b.get("reasoning_effort"):
                 continue
-            la = shapes[a["label"]].get("reasoning_chars_mean") or 0.0
-            lb = shapes[b["label"]].get("reasoning_chars_mean") or 0.0
+            la = shapes[a["label"]].get("reasoning_chars_mean")
+            lb = shapes[b["label"]].get("reasoning_chars_mean")
+            if la is None or lb is None:  # an arm without answers says nothing about its reasoning effort
+                continue
             ignored = max(la, lb) == 0 or abs(la - lb) / max(la, lb) < 0.10
             checks.append({"arms": [a["label"], b["label"]],
                            "reasoning_effort": [a.get("reasoning_effort"), b.get("reasoning_effort")],
@@ -196,6 +201,16 @@ def equivalence_verdict(label_verdict: str, p_equivalent: float | None, p_differ
     if p_different is not None and p_different <= ALPHA:
         return "different", f"disagreement exceeds the floor by more than the margin (Holm p = {p_different:.3g})"
     return "inconclusive", "neither within nor beyond the margin at this sample size (see toxcmp plan)"
+
+
+def _holm_defined(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm over the p-values that exist; an undefined test stays undefined instead of counting as p = 1."""
+    defined = [i for i, p in enumerate(p_values) if p is not None]
+    adjusted = metrics.holm([p_values[i] for i in defined])
+    out: list[float | None] = [None] * len(p_values)
+    for i, p in zip(defined, adjusted):
+        out[i] = p
+    return out
 
 
 def summarize_arms(assembled: Assembled, arms: Sequence[dict[str, Any]], threshold: float, min_labelled: float,
@@ -214,8 +229,8 @@ def summarize_arms(assembled: Assembled, arms: Sequence[dict[str, Any]], thresho
     holm_mcnemar = metrics.holm([1.0 if per[k]["mcnemar"]["p_value"] is None else per[k]["mcnemar"]["p_value"]
                                  for k in labels])
     tests = {k: equivalence(assembled.comparisons[k], assembled.repeats.get(ref, []), margin) for k in labels}
-    holm_eq = metrics.holm([tests[k]["p_equivalent"] if tests[k]["p_equivalent"] is not None else 1.0 for k in labels])
-    holm_diff = metrics.holm([tests[k]["p_different"] if tests[k]["p_different"] is not None else 1.0 for k in labels])
+    holm_eq = _holm_defined([tests[k]["p_equivalent"] for k in labels])
+    holm_diff = _holm_defined([tests[k]["p_different"] for k in labels])
     comparisons = {}
     for i, k in enumerate(labels):
         s = per[k]

@@ -695,6 +695,7 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
     reference = meta.get("reference") if meta.get("reference") in labels else labels[0]
     labels = [reference] + [label for label in labels if label != reference]
     assembled = assemble(tidy, labels, reference, sides, unparsed_as)
+    carry_margins(Path(paths[0]), assembled)
     first_policy = sides[reference][0]
     meta = dict(meta, arms=arms_meta, rescored_at=_now(), rescored_with=__version__, rescore_layout=layout,
                 rescore_notes=list(dict.fromkeys(notes)),
@@ -710,6 +711,30 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
         run_dir = prepare_run_dir(Path(output_dir), run_id or _safe_name(default_id)[:128])
         write_outputs(run_dir, tidy, pairs, summary)
     return RescoreResult(assembled.comparisons[labels[1]], summary, layout, run_dir)
+
+
+def carry_margins(source: Path, assembled) -> None:
+    """Local-model margins were measured by a model, not parsed from text: a rescore keeps the recorded ones for
+    the label disagreements that are still label disagreements."""
+    import polars as pl
+
+    from .report import PAIRS_FILE, RESULTS_FILE
+
+    run_dir = source if source.is_dir() else source.parent
+    candidates = [run_dir / PAIRS_FILE, run_dir / RESULTS_FILE]
+    path = next((p for p in candidates if p.is_file() and "margin_nats" in pl.read_parquet_schema(p)), None)
+    if path is None:
+        return
+    frame = pl.read_parquet(path).filter(pl.col("margin_nats").is_not_null())
+    arm_column = "arm" if "arm" in frame.columns else "b_backend"
+    if arm_column not in frame.columns:
+        return
+    found = {(r["example_id"], r[arm_column]): (r["margin_nats"], r["margin_kind"]) for r in frame.iter_rows(named=True)}
+    for label, rows in assembled.comparisons.items():
+        for row in rows:
+            margin = found.get((row["example_id"], label))
+            if margin and row["cause"] in ("label_flip", "fine_grain_only"):
+                row["margin_nats"], row["margin_kind"] = margin
 
 
 def recorded_arms(tidy: Sequence[dict[str, Any]], meta: dict[str, Any]) -> list[dict[str, Any]]:

@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             result = check(model, dtype, texts, 32)
             print(json.dumps(result), flush=True)
             if dtype == "float32":
-                ok &= all(result[s]["identical_to_naive"] == rows and not result[s]["errors"] for s in ("batched", "prefix"))
+                ok &= all(result[s]["identical_to_naive"] == len(texts) and not result[s]["errors"]
+                          for s in ("batched", "prefix"))
     print(("PASS" if ok else "FAIL") + ": fp32 prefix and batched token-identical to naive on both models", flush=True)
     return 0 if ok else 1
 

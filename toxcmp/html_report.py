@@ -280,7 +280,7 @@ def arms_html(summary: dict[str, Any]) -> str:
         acc = c.get("accuracy_difference") or {}
         body.append([label, c.get("verdict"), _pct(c.get("binary_agreement")),
                      "—" if k.get("value") is None else f"{k['value']:.3f}",
-                     f"{(c.get('mcnemar') or {}).get('p_holm')}",
+                     "—" if (c.get("mcnemar") or {}).get("p_holm") is None else f"{c['mcnemar']['p_holm']:.3g}",
                      "—" if acc.get("value") is None else f"{100 * acc['value']:+.1f} pts [{100 * acc['low']:+.1f}, {100 * acc['high']:+.1f}]",
                      _pct(floors.get(label)),
                      f"{eq.get('verdict')} ({equivalence_numbers(eq)}; margin {eq.get('margin')})"])
@@ -301,6 +301,8 @@ def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
     meta = summary.get("metadata") or {}
     backends = summary.get("backends") or {}
     labels = [b.get("label", p) for p, b in backends.items()] or ["A", "B"]
+    all_rows = rows
+    rows = [r for r in rows if r.get("arm") in (None, labels[-1])]  # matrices and charts: the headline comparison
     verdict = summary.get("verdict") or ("pass" if summary.get("passed") else "fail")
     causes = summary.get("causes") or {c: 0 for c in CAUSES}
     latencies = [(f"{p.upper()}: {lab}", histogram([r.get(f"{p}_latency_s") for r in rows if not r.get(f"{p}_cached")], 20))
@@ -318,7 +320,7 @@ def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
                 + _matrix(outcome_matrix(rows), "A", "B")
                 + "<h3>fine-grained category transitions</h3>" + _matrix(fine_matrix(rows), "A", "B"))
     filters = ["All", "Disagree", "Refusal", "Parse failure", "Error", "Near tie", *CAUSES]
-    data = {"labels": labels, **page_rows(rows), "filters": filters, "reference": summary.get("reference")}
+    data = {"labels": labels, **page_rows(all_rows), "filters": filters, "reference": summary.get("reference")}
     nonce = secrets.token_urlsafe(16)
     template = resources.files("toxcmp").joinpath("report_template.html").read_text(encoding="utf-8")
     fields = {

@@ -300,13 +300,12 @@ class Equivalence:
 
 
 def equivalence_test(x: Sequence[float], y: Sequence[float], margin: float) -> Equivalence:
-    diff = paired_difference(x, y, level=0.90)
-    if diff.n == 0:
+    """TOST on paired differences, with one pseudo-pair each way (+1 and −1) added before the Wald interval — the
+    Agresti–Min idea for paired proportions: zero disagreements in 20 rows must not look like certainty."""
+    if not x:
+        diff = paired_difference([], [], level=0.90)
         return Equivalence(diff, margin, float("nan"), float("nan"))
-    if diff.se == 0:  # every paired difference the same: the difference is known exactly
-        p_eq = 0.0 if abs(diff.value) < margin else 1.0
-        p_diff = 0.0 if diff.value > margin else 1.0
-        return Equivalence(diff, margin, p_eq, p_diff)
+    diff = paired_difference([*x, 1.0, 0.0], [*y, 0.0, 1.0], level=0.90)
     p_lower = 1 - _phi((diff.value + margin) / diff.se)  # H0: diff ≤ −margin
     p_upper = 1 - _phi((margin - diff.value) / diff.se)  # H0: diff ≥ +margin
     p_diff = 1 - _phi((diff.value - margin) / diff.se)
@@ -331,4 +330,7 @@ def rows_for_equivalence(margin: float, arm_disagreement: float, floor_disagreem
     var = (arm_disagreement * (1 - floor_disagreement) + floor_disagreement * (1 - arm_disagreement) - theta * theta)
     z_alpha = norm.ppf(1 - alpha)
     z_beta = norm.ppf(1 - (1 - power) / 2) if theta == 0 else norm.ppf(power)
-    return max(2, math.ceil((z_alpha + z_beta) ** 2 * var / (margin - abs(theta)) ** 2))
+    k = (z_alpha + z_beta) ** 2 / (margin - abs(theta)) ** 2
+    if var == 0:  # no disagreement expected: only the test's two pseudo-pairs (variance 2 / (n + 2)) remain
+        return max(2, math.ceil(math.sqrt(2 * k)))
+    return max(2, math.ceil(k * var))

@@ -115,6 +115,9 @@ def read_results(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], dict[str,
         return tidy_from_pairs(_study_pair(frames[0]), ["api", "local"]), _study_meta(files, ["api", "local"]), "study-pair"
     if len(files) == 2 and all(STUDY_SINGLE_COLUMNS <= set(f.columns) for f in frames):
         labels = [_model_name(f, fr) for f, fr in zip(files, frames)]
+        if labels[0] == labels[1]:  # one model from two providers: the files tell the arms apart
+            labels = [f.stem for f in files] if files[0].stem != files[1].stem else [f"{f.stem}-{i}" for i, f in enumerate(files)]
+        frames = [fr.with_columns(pl.lit(label).alias("model_name")) for fr, label in zip(frames, labels)]
         return tidy_from_pairs(_study_singles(frames), labels), _study_meta(files, labels), "study-singles"
     raise UsageError(f"unrecognised results layout in {', '.join(map(str, files))}",
                      "pass a toxcmp run dir, a study backend_comparison parquet, or two study api_* parquets")
@@ -294,8 +297,9 @@ def arms_table(summary: dict[str, Any]) -> Table | None:
     for label, c in comparisons.items():
         k = c.get("cohen_kappa") or {}
         eq = c.get("equivalence") or {}
+        p_holm = (c.get("mcnemar") or {}).get("p_holm")
         t.add_row(escape(label), c["verdict"], _pct(c["binary_agreement"]), "—" if k.get("value") is None else f"{k['value']:.3f}",
-                  str((c.get("mcnemar") or {}).get("p_holm")), _pct(floors.get(label)),
+                  "—" if p_holm is None else f"{p_holm:.3g}", _pct(floors.get(label)),
                   f"{eq.get('verdict')} ({equivalence_numbers(eq)})")
     fk = summary.get("fleiss_kappa") or {}
     t.caption = (f"Fleiss' κ over {fk.get('arms')} arms: "

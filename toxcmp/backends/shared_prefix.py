@@ -154,8 +154,10 @@ def prefix_reusable(model: Any) -> str | None:
     sinks (`shared_prefix_sinks_attention`) runs the decode, which it does for gpt-oss-style models.
     """
     config = model.config
-    if has_sinks(model):
-        return None if not getattr(config, "is_encoder_decoder", False) else "encoder-decoder models are not supported"
+    if has_sinks(model):  # exact only through the window-aware attention, which replaces eager attention
+        if getattr(config, "_attn_implementation", None) not in ("eager", ATTN_NAME_SINKS):
+            return f"sinks need eager attention for prefix reuse (the model runs {config._attn_implementation})"
+        return None
     if any(t != "full_attention" for t in (getattr(config, "layer_types", None) or ["full_attention"])):
         return "the model has sliding-window attention layers"
     if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
