@@ -12,7 +12,7 @@ from rich.table import Table
 from . import __version__
 from .cli_common import (ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
                          MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RetriesOpt,
-                         RevisionOpt, TimeoutOpt, TokenOpt, console, err_console, friendly_errors, print_json)
+                         RevisionOpt, ThreadsOpt, TimeoutOpt, TokenOpt, console, err_console, friendly_errors, print_json)
 from .config import default, default_cache_dir
 from .errors import ExitCode, UsageError
 
@@ -72,9 +72,10 @@ def classify(
     provider: ProviderOpt = "auto",
     token: TokenOpt = None,
     api_server: ApiServerOpt = "auto",
-    concurrency: ConcurrencyOpt = 8,
-    timeout: TimeoutOpt = 120.0,
+    concurrency: ConcurrencyOpt = None,
+    timeout: TimeoutOpt = None,
     max_retries: RetriesOpt = 4,
+    threads: ThreadsOpt = None,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     as_json: JsonOpt = False,
@@ -91,7 +92,7 @@ def classify(
     spec = resolve_model(model, revision)
     generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort)
     config = BackendConfig(device=device, dtype=dtype, base_url=base_url, provider=provider, token=token,
-                           concurrency=concurrency, timeout_s=timeout, max_retries=max_retries,
+                           concurrency=concurrency, timeout_s=timeout, max_retries=max_retries, threads=threads,
                            cache_dir=cache_dir or default_cache_dir())
     response = respond(policy_obj, body, spec, backend, generation, config, use_cache=not no_cache,
                        api_server=api_server, notify=lambda note: err_console.print(note, soft_wrap=True))
