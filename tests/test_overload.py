@@ -406,3 +406,12 @@ def test_a_cpu_hog_during_a_run_costs_no_timeout_no_retry_and_leaves_no_orphan(t
     time.sleep(1.0)
     alive = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert not alive, "a child of compare (its server) outlived the run"
+
+
+def test_the_cpu_hog_stops_by_itself():
+    from toxcmp.bench import CpuHog
+
+    with CpuHog(cores=1, seconds=0.5) as hog:
+        assert all(p.poll() is None for p in hog.procs)  # busy
+        hog.procs[0].wait(timeout=30)  # and done without being told
+        assert hog.procs[0].returncode == 0
