@@ -280,3 +280,192 @@ def bench_serve(csv_path, rows: int = 16, max_new_tokens: int = 32, policy: str 
                 contents.append([r.content for r in out])
                 log(f"{mode:20s} c{level:<3d} {elapsed:6.1f}s  {len(requests) / elapsed:.2f} ex/s")
     return ServeBenchResult(len(requests), max_new_tokens, eps, all(c == contents[0] for c in contents))
+
+
+# -- busy machine and concurrent sides (issue 12) ------------------------------------------------------------------
+
+HOG_CODE = "import time\nt = time.time()\nwhile time.time() - t < {seconds}: pass\n"
+
+
+class CpuHog:
+    """`with CpuHog(cores=1, seconds=600):` — `cores` processes that each keep one core busy and stop by themselves
+    after `seconds` (also stopped when the block ends)."""
+
+    def __init__(self, cores: int = 1, seconds: float = 600.0):
+        self.cores, self.seconds = cores, seconds
+        self.procs: list = []
+
+    def __enter__(self) -> "CpuHog":
+        import subprocess
+        import sys
+
+        self.procs = [subprocess.Popen([sys.executable, "-c", HOG_CODE.format(seconds=self.seconds)])
+                      for _ in range(self.cores)]
+        return self
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+@dataclass(frozen=True)
+class BusyBenchResult:
+    command: str
+    rows: int
+    max_new_tokens: int
+    idle_s: float
+    hog_s: float
+    ratio: float  # hog / idle wall time
+    goal: float
+    hog_cores: int
+    usable_cores: int
+    threads: dict  # the run's thread plan (provenance)
+    scheduling: str
+    counters: dict  # {"idle"|"hog": {label: {timeouts, retries, breaker_trips, errors, concurrency}}}
+    complete: bool  # every row of both runs answered on both sides
+    note: str = ("one process: the run idle, then the same run with a CPU hog (a busy loop that stops by itself) on "
+                 "`hog_cores` core(s); no response cache; each run loads the local model and starts its server "
+                 "(the bundled model is converted once, before timing)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bench_busy(dataset, rows: int = 20, seed: int = 7, max_new_tokens: int = 64, policy: str = "toxic_simple",
+               model: str = "smollm2-135m", hog_cores: int = 1, threads: int | None = None, workdir=None,
+               log=print) -> BusyBenchResult:
+    """`compare --backends api,local --api-server local` idle and under a CPU hog, in one process."""
+    import tempfile
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    from .backends.local import LocalModelCache
+    from .backends.threads import usable_cores
+    from .compare import CompareConfig, run_compare
+
+    command = (f"toxcmp compare --backends api,local --api-server local --model {model} --policy {policy} "
+               f"--dataset {dataset} --sample-size {rows} --seed {seed} --max-new-tokens {max_new_tokens}")
+    from .models import materialize, resolve_model
+
+    materialize(resolve_model(model))  # a bundled model's one-time conversion is not part of either run
+    walls, counters, complete, meta = {}, {}, True, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(workdir or tmp)
+        for mode in ("idle", "hog"):
+            LocalModelCache.clear()  # both runs pay the model load
+            cfg = CompareConfig(policy=policy, model=model, dataset=str(dataset), sample_size=rows, seed=seed,
+                                backends="api,local",
+                                generation=GenerationConfig.from_defaults(max_new_tokens=max_new_tokens),
+                                backend=BackendConfig(api_server="local", threads=threads),  # models: the usual cache
+                                output_dir=root / mode, use_cache=False, command=command)
+            hog = CpuHog(hog_cores, seconds=max(600.0, 4 * walls.get("idle", 300.0))) if mode == "hog" else nullcontext()
+            with hog:
+                t0 = time.perf_counter()
+                result = run_compare(cfg)
+                walls[mode] = time.perf_counter() - t0
+            summary = result.summary
+            meta = summary["metadata"]
+            complete = complete and result.status == "complete" and not summary["n_errors"] and summary["n"] == rows
+            counters[mode] = {b["label"]: {"timeouts": b.get("timeouts", 0), "retries": b["retries"],
+                                           "breaker_trips": b.get("breaker_trips", 0), "errors": b["errors"],
+                                           "concurrency": (meta.get("reliability", {}).get(b["label"]) or {}).get(
+                                               "concurrency")}
+                              for b in summary["backends"].values()}
+            log(f"{mode:4s} {walls[mode]:7.1f}s  status {result.status}  errors {summary['n_errors']}  "
+                f"{counters[mode]}")
+    return BusyBenchResult(command=command, rows=rows, max_new_tokens=max_new_tokens, idle_s=round(walls["idle"], 2),
+                           hog_s=round(walls["hog"], 2), ratio=round(walls["hog"] / walls["idle"], 3), goal=2.5,
+                           hog_cores=hog_cores, usable_cores=usable_cores(), threads=meta.get("threads", {}),
+                           scheduling=(meta.get("scheduling") or {}).get("sides", ""), counters=counters,
+                           complete=complete)
+
+
+@dataclass(frozen=True)
+class SidesBenchResult:
+    rows: int
+    chunk_size: int
+    max_new_tokens: int
+    delay_s: float  # the fake endpoint's fixed delay per request, calibrated so the api side ≈ the local side
+    api_concurrency: int
+    sequential_s: float
+    concurrent_s: float
+    speedup: float  # sequential / concurrent
+    ideal: float  # (A + B) / max(A, B) from the sequential run's per-side seconds
+    goal: float
+    same_rows: bool  # both runs produced the same answers
+    local_threads: int | None
+    note: str = ("api side: loopback OpenAI-compatible fake server with a fixed delay per request (a remote provider "
+                 "stand-in); local side: the real local backend; no response cache; the model is loaded before timing")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bench_sides(dataset, rows: int = 32, max_new_tokens: int = 16, chunk_size: int = 16, delay_s: float | None = None,
+                policy: str = "toxic_simple", model: str = "smollm2-135m", seed: int = 7, log=print) -> SidesBenchResult:
+    """`compare` with sides run one after the other vs at the same time (api against a fixed-delay loopback
+    endpoint, plus the local backend), same process."""
+    import math
+    import tempfile
+    from pathlib import Path
+
+    from .backends.api import DEFAULT_CONCURRENCY
+    from .backends.local import LocalBackend
+    from .compare import CompareConfig, run_compare
+    from .data import load, sample
+    from .models import resolve_model
+    from .policies import load_policy
+    from .prompting import build_request
+
+    spec = resolve_model(model)
+    generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        from .backends.threads import plan_threads
+
+        local = LocalBackend(BackendConfig(threads=plan_threads([False, True], True).per_side[1]))
+        local.load(spec)  # loaded once per process (LocalModelCache): neither timed run pays for it
+        if delay_s is None:  # calibrate: the local side's time on these rows, spread over the api side's waves
+            frame, info = load(str(dataset), "toxicchat0124", "test")
+            texts = [ex["text"] for ex in sample(frame, info, rows, seed).frame.to_dicts()]
+            requests = [build_request(load_policy(policy), t, spec, generation) for t in texts]
+            t0 = time.perf_counter()
+            for lo in range(0, len(requests), chunk_size):
+                local.generate(requests[lo:lo + chunk_size])
+            local_s = time.perf_counter() - t0
+            waves = sum(math.ceil(min(chunk_size, len(requests) - lo) / DEFAULT_CONCURRENCY)
+                        for lo in range(0, len(requests), chunk_size))
+            delay_s = local_s / waves
+            log(f"calibration: local side {local_s:.1f}s for {len(requests)} rows → endpoint delay {delay_s:.2f}s")
+        walls, per_side, answers, threads = {}, {}, {}, None
+        with FakeChatServer(models=[spec.model_id], delay_s=delay_s) as server:
+            for mode, together in (("sequential", False), ("concurrent", True)):
+                cfg = CompareConfig(policy=policy, model=model, dataset=str(dataset), sample_size=rows, seed=seed,
+                                    backends=f"api[base_url={server.base_url}],local", generation=generation,
+                                    backend=BackendConfig(), output_dir=root / mode,
+                                    use_cache=False, chunk_size=chunk_size, margins=False, concurrent_sides=together)
+                t0 = time.perf_counter()
+                result = run_compare(cfg)
+                walls[mode] = time.perf_counter() - t0
+                if result.status != "complete" or result.summary["n_errors"]:
+                    raise RuntimeError(f"{mode}: run not complete ({result.reason or result.summary['n_errors']})")
+                meta = result.summary["metadata"]
+                if meta["scheduling"]["sides"] != mode:
+                    raise RuntimeError(f"{mode}: the run scheduled its sides {meta['scheduling']['sides']}")
+                per_side[mode] = {k: v["seconds"] for k, v in meta["throughput"].items()}
+                answers[mode] = [(r["a_raw"], r["b_raw"]) for r in result.rows]
+                threads = meta["threads"]["sides"].get("local")
+                log(f"{mode:10s} {walls[mode]:6.1f}s  per side {per_side[mode]}")
+    a, b = per_side["sequential"].values()
+    return SidesBenchResult(rows=rows, chunk_size=chunk_size, max_new_tokens=max_new_tokens, delay_s=round(delay_s, 4),
+                            api_concurrency=DEFAULT_CONCURRENCY, sequential_s=round(walls["sequential"], 2),
+                            concurrent_s=round(walls["concurrent"], 2),
+                            speedup=round(walls["sequential"] / walls["concurrent"], 3),
+                            ideal=round((a + b) / max(a, b), 3), goal=1.6,
+                            same_rows=answers["sequential"] == answers["concurrent"], local_threads=threads)

@@ -12,7 +12,7 @@ from rich.table import Table
 from . import __version__
 from .cli_common import (ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
                          MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RetriesOpt,
-                         RevisionOpt, TimeoutOpt, TokenOpt, console, err_console, friendly_errors, print_json)
+                         RevisionOpt, ThreadsOpt, TimeoutOpt, TokenOpt, console, err_console, friendly_errors, print_json)
 from .config import default, default_cache_dir
 from .errors import ExitCode, UsageError
 
@@ -72,9 +72,10 @@ def classify(
     provider: ProviderOpt = "auto",
     token: TokenOpt = None,
     api_server: ApiServerOpt = "auto",
-    concurrency: ConcurrencyOpt = 8,
-    timeout: TimeoutOpt = 120.0,
+    concurrency: ConcurrencyOpt = None,
+    timeout: TimeoutOpt = None,
     max_retries: RetriesOpt = 4,
+    threads: ThreadsOpt = None,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     as_json: JsonOpt = False,
@@ -91,7 +92,7 @@ def classify(
     spec = resolve_model(model, revision)
     generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort)
     config = BackendConfig(device=device, dtype=dtype, base_url=base_url, provider=provider, token=token,
-                           concurrency=concurrency, timeout_s=timeout, max_retries=max_retries,
+                           concurrency=concurrency, timeout_s=timeout, max_retries=max_retries, threads=threads,
                            cache_dir=cache_dir or default_cache_dir())
     response = respond(policy_obj, body, spec, backend, generation, config, use_cache=not no_cache,
                        api_server=api_server, notify=lambda note: err_console.print(note, soft_wrap=True))
@@ -461,6 +462,65 @@ def _study_n2000() -> list[Path]:
         raise UsageError("the default 2,000-row study parquets are not at ../shared/data/gptoss_recorded",
                          "pass a run dir or recorded parquets as arguments")
     return sources
+
+
+@bench_app.command("busy")
+@friendly_errors
+def bench_busy(
+    rows: Annotated[int, typer.Option("--rows", "--sample-size", min=1, help="Rows (the issue's command: 20).")] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 7,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 64,
+    hog_cores: Annotated[int, typer.Option("--hog-cores", min=1, help="Cores the CPU hog keeps busy.")] = 1,
+    threads: ThreadsOpt = None,
+    dataset: Annotated[Path, typer.Option("--dataset", help="CSV with user_input.")] = Path("../shared/data/toxicchat0124/test.csv"),
+    as_json: JsonOpt = False,
+) -> None:
+    """compare --backends api,local --api-server local, idle and under a CPU hog in one process (goal ≤ 2.5×)."""
+    from .bench import bench_busy as run
+
+    if not dataset.is_file():
+        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
+    result = run(dataset, rows, seed, max_new_tokens, hog_cores=hog_cores, threads=threads,
+                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        mark = "[green]within[/]" if result.ratio <= result.goal else "[red]over[/]"
+        console.print(f"{result.rows} rows · {result.max_new_tokens} new tokens · {result.usable_cores} usable cores · "
+                      f"threads {result.threads.get('sides')} · sides {result.scheduling}")
+        console.print(f"idle {result.idle_s:.1f}s · {result.hog_cores}-core hog {result.hog_s:.1f}s · "
+                      f"[bold]{result.ratio:.2f}×[/] ({mark} the {result.goal:g}× goal) · complete: {result.complete}")
+    if not result.complete:
+        raise typer.Exit(ExitCode.FAIL)
+
+
+@bench_app.command("sides")
+@friendly_errors
+def bench_sides(
+    rows: Annotated[int, typer.Option("--rows", min=1, help="Rows.")] = 32,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 16,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1)] = 16,
+    delay: Annotated[Optional[float], typer.Option("--delay", min=0.0, help="Endpoint delay per request \\[default: calibrated to the local side].")] = None,
+    dataset: Annotated[Path, typer.Option("--dataset", help="CSV with user_input.")] = Path("../shared/data/toxicchat0124/test.csv"),
+    as_json: JsonOpt = False,
+) -> None:
+    """compare api (fixed-delay loopback endpoint) + local: sides at the same time vs one after the other (goal ≥ 1.6×)."""
+    from .bench import bench_sides as run
+
+    if not dataset.is_file():
+        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
+    result = run(dataset, rows, max_new_tokens, chunk_size, delay,
+                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        console.print(f"[dim]{result.note}[/]")
+        mark = "[green]meets[/]" if result.speedup >= result.goal else "[red]misses[/]"
+        console.print(f"{result.rows} rows · endpoint delay {result.delay_s:g}s · sequential {result.sequential_s:.1f}s · "
+                      f"concurrent {result.concurrent_s:.1f}s · [bold]{result.speedup:.2f}×[/] (ideal {result.ideal:.2f}×; "
+                      f"{mark} the {result.goal:g}× goal) · same answers: {result.same_rows}")
+    if not result.same_rows:
+        raise typer.Exit(ExitCode.FAIL)
 
 
 @bench_app.command("report")

@@ -47,8 +47,15 @@ TokenOpt = Annotated[Optional[str], typer.Option("--token", help="api: HF token 
 ApiServerOpt = Annotated[str, typer.Option("--api-server", rich_help_panel=API_PANEL,
                                            help="api: 'local' starts transformers serve on 127.0.0.1 for the same model; "
                                                 "'none' uses --base-url/provider; 'auto' is local for a bundled model, else none.")]
-ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="api: requests in flight.", rich_help_panel=API_PANEL)]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="api: seconds per request.", rich_help_panel=API_PANEL)]
+ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", min=1, rich_help_panel=API_PANEL, help=(
+    "api: requests in flight \\[default: what the server serves at once: 1 for a spawned transformers serve, 8 for a "
+    "remote one]. Lowered while the server is overloaded."))]
+TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", min=0.1, rich_help_panel=API_PANEL, help=(
+    "api: fixed seconds per request \\[default: adaptive: 4 × measured time for max-new-tokens, at least 60 s; "
+    "300 s until measured]."))]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, rich_help_panel=LOCAL_PANEL, help=(
+    "torch threads of the local model and of a spawned server \\[default: usable cores but one; split when both "
+    "compute at once]."))]
 RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="api: retries on 408/429/5xx/timeouts.",
                                          rich_help_panel=API_PANEL)]
 

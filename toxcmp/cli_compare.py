@@ -9,7 +9,7 @@ import typer
 
 from .cli_common import (API_PANEL, ARMS_PANEL, DATA_PANEL, LOCAL_PANEL, OUTPUT_PANEL, ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
                          MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RetriesOpt,
-                         RevisionOpt, TimeoutOpt, TokenOpt, command_line, console, err_console, friendly_errors,
+                         RevisionOpt, ThreadsOpt, TimeoutOpt, TokenOpt, command_line, console, err_console, friendly_errors,
                          print_json)
 from .config import default, default_cache_dir
 
@@ -86,9 +86,10 @@ def compare(
     provider: ProviderOpt = "auto",
     token: TokenOpt = None,
     api_server: ApiServerOpt = "auto",
-    concurrency: ConcurrencyOpt = 8,
-    timeout: TimeoutOpt = 120.0,
+    concurrency: ConcurrencyOpt = None,
+    timeout: TimeoutOpt = None,
     max_retries: RetriesOpt = 4,
+    threads: ThreadsOpt = None,
     rate_limit_wait: Annotated[float, typer.Option("--rate-limit-wait", min=0.0, rich_help_panel=API_PANEL, help="api: seconds a request keeps waiting out HTTP 429s.")] = 300.0,
     threshold: ThresholdOpt = 0.95,
     min_labelled: MinLabelledOpt = 0.5,
@@ -116,7 +117,7 @@ def compare(
         generation=GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort),
         backend=BackendConfig(device=device, dtype=dtype, batch_size=batch_size, strategy=strategy, base_url=base_url, provider=provider,
                               token=token, concurrency=concurrency, timeout_s=timeout, max_retries=max_retries,
-                              rate_limit_wait_s=rate_limit_wait,
+                              rate_limit_wait_s=rate_limit_wait, threads=threads,
                               api_server=None if api_server in ("", "none") else api_server,
                               cache_dir=cache_dir or default_cache_dir()),
         threshold=threshold, min_labelled=min_labelled, reference=reference, repeats=repeats, margin=margin,

@@ -17,6 +17,7 @@ from typing import Any, Protocol, Sequence
 
 from . import __version__, phases
 from .backends import Backend, BackendConfig, get_backend
+from .backends.threads import plan_threads
 from .cache import ResponseCache
 from .config import GenerationConfig, default_cache_dir
 from .core import resolve_api_route
@@ -35,7 +36,7 @@ from .verdict import DEFAULT_MIN_LABELLED, EXIT_CODES
 
 DEFAULT_OUTPUT_DIR = Path("outputs") / "backend_comparison"
 SPEC_KEYS = {"provider", "base_url", "api_server", "device", "dtype", "batch_size", "strategy", "concurrency",
-             "served_model", "recording", "side", "label", *ARM_KEYS}
+             "served_model", "recording", "side", "label", "threads", *ARM_KEYS}
 SPEC_ALIASES = {"path": "recording", "file": "recording"}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -60,8 +61,9 @@ class BackendSpec:
 
     def config(self, base: BackendConfig) -> BackendConfig:
         values: dict[str, Any] = {k: v for k, v in self.options if k != "label" and k not in ARM_KEYS}
-        if "concurrency" in values:
-            values["concurrency"] = int(values["concurrency"])
+        for key in ("concurrency", "threads"):
+            if key in values:
+                values[key] = int(values[key])
         if self.name != "api":  # api-only options from the command line do not apply to other backends
             values["api_server"] = None
         return replace(base, **values)
@@ -328,6 +330,9 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     ref_index = pick_reference([a for a, _ in built], cfg.reference)
     arms = [built[ref_index][0]] + [a for i, (a, _) in enumerate(built) if i != ref_index]  # the reference first
     notes: list[str | None] = [note for _, note in built]
+    together = cfg.concurrent_sides and not sides_compete([a.spec for a in arms], [a.config for a in arms])
+    threads = plan_threads([_uses_this_machine(a.spec, a.config) for a in arms], together, base.threads)
+    arms = [replace(a, config=replace(a.config, threads=n)) if n else a for a, n in zip(arms, threads.per_side)]
     engines: list[Backend] = [get_backend(a.spec.name, a.config) for a in arms]
     cache = None
     try:
@@ -367,7 +372,7 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     stats = {label: {"calls": 0, "seconds": 0.0, "cached": 0} for label in labels}
     status, reason = "complete", None
     started = time.time()
-    together = cfg.concurrent_sides and not sides_compete([a.spec for a in arms], [a.config for a in arms])
+    meta["threads"] = dict(threads.record, sides={label: n for label, n in zip(labels, threads.per_side)})
     meta["scheduling"] = {"sides": "concurrent" if together else "sequential",
                           "why": scheduling_reason([a.spec for a in arms], [a.config for a in arms], cfg.concurrent_sides)}
     observer.start(len(examples), labels[:2], meta)
@@ -417,6 +422,8 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
                             observer)
             except Exception as exc:  # noqa: BLE001 - a diagnosis extra must never cost the run its results
                 observer.log(f"margin scoring skipped: {type(exc).__name__}: {exc}")
+    meta["reliability"] = {label: engine.reliability() for label, engine in zip(labels, engines)
+                           if callable(getattr(engine, "reliability", None))}
     meta["model"]["identity"] = {}
     for arm, engine in zip(arms, engines):  # after the run: a local backend reports what it actually loaded
         try:
@@ -577,6 +584,12 @@ def finalize_summary(assembled, tidy: Sequence[dict[str, Any]], threshold: float
     summary["unparsed_as"] = unparsed_as
     summary["status"] = meta.get("status") or "complete"
     summary["metadata"] = meta
+    reliability = meta.get("reliability") or {}
+    for side in summary["backends"].values():  # this invocation's network counters, beside the rows' retries
+        counters = reliability.get(side["label"]) or {}
+        side["timeouts"] = int(counters.get("timeouts") or 0)
+        side["breaker_trips"] = int(counters.get("breaker_trips") or 0)
+        side["retry_budget_refused"] = int(counters.get("retry_budget_refused") or 0)
     return summary
 
 

@@ -6,6 +6,7 @@ its answers are whatever the script says, or an echo of a fixed label.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -20,6 +21,7 @@ class Reply:
     body: Any = None  # dict → JSON; str/bytes → sent as is
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    token_delay_s: float | None = None  # streaming: seconds between content pieces (None: the server's)
 
 
 def completion(content: str = "0", reasoning: str | None = None, reasoning_key: str = "reasoning",
@@ -41,10 +43,14 @@ class FakeChatServer:
     """`with FakeChatServer(models=["m"], delay_s=0.1) as s: s.base_url` — scripted replies, then the default."""
 
     def __init__(self, models: list[str] | None = None, delay_s: float = 0.0, default: Reply | None = None,
-                 responder: Any = None, port: int = 0):
+                 responder: Any = None, port: int = 0, token_delay_s: float = 0.0):
         self.models = models or ["fake-model"]
         self.responder = responder  # payload -> Reply, when the script is empty (e.g. answers keyed on the text)
         self.delay_s = delay_s
+        self.token_delay_s = token_delay_s  # a `"stream": true` request gets its content piece by piece
+        self.streams_finished = 0
+        self.streams_abandoned = 0  # the client closed the connection before the stream's end
+        self.pieces_sent = 0
         self.default = default or Reply(body=completion())
         self.script: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
@@ -103,6 +109,42 @@ class FakeChatServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
+            def _stream(self, reply: Reply) -> None:
+                """The completion as server-sent events, one word per event; stops when the client is gone."""
+                body = reply.body
+                message = body["choices"][0]["message"]
+                pieces = re.findall(r"\s*\S+", message.get("content") or "") or [""]
+                base = {"id": body.get("id"), "object": "chat.completion.chunk", "created": 0, "model": body.get("model")}
+                events = [dict(base, choices=[{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}])]
+                if message.get("reasoning"):
+                    events.append(dict(base, choices=[{"index": 0, "delta": {"reasoning_content": message["reasoning"]},
+                                                       "finish_reason": None}]))
+                events += [dict(base, choices=[{"index": 0, "delta": {"content": p}, "finish_reason": None}])
+                           for p in pieces]
+                usage = dict(body.get("usage") or {}, completion_tokens=len(pieces))
+                events.append(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason":
+                                                   body["choices"][0].get("finish_reason")}], usage=usage))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                pause = outer.token_delay_s if reply.token_delay_s is None else reply.token_delay_s
+                try:
+                    for k, event in enumerate(events):
+                        if k > 1 and pause:
+                            time.sleep(pause)
+                        self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                        self.wfile.flush()
+                        with outer._lock:
+                            outer.pieces_sent += 1
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    with outer._lock:
+                        outer.streams_abandoned += 1
+                    return
+                with outer._lock:
+                    outer.streams_finished += 1
+
             def do_GET(self) -> None:  # noqa: N802
                 if self.path.rstrip("/").endswith("/models"):
                     self._send(Reply(body={"object": "list", "data": [{"id": m, "object": "model"} for m in outer.models]}))
@@ -124,8 +166,17 @@ class FakeChatServer:
                     outer.in_flight += 1
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
                 time.sleep(reply.delay_s or outer.delay_s)
-                with outer._lock:
-                    outer.in_flight -= 1  # before replying: the client may send its next request at once
-                self._send(reply)
+                streaming = bool(payload.get("stream")) and reply.status == 200 and isinstance(reply.body, dict) \
+                    and "choices" in reply.body
+                if not streaming:
+                    with outer._lock:
+                        outer.in_flight -= 1  # before replying: the client may send its next request at once
+                    self._send(reply)
+                    return
+                try:
+                    self._stream(reply)
+                finally:
+                    with outer._lock:
+                        outer.in_flight -= 1
 
         return Handler

@@ -31,8 +31,10 @@ def check_backend_config(config: BackendConfig, where: str = "") -> None:
                          f"{did_you_mean(config.strategy, STRATEGIES)}use one of: {', '.join(STRATEGIES)}")
     if config.batch_size != "auto" and not (str(config.batch_size).isdigit() and int(config.batch_size) > 0):
         raise UsageError(f"--batch-size must be auto or a positive number (got {config.batch_size!r}){suffix}", "e.g. --batch-size 8")
-    if config.concurrency < 1:
+    if config.concurrency is not None and config.concurrency < 1:
         raise UsageError(f"concurrency must be at least 1 (got {config.concurrency}){suffix}", "e.g. --concurrency 4")
+    if config.threads is not None and config.threads < 1:
+        raise UsageError(f"threads must be at least 1 (got {config.threads}){suffix}", "e.g. --threads 2")
 
 
 def check_generation(generation: GenerationConfig) -> None:

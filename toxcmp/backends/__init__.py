@@ -40,18 +40,20 @@ class BackendConfig:
     base_url: str | None = None
     provider: str = "auto"
     token: str | None = field(default=None, repr=False)  # never printed, logged or cached
-    concurrency: int = 8
-    timeout_s: float = 120.0
-    max_retries: int = 4  # for 5xx, timeouts and connection errors
+    concurrency: int | None = None  # None: what the server can serve at once (1 for a spawned transformers serve), else 8
+    timeout_s: float | None = None  # None: adaptive (max new tokens × measured s/token, with a floor); N: fixed seconds
+    max_retries: int = 4  # per request, for 5xx, timeouts and connection errors; the run also has a shared budget
     rate_limit_wait_s: float = 300.0  # 429s are retried (honouring Retry-After) until this much waiting in total
     served_model: str | None = None  # the name the server knows the model by, when it differs from the id
     endpoint_label: str | None = None  # stable cache identity for a server whose URL changes (random port)
     api_server: str | None = None  # "local": start `transformers serve` for the model on first use
+    stream: bool | None = None  # None: stream from a spawned server (a timed-out request is then cancelled there)
     # recorded
     recording: str | None = None  # a toxcmp run dir / results.parquet, or a study parquet
     side: str | None = None  # which side of a two-sided recording: a/b, a backend label, or api/local
     # shared
     cache_dir: Path | None = None
+    threads: int | None = None  # torch threads of the local model / a spawned server; None: chosen from the cores
 
 
 @runtime_checkable

@@ -62,6 +62,9 @@ class LocalModelCache:
         key = (spec.model_id, spec.revision, dtype, device)
         with cls._lock:
             if key not in cls._models:
+                from .. import phases
+
+                phases.phase(f"local: loading {spec.name} on {device}")
                 cls._models[key] = _load(spec, device, dtype, cache_dir, commit)
                 cls.loads += 1
             return cls._models[key]
@@ -173,7 +176,21 @@ class LocalBackend:
         # them is how that is checked, so one strategy never answers from another's cache entries.
         return f"transformers:{self.device}:{self.config.dtype}:{self.config.strategy}:bs={self.config.batch_size}"
 
+    @property
+    def threads(self) -> int:
+        """torch intra-op threads this backend computes with: --threads, the run's plan, or every core but one."""
+        from .threads import alone_threads
+
+        return self.config.threads or alone_threads()
+
+    def _apply_threads(self) -> None:
+        import torch
+
+        if torch.get_num_threads() != self.threads:  # process-wide; set before every load and generate
+            torch.set_num_threads(self.threads)
+
     def load(self, spec: ModelSpec) -> LoadedModel:
+        self._apply_threads()
         return LocalModelCache.get(spec, self.device, self.config.dtype, self.config.cache_dir,
                                    self.resolved_revision(spec))
 
@@ -191,6 +208,7 @@ class LocalBackend:
         return render_prompt(self.load(request.model).tokenizer, request)
 
     def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse | None = None) -> list[ModelResponse]:
+        self._apply_threads()
         out: list[ModelResponse | None] = [None] * len(requests)
 
         def emit(index: int, response: ModelResponse) -> None:

@@ -38,8 +38,11 @@ class LocalServer:
     """`with LocalServer(model_dir) as server: server.base_url` — always stopped on exit, Ctrl-C included."""
 
     def __init__(self, model: str, port: int | None = None, startup_timeout_s: float = 180.0,
-                 continuous_batching: bool = False, offline: bool | None = None):
+                 continuous_batching: bool = False, offline: bool | None = None, threads: int | None = None):
+        from .threads import alone_threads
+
         self.model = model
+        self.threads = threads or alone_threads()  # torch intra-op threads of the server process
         self.port = port or free_port()
         self.startup_timeout_s = startup_timeout_s
         self.continuous_batching = continuous_batching
@@ -55,6 +58,13 @@ class LocalServer:
     def served_model(self) -> str:
         return self.model
 
+    @property
+    def capacity(self) -> int:
+        """Requests it generates at once: plain `transformers serve` runs one `generate` at a time on a single
+        inference thread (more in flight only queue there, each with its clock running); continuous batching
+        interleaves several."""
+        return 8 if self.continuous_batching else 1
+
     def command(self) -> list[str]:
         cmd = [*_transformers_cli(), "serve", self.model, "--host", "127.0.0.1", "--port", str(self.port)]
         if self.continuous_batching:
@@ -63,7 +73,12 @@ class LocalServer:
 
     def start(self) -> "LocalServer":
         _exit_on_sigterm()
-        env = dict(os.environ)
+        from .threads import torch_threads_env
+
+        from .. import phases
+
+        phases.phase(f"starting transformers serve ({self.threads} torch thread(s))")
+        env = dict(os.environ, **torch_threads_env(self.threads))
         if self.offline:
             env["HF_HUB_OFFLINE"] = "1"
         self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
@@ -79,6 +94,9 @@ class LocalServer:
     def _wait_healthy(self) -> None:
         import httpx
 
+        from .. import phases
+
+        phases.phase("transformers serve is loading the model")
         deadline = time.monotonic() + self.startup_timeout_s
         health = f"http://127.0.0.1:{self.port}/health"
         while time.monotonic() < deadline:
@@ -140,8 +158,8 @@ def _stop_all() -> None:
         server.stop()
 
 
-def local_api_server(spec, cache_dir=None, continuous_batching: bool = False) -> LocalServer:
+def local_api_server(spec, cache_dir=None, continuous_batching: bool = False, threads: int | None = None) -> LocalServer:
     """A not-yet-started server for the same model the local backend would load."""
     from ..models import materialize
 
-    return LocalServer(materialize(spec, cache_dir), continuous_batching=continuous_batching)
+    return LocalServer(materialize(spec, cache_dir), continuous_batching=continuous_batching, threads=threads)
