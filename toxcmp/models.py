@@ -191,6 +191,9 @@ def materialize(spec: ModelSpec, cache_dir: Path | None = None) -> str:
     target = converted_dir(spec, cache_dir)
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return str(target)
+    from . import phases
+
+    phases.phase(f"converting the bundled {spec.gguf_file} to safetensors (once, about 30 s)")
     _convert_gguf(bundled_gguf_path(spec), target)
     return str(target)
 
