@@ -304,17 +304,18 @@ def test_compare_plans_threads_for_the_sides_and_records_them(cli, tmp_path, mon
     with FakeChatServer(models=["fake-model"]) as fake, FakeChatServer(models=[MODEL]) as remote:
         monkeypatch.setattr(server_module, "local_api_server",
                             lambda spec, cache_dir=None, threads=None: got.append(threads) or SpawnedStandIn(fake))
-        spawned_side, remote_side = "api[api_server=local]", f"api[base_url={remote.base_url}]"
-        for extra in ([], ["--threads", "3"]):
+        remote_side = f"api[base_url={remote.base_url}]"
+        for spawned_side, extra, expected in (("api[api_server=local]", [], alone_threads()),
+                                              ("api[api_server=local]", ["--threads", "3"], 3),
+                                              ("api[api_server=local;threads=2]", ["--threads", "3"], 2)):
             args = _compare_args(tmp_path, fake, remote)
             args[args.index("--backends") + 1] = f"{spawned_side},{remote_side}"
             result = cli(*args, *extra)
             assert result.exit_code == 0, result.output
             meta = json.loads(result.stdout)["metadata"]["threads"]
-            expected = 3 if extra else alone_threads()
             assert meta["sides"] == {spawned_side: expected, remote_side: None}
             assert meta["source"] == ("--threads" if extra else "auto") and meta["usable_cores"] == usable_cores()
-    assert got == [alone_threads(), 3]  # what the spawned server was started with
+    assert got == [alone_threads(), 3, 2]  # what the spawned server was started with: the arm's own option wins
 
 
 # -- slow: a real transformers serve, a real CPU hog ----------------------------------------------------------------

@@ -332,7 +332,9 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     notes: list[str | None] = [note for _, note in built]
     together = cfg.concurrent_sides and not sides_compete([a.spec for a in arms], [a.config for a in arms])
     threads = plan_threads([_uses_this_machine(a.spec, a.config) for a in arms], together, base.threads)
-    arms = [replace(a, config=replace(a.config, threads=n)) if n else a for a, n in zip(arms, threads.per_side)]
+    # an arm's own `threads=` (backend spec) wins over --threads and the plan
+    arms = [replace(a, config=replace(a.config, threads=a.config.threads or n)) if n else a
+            for a, n in zip(arms, threads.per_side)]
     engines: list[Backend] = [get_backend(a.spec.name, a.config) for a in arms]
     cache = None
     try:
@@ -372,7 +374,8 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     stats = {label: {"calls": 0, "seconds": 0.0, "cached": 0} for label in labels}
     status, reason = "complete", None
     started = time.time()
-    meta["threads"] = dict(threads.record, sides={label: n for label, n in zip(labels, threads.per_side)})
+    meta["threads"] = dict(threads.record, sides={label: a.config.threads if n else None
+                                                  for label, a, n in zip(labels, arms, threads.per_side)})
     meta["scheduling"] = {"sides": "concurrent" if together else "sequential",
                           "why": scheduling_reason([a.spec for a in arms], [a.config for a in arms], cfg.concurrent_sides)}
     observer.start(len(examples), labels[:2], meta)

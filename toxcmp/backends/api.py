@@ -50,8 +50,8 @@ TIMEOUT_CAP_S = 1800.0
 RETRY_BUDGET_MIN = 10  # retries the run may always spend ...
 RETRY_BUDGET_RATIO = 0.2  # ... plus this share of the requests it has sent
 BREAKER_WINDOW = 10  # recent outcomes the breaker looks at
-BREAKER_PAUSE_S = (1.0, 15.0)  # first pause: a quarter of the timeout that expired, within these bounds; doubles
-BREAKER_PAUSE_CAP_S = 60.0  # with every trip, up to this
+BREAKER_PAUSE_S = (1.0, 15.0)  # first pause (a quarter of the timeout that expired, a 5xx's Retry-After) within
+BREAKER_PAUSE_CAP_S = 60.0  # these bounds; it doubles with every trip, up to this
 _served_by: contextvars.ContextVar[str | None] = contextvars.ContextVar("toxcmp_served_by", default=None)
 
 
@@ -204,9 +204,9 @@ class Breaker:
             self.limit += 1  # additive increase, never above where the run started
             self.successes = 0
 
-    def overload(self, sent_at: float, what: str, limit_s: float) -> None:
-        """`limit_s`: the timeout of the request that failed; the pause is a quarter of it (the server gets time
-        to finish what it has), within BREAKER_PAUSE_S, doubled per trip."""
+    def overload(self, sent_at: float, what: str, pause_s: float) -> None:
+        """`pause_s`: how long the server needs, by this failure (a quarter of the timeout that expired; a 5xx's
+        Retry-After); kept within BREAKER_PAUSE_S, doubled per trip."""
         if sent_at < self.last_trip:
             return
         self.recent.append(True)
@@ -220,7 +220,7 @@ class Breaker:
         self.recent.clear()
         self.timeouts.stretch *= 2
         low, high = BREAKER_PAUSE_S
-        cooldown = min(BREAKER_PAUSE_CAP_S, min(high, max(low, limit_s / 4)) * 2 ** (self.trips - 1))
+        cooldown = min(BREAKER_PAUSE_CAP_S, min(high, max(low, pause_s)) * 2 ** (self.trips - 1))
         self.last_trip = time.monotonic()
         self.paused_until = self.last_trip + cooldown
         self.pauses.append((self.last_trip, self.paused_until))
@@ -387,8 +387,9 @@ class ApiBackend:
         """Requests in flight at the start, and why."""
         if self.config.concurrency is not None:
             return self.config.concurrency, "--concurrency"
-        if self._server is not None:
-            return self._server.capacity, "what the spawned transformers serve generates at once"
+        if self._spawn_server:  # plain `transformers serve` (no continuous batching) until it says otherwise
+            return (self._server.capacity if self._server is not None else 1,
+                    "what the spawned transformers serve generates at once")
         return DEFAULT_CONCURRENCY, "default for a remote server"
 
     def _ensure_breaker(self) -> Breaker:
@@ -522,13 +523,13 @@ class ApiBackend:
                 retry_after = _retry_after_s(exc.headers)
                 rate_limited = status == 429
                 if status in OVERLOAD_STATUS:
-                    breaker.overload(sent_at, f"HTTP {status}", limit_s)
+                    breaker.overload(sent_at, f"HTTP {status}", retry_after or 0.0)
                     self.stats["breaker_trips"] = breaker.trips
             except (TimeoutError, InferenceTimeoutError):
                 timeouts += 1
                 self.stats["timeouts"] += 1
                 last_error = f"timed out after {limit_s:g}s"
-                breaker.overload(sent_at, "requests timed out", limit_s)
+                breaker.overload(sent_at, "requests timed out", limit_s / 4)
                 self.stats["breaker_trips"] = breaker.trips
             except _StreamFailure as exc:
                 return self._error(request, started, attempt, f"server error: {exc}", timeouts)
