@@ -70,7 +70,8 @@ def test_api_server_killed_mid_run_keeps_rows_marks_errors_and_rerun_resumes(cli
         rows = _rows(out)
         assert rows.height == 12  # every row is there: finished ones with answers, the rest with errors
         finished = rows.filter(pl.col("a_error").is_null())
-        assert 4 <= finished.height <= 6 and finished["binary_match"].all()
+        # up to two more may be answered while the server shuts down (two in flight, a 50 ms accept window)
+        assert 4 <= finished.height <= 8 and finished["binary_match"].all()
         assert rows.filter(pl.col("a_error").is_not_null())["cause"].unique().to_list() == ["error"]
         assert "connection error" in rows.filter(pl.col("a_error").is_not_null())["a_error"][0]
         # the server comes back on the same address: only the failed rows are asked again

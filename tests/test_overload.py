@@ -382,9 +382,14 @@ def test_a_cpu_hog_during_a_run_costs_no_timeout_no_retry_and_leaves_no_orphan(t
             "--json"]
     children: set[int] = set()
     server_env: dict[str, str] = {}
-    with CpuHog(cores=1, seconds=900) as hog:
+    with CpuHog(cores=1, seconds=1200) as hog:
         proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 900  # a liveness bound, not a speed check: idle this run takes about a minute
         while proc.poll() is None:
+            if time.monotonic() > deadline:
+                proc.terminate()
+                proc.communicate(timeout=60)
+                pytest.fail("the run had not finished after 15 minutes under a one-core hog (the issue's collapse)")
             for child in psutil.Process(proc.pid).children(recursive=True):
                 children.add(child.pid)
                 try:
