@@ -69,15 +69,16 @@ def test_near_tie_threshold():
 
 def test_compare_attaches_margins_to_label_disagreements(loaded_request):
     """The run-level plumbing: a label flip with a local side gets the local model's margin and its kind."""
-    from toxcmp.compare import BackendSpec, add_margins
-    from toxcmp.compare import SilentObserver
+    from toxcmp.compare import Arm, BackendSpec, SilentObserver, add_margins
+    from toxcmp.policies import load_policy
 
     _, _, request = loaded_request
     row = {"example_id": "e1", "cause": "label_flip", "a_binary": 0, "a_fine": "0", "b_binary": 1, "b_fine": "1",
            "b_raw": "1<|im_end|>", "margin_nats": None, "margin_kind": None}
     untouched = dict(row, example_id="e2", cause=None)
-    specs = [BackendSpec("api", "api"), BackendSpec("local", "local")]
-    add_margins([row, untouched], specs, [BackendConfig(), BackendConfig()], [request, request],
+    arms = [Arm(BackendSpec(name, name), request.model, load_policy("toxic_simple"), request.generation, BackendConfig())
+            for name in ("api", "local")]
+    add_margins([row, untouched], arms, [request, request], [request, request],
                 [{"example_id": "e1"}, {"example_id": "e2"}], SilentObserver())
     assert isinstance(row["margin_nats"], float) and row["margin_kind"] in ("near_tie", "true_disagreement")
     assert untouched["margin_nats"] is None
