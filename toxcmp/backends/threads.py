@@ -7,6 +7,10 @@ Measured on a 2-core machine (SmolLM2-135M, CPU; 8–12 rows, 32 new tokens; `to
     transformers serve (c1)   1 thread 19.7 s idle, 20.2 s with one core busy elsewhere
                               2 threads 12.3 s idle, 221 s with one core busy elsewhere
 
+`toxcmp bench busy` (the issue's 20 rows, 64 new tokens, api + local with a spawned server, on a machine other
+tenants were also using): 1 thread per side 134.7 s idle, 184.1 s with a one-core hog (1.37×); `--threads 2`
+about 500 s "idle" (the other tenants were enough) and not finished after 16 minutes with the hog.
+
 torch's intra-op threads wait for each other at every op: when one of them shares a core with another busy process
 the whole team waits for it, so a thread team as wide as the machine collapses the moment anything else runs.
 Hence: whichever side computes alone gets every usable core but one (never fewer than 1), and sides that compute at
