@@ -56,7 +56,8 @@ TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", min=0.1, rich_
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, rich_help_panel=LOCAL_PANEL, help=(
     "torch threads of the local model and of a spawned server \\[default: usable cores but one; split when both "
     "compute at once]."))]
-RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="api: retries on 408/429/5xx/timeouts.",
+RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="api: retries per request on 408/5xx/timeouts/"
+                                         "connection errors, within the run's retry budget (10 + 20% of requests sent).",
                                          rich_help_panel=API_PANEL)]
 
 
