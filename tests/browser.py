@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 
 import pytest
 
@@ -23,15 +22,6 @@ def require_browser() -> None:
 
 def start_browser(width: int = 1300, height: int = 1600):
     require_browser()
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never try to download a driver
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from toxcmp.bench_html import start_chromium
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--window-size={width},{height}",
-                 f"--user-data-dir={tempfile.mkdtemp(prefix='toxcmp-chromium-')}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return start_chromium(width, height)

@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import io
 import re
-from importlib.metadata import EntryPoint
 
 import polars as pl
 import pytest
 from rich.console import Console
 
-import toxcmp.backends as backends
 from toxcmp.compare import CompareConfig, run_compare
 from toxcmp.report import LineObserver, LiveObserver, eta_text
 
 from . import doubles
-
-
-@pytest.fixture(autouse=True)
-def plugin_backends(monkeypatch):
-    eps = [EntryPoint(name="rule", value="tests.doubles:RuleBackend", group=backends.ENTRY_POINT_GROUP),
-           EntryPoint(name="quirky", value="tests.doubles:QuirkyBackend", group=backends.ENTRY_POINT_GROUP)]
-    monkeypatch.setattr(backends, "entry_points", lambda group: eps if group == backends.ENTRY_POINT_GROUP else [])
-    doubles.reset()
-    yield
-    doubles.reset()
+from .test_compare import plugin_backends  # noqa: F401 - the same rule/quirky entry points, autouse
 
 
 @pytest.fixture

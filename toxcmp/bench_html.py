@@ -35,7 +35,8 @@ class HtmlBenchResult:
         return asdict(self) | {"within_budget": self.within_budget, "budget_bytes": BUDGET_BYTES, "budget_s": BUDGET_S}
 
 
-def _browser():
+def start_chromium(width: int = 1300, height: int = 1600):
+    """Headless Debian Chromium through Selenium with the flags a closed network needs (used by the tests too)."""
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
         raise UsageError("bench html needs Chromium", "apt-get install chromium chromium-driver (or make browser)")
@@ -49,7 +50,7 @@ def _browser():
     options.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1300,1600", f"--user-data-dir={tempfile.mkdtemp()}"):
+                 "--disable-dev-shm-usage", f"--window-size={width},{height}", f"--user-data-dir={tempfile.mkdtemp()}"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(driver), options=options)
 
@@ -79,7 +80,7 @@ def bench_html(sources: Sequence[Path], workdir: Path, loads: int = 5) -> HtmlBe
     for path, rows in ((full, result.rows), (one, result.rows[:1])):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(page if rows is result.rows else build_html(rows, result.summary), encoding="utf-8")
-    driver = _browser()
+    driver = start_chromium()
     try:
         base = sorted(_load_ms(driver, one) for _ in range(loads))[loads // 2]
         full_ms = sorted(_load_ms(driver, full) for _ in range(loads))[loads // 2]

@@ -259,15 +259,11 @@ def statistics_html(summary: dict[str, Any]) -> str:
                      metric_rows, "stats"))
 
 
-def equivalence_numbers(eq: dict[str, Any]) -> str:
-    from .report import equivalence_numbers as text
-
-    return text(eq)
-
-
 def arms_html(summary: dict[str, Any]) -> str:
     """Every arm against the reference: agreement, κ, McNemar (Holm), accuracy difference, its noise floor and the
     equivalence verdict; the pairwise agreement of all arms and Fleiss' κ."""
+    from .report import equivalence_numbers
+
     comparisons = summary.get("comparisons") or {}
     if len(comparisons) < 2 and (summary.get("repeats") or 1) < 2:
         return ""

@@ -53,10 +53,6 @@ def frame_of(rows: Sequence[dict[str, Any]], schema: dict[str, Any]) -> pl.DataF
     return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema, orient="row")
 
 
-def rows_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
-    return frame_of(rows, ROW_SCHEMA)
-
-
 def write_outputs(run_dir: Path, tidy: Sequence[dict[str, Any]], pairs: Sequence[dict[str, Any]],
                   summary: dict[str, Any]) -> None:
     """Atomic writes (temp file + rename): a crash never leaves a half-written parquet behind."""

@@ -100,17 +100,6 @@ def derive(row: dict[str, Any], policy: Policy, harmony: bool | None, unparsed_a
     return out
 
 
-def build_row(example: dict[str, Any], a: ModelResponse, b: ModelResponse, policy: Policy, harmony: bool | None,
-              unparsed_as: str = "none", labels: Sequence[str] = ("a", "b")) -> dict[str, Any]:
-    row = {"example_id": example["example_id"], "text": example["text"], "toxicity": int(example["toxicity"]),
-           "jailbreaking": example.get("jailbreaking"), "human_annotation": example.get("human_annotation"),
-           "weight": float(example.get("weight", 1.0))}
-    for p, response, label in zip(SIDES, (a, b), labels):
-        row.update({f"{p}_{k}": v for k, v in response_fields(response).items()})
-        row[f"{p}_backend"] = label
-    return derive(row, policy, harmony, unparsed_as)
-
-
 # -- summary ---------------------------------------------------------------------------------------------------
 
 def _prop(p: metrics.Proportion) -> dict[str, Any]:
@@ -226,7 +215,3 @@ def _example(row: dict[str, Any]) -> dict[str, Any]:
     if row.get("margin_kind"):
         out["margin"] = f"{row['margin_kind']} ({row['margin_nats']:+.2f} nats)"
     return out
-
-
-def rederive(rows: Iterable[dict[str, Any]], policy: Policy, harmony: bool | None, unparsed_as: str) -> list[dict[str, Any]]:
-    return [derive(r, policy, harmony, unparsed_as) for r in rows]

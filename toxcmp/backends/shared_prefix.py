@@ -65,7 +65,7 @@ def shared_prefix_sinks_attention(module, query, key, value, attention_mask, sca
     s_tail = torch.matmul(q, key.transpose(-1, -2)).reshape(n, kv_heads, group, q_len, tail_len) * scale
     window = getattr(module, "sliding_window", None)
     if window:  # prefix key j (absolute) is visible to a query at p when j > p − W
-        first = _prefix_start(module) - n_pre  # absolute position of the first kept prefix key
+        first = _prefix_len.get() - n_pre  # absolute position of the first kept prefix key
         j = torch.arange(n_pre, device=query.device) + first
         hidden = j[None, None, :] <= (positions[:, :, None] - window)  # (n, q_len, L)
         s_pre = s_pre.masked_fill(hidden[:, None, None], float("-inf"))
@@ -82,11 +82,6 @@ def shared_prefix_sinks_attention(module, query, key, value, attention_mask, sca
 
 
 _prefix_len: contextvars.ContextVar[int] = contextvars.ContextVar("toxcmp_prefix_len", default=0)
-
-
-def _prefix_start(module) -> int:
-    """The absolute position just after the prefix (its length), for the layer's kept-key offset."""
-    return _prefix_len.get()
 
 
 def shared_prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
