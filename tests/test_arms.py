@@ -121,6 +121,7 @@ def test_three_recorded_arms_a_copy_is_equivalent_and_the_pair_matches_rescore(c
     assert c["safeguard"]["equivalence"]["verdict"] == "different"  # 11 % disagreement against a 0 % floor
     pw = s["pairwise_agreement"]
     assert pw["labels"] == ["20b", "safeguard", "copy"] and pw["cells"][0][2]["value"] == 1.0
+    assert pw["cells"][0][1]["successes"] == two["binary_agreement"]["successes"] < 2000  # the real 20b–safeguard cell
     assert pw["cells"][1][2] == pw["cells"][0][1]  # the copy agrees with safeguard exactly as 20b does
     assert s["fleiss_kappa"]["arms"] == 3 and s["fleiss_kappa"]["value"] is not None
     assert s["verdict"] == "fail" and "safeguard: fail" in s["verdict_reason"]
