@@ -94,16 +94,46 @@ def forced_oom(texts: list[str], naive_tokens: int = 16) -> dict:
             "errors": sum(1 for a in answers if a.error), "recovered": backend.stats.get("splits", 0) > 0}
 
 
+def _user_inputs(dataset: str) -> list[str]:
+    """polars where installed; pyarrow / csv otherwise (a GPU image may lack polars)."""
+    try:
+        import polars as pl
+
+        frame = pl.read_parquet(dataset) if dataset.endswith(".parquet") else pl.read_csv(dataset, infer_schema=False)
+        return frame["user_input"].to_list()
+    except ImportError:
+        if dataset.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            return pq.read_table(dataset, columns=["user_input"]).column("user_input").to_pylist()
+        import csv
+
+        with open(dataset, newline="", encoding="utf-8") as fh:
+            return [row["user_input"] for row in csv.DictReader(fh)]
+
+
+def _available(model: str) -> bool:
+    from .errors import BackendError
+    from .models import bundled_gguf_path, resolve_model
+
+    spec = resolve_model(model)
+    if not spec.is_bundled:
+        return True
+    try:
+        bundled_gguf_path(spec)
+        return True
+    except (BackendError, ImportError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
-    import polars as pl
     import torch
 
     args = argv if argv is not None else sys.argv[1:]
     dataset = args[0] if args else "configs/samples/toxicchat0124_test.parquet"
     rows = int(args[1]) if len(args) > 1 else 32
     target = args[2] if len(args) > 2 else "gpu_check.json"
-    frame = pl.read_parquet(dataset) if dataset.endswith(".parquet") else pl.read_csv(dataset, infer_schema=False)
-    texts = [t[:600] for t in frame["user_input"].head(rows).to_list()]
+    texts = [t[:600] for t in _user_inputs(dataset)[:rows]]
     results: dict = {"cuda": torch.cuda.is_available(), "checks": []}
     ok = True
     if not torch.cuda.is_available():
@@ -115,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         ok = all(result[s]["identical_to_naive"] == len(texts[:2]) and not result[s]["errors"] for s in ("batched", "prefix"))
     else:
         for model in ("gpt-oss-shaped", "smollm2-135m"):
+            if not _available(model):
+                results["checks"].append({"model": model, "skipped": "its bundled weights are not installed here"})
+                print(json.dumps(results["checks"][-1]), flush=True)
+                continue
             for dtype in ("float32", "bfloat16"):
                 result = check(model, dtype, texts, 32)
                 results["checks"].append(result)
