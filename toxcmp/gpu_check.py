@@ -67,8 +67,9 @@ def check(model: str, dtype: str, texts: list[str], max_new_tokens: int, device:
     return out
 
 
-def forced_oom(texts: list[str], naive_tokens: int = 16) -> dict:
-    """Cap this process's GPU memory to a sliver, run a large batch: the backend must split and recover."""
+def forced_oom(texts: list[str], naive_tokens: int = 16, model: str = "smollm2-135m", headroom_mb: int = 64) -> dict:
+    """Cap this process's GPU memory to the weights plus a sliver, run a large batch: the backend must split and
+    recover."""
     import torch
 
     from .backends import BackendConfig
@@ -78,13 +79,14 @@ def forced_oom(texts: list[str], naive_tokens: int = 16) -> dict:
     from .policies import load_policy
     from .prompting import build_request
 
-    spec = resolve_model("smollm2-135m")
+    spec = resolve_model(model)
     requests = [build_request(load_policy("toxic_chat_claude_1"), t, spec,
                               GenerationConfig.from_defaults(max_new_tokens=naive_tokens)) for t in texts]
     backend = LocalBackend(BackendConfig(device="cuda", dtype="float32", strategy="batched", batch_size=str(len(texts))))
     backend.load(spec)
     used = torch.cuda.memory_allocated() / torch.cuda.get_device_properties(0).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(0.99, used + 0.002))  # weights fit, a full batch does not
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(0.99, used + headroom_mb * 2**20 / total))  # a full batch won't fit
     try:
         answers = backend.generate(requests)
     finally:
@@ -156,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                 if dtype == "float32":
                     ok &= all(result[s]["identical_to_naive"] == len(texts) and not result[s]["errors"]
                               for s in ("batched", "prefix"))
-        results["forced_oom"] = forced_oom(texts[:16])
+        oom_model = "smollm2-135m" if _available("smollm2-135m") else "gpt-oss-shaped"
+        results["forced_oom"] = {"model": oom_model, **forced_oom(texts[:16], model=oom_model)}
         print(json.dumps({"forced_oom": results["forced_oom"]}), flush=True)
         ok &= results["forced_oom"]["recovered"] and not results["forced_oom"]["errors"]
     results["ok"] = bool(ok)
