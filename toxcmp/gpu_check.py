@@ -93,7 +93,9 @@ def forced_oom(texts: list[str], naive_tokens: int = 16, model: str = "smollm2-1
         torch.cuda.set_per_process_memory_fraction(1.0)
         LocalModelCache.clear()
     return {"rows": len(texts), "splits": backend.stats.get("splits", 0),
-            "errors": sum(1 for a in answers if a.error), "recovered": backend.stats.get("splits", 0) > 0}
+            "errors": sum(1 for a in answers if a.error), "recovered": backend.stats.get("splits", 0) > 0,
+            "first_error": next((a.error[:300] for a in answers if a.error), None),
+            "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20)}
 
 
 def _user_inputs(dataset: str) -> list[str]:
