@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.toxcmp-installed
+LLAMACPP_STAMP := $(VENV)/.toxcmp-llamacpp
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test setup clean browser
+.PHONY: demo test setup clean browser llamacpp
 
 setup: $(STAMP)
 
@@ -42,7 +43,15 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-test: setup
+# llama.cpp's server for --api-server llamacpp (the second real engine): built from source, ~9 min on 2 cores the
+# first time (pip keeps the wheel in its cache). `make test` installs it so the llama.cpp tests run.
+llamacpp: $(LLAMACPP_STAMP)
+
+$(LLAMACPP_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[llamacpp]'
+	touch $(LLAMACPP_STAMP)
+
+test: setup llamacpp
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -43,7 +43,8 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """`name` or `name[key=value;key=value]`, e.g. `api[provider=together]` or `api[api_server=local]`."""
+    """`name` or `name[key=value;key=value]`, e.g. `api[provider=together]`, `api[api_server=local]` or
+    `api[api_server=llamacpp]`."""
 
     text: str
     name: str
@@ -425,6 +426,11 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
                             observer)
             except Exception as exc:  # noqa: BLE001 - a diagnosis extra must never cost the run its results
                 observer.log(f"margin scoring skipped: {type(exc).__name__}: {exc}")
+            try:
+                add_divergences(assembled.comparisons[labels[k]], (arms[0], arms[k]), requests[0], requests[k],
+                                examples, observer)
+            except Exception as exc:  # noqa: BLE001
+                observer.log(f"divergence scoring skipped: {type(exc).__name__}: {exc}")
     meta["reliability"] = {label: engine.reliability() for label, engine in zip(labels, engines)
                            if callable(getattr(engine, "reliability", None))}
     meta["model"]["identity"] = {}
@@ -553,7 +559,7 @@ def sides_compete(specs: Sequence[BackendSpec], configs: Sequence[BackendConfig]
 def _uses_this_machine(spec: BackendSpec, config: BackendConfig) -> bool:
     if spec.name == "local":
         return True
-    return spec.name == "api" and config.api_server == "local" and not config.base_url
+    return spec.name == "api" and config.api_server in ("local", "llamacpp") and not config.base_url
 
 
 def scheduling_reason(specs, configs, allowed: bool) -> str:
@@ -629,6 +635,40 @@ def add_margins(rows, pair: Sequence[Arm], requests_a, requests_b, examples, obs
                     row["margin_nats"], row["margin_kind"] = round(margin.nats, 4), margin.kind
                     break
     observer.log(f"scored {sum(1 for r in todo if r['margin_kind'])} of {len(todo)} label disagreements with the local model")
+
+
+DIVERGENCE_SCORE_LIMIT = 1000  # rows whose divergence the local model scores per comparison (one forward pass each)
+
+
+def add_divergences(rows, pair: Sequence[Arm], requests_a, requests_b, examples, observer) -> None:
+    """For texts that differ, ask the local model how close its own next token was to the other side's at the
+    first token where they part (near tie or real difference)."""
+    from .divergence import token_divergence, token_fields
+
+    local = [i for i, arm in enumerate(pair) if arm.spec.name == "local"]
+    todo = [r for r in rows if r.get("diverge_char") is not None][:DIVERGENCE_SCORE_LIMIT]
+    if not local or not todo:
+        return
+    from .backends.local import LocalBackend, render_prompt
+
+    side, other = SIDES[local[0]], SIDES[1 - local[0]]
+    backend = LocalBackend(pair[local[0]].config)
+    by_id = {ex["example_id"]: req for ex, req in zip(examples, (requests_a, requests_b)[local[0]])}
+    observer.phase(f"scoring {len(todo)} text divergence(s) with the local model", detail=True)
+    for row in todo:
+        request = by_id.get(row["example_id"])
+        if request is None:
+            continue
+        loaded = backend.load(request.model)
+        found = token_divergence(loaded.model, loaded.tokenizer, render_prompt(loaded.tokenizer, request),
+                                 row[f"{side}_raw"] or "", row[f"{other}_raw"] or "",
+                                 local_stopped=row.get(f"{side}_finish_reason") != "length",
+                                 other_stopped=row.get(f"{other}_finish_reason") != "length")
+        row.update(token_fields(found, side))
+    scored = [r for r in todo if r.get("divergence_kind")]
+    observer.log(f"scored {len(scored)} of {len(todo)} text divergences with the local model: "
+                 f"{sum(r['divergence_kind'] == 'near_tie' for r in scored)} near tie(s), "
+                 f"{sum(r['divergence_kind'] == 'real' for r in scored)} real")
 
 
 def _now() -> str:
@@ -712,6 +752,7 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
     labels = [reference] + [label for label in labels if label != reference]
     assembled = assemble(tidy, labels, reference, sides, unparsed_as)
     carry_margins(Path(paths[0]), assembled)
+    carry_divergences(Path(paths[0]), assembled)
     first_policy = sides[reference][0]
     meta = dict(meta, arms=arms_meta, rescored_at=_now(), rescored_with=__version__, rescore_layout=layout,
                 rescore_notes=list(dict.fromkeys(notes)),
@@ -751,6 +792,26 @@ def carry_margins(source: Path, assembled) -> None:
             margin = found.get((row["example_id"], label))
             if margin and row["cause"] in ("label_flip", "fine_grain_only"):
                 row["margin_nats"], row["margin_kind"] = margin
+
+
+def carry_divergences(source: Path, assembled) -> None:
+    """Token divergences were scored by a model: a rescore keeps them for the pairs whose raw texts still part at
+    the same character (rescore never changes raw text, so that is every one)."""
+    import polars as pl
+
+    from .divergence import TOKEN_COLUMNS
+    from .report import PAIRS_FILE
+
+    path = (source if source.is_dir() else source.parent) / PAIRS_FILE
+    if not path.is_file() or "divergence_kind" not in pl.read_parquet_schema(path):
+        return
+    frame = pl.read_parquet(path).filter(pl.col("divergence_kind").is_not_null())
+    found = {(r["example_id"], r["arm"]): r for r in frame.iter_rows(named=True)}
+    for label, rows in assembled.comparisons.items():
+        for row in rows:
+            old = found.get((row["example_id"], label))
+            if old and old["diverge_char"] == row["diverge_char"]:
+                row.update({k: old[k] for k in TOKEN_COLUMNS})
 
 
 def recorded_arms(tidy: Sequence[dict[str, Any]], meta: dict[str, Any]) -> list[dict[str, Any]]:

@@ -42,15 +42,24 @@ def split_options(options: dict[str, Any]) -> tuple[GenerationConfig, BackendCon
 def resolve_api_route(spec: ModelSpec, config: BackendConfig, alternative: str) -> tuple[BackendConfig, str | None]:
     """Decide `--api-server auto` and check the route: a bundled model exists only on this machine, so with no
     base URL the api side starts its own local server for it (and says so); an explicit `none` refuses."""
-    if config.api_server not in (None, "auto", "local"):
-        raise UsageError(f"unknown --api-server {config.api_server!r}", "use auto, local or none")
+    if config.api_server not in (None, "auto", "local", "llamacpp"):
+        raise UsageError(f"unknown --api-server {config.api_server!r}", "use auto, local, llamacpp or none")
+    if config.api_server == "llamacpp":
+        if config.base_url:
+            raise UsageError("--api-server llamacpp starts its own server; it does not go with --base-url",
+                             "drop --base-url, or use --api-server none to send to the server at that URL")
+        from .backends.server import gguf_of, llamacpp_version
+
+        gguf_of(spec)  # a GGUF to serve, and the package to serve it, before any data or model is loaded
+        llamacpp_version()
+        return config, None
     if config.api_server == "auto":
         if spec.is_bundled and not config.base_url:
             return replace(config, api_server="local"), (
                 f"{spec.name} exists only on this machine: the api side starts a local transformers serve for it "
                 "(--api-server none to refuse)")
         config = replace(config, api_server=None)
-    if spec.is_bundled and not config.base_url and config.api_server != "local":
+    if spec.is_bundled and not config.base_url and config.api_server not in ("local", "llamacpp"):
         raise UsageError(f"{spec.name} is a bundled model that no Inference Provider serves",
                          f"add --api-server local (or --base-url URL), {alternative}")
     return config, None

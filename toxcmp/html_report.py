@@ -62,7 +62,8 @@ def page_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 "pair": r.get("arm") or r.get("b_backend") or "B",
                 "cause": r.get("cause"), "match": r.get("binary_match"),
                 "csim": r.get("content_similarity"), "rsim": r.get("reasoning_similarity"),
-                "margin": r.get("margin_nats"), "margin_kind": r.get("margin_kind"), "sides": []}
+                "margin": r.get("margin_nats"), "margin_kind": r.get("margin_kind"),
+                "diverge_char": r.get("diverge_char"), "divergence_kind": r.get("divergence_kind"), "sides": []}
         for p in ("a", "b"):
             side = {k: r.get(f"{p}_{k}") for k in _SIDE_KEYS}
             raw = _raw_for_page(r.get(f"{p}_raw"), side["content"], side["reasoning"])
@@ -254,9 +255,45 @@ def statistics_html(summary: dict[str, Any]) -> str:
     metric_rows.append(["latency p50 (s)", *("—" if b.get("latency_p50_s") is None else f"{b['latency_p50_s']:.3f}"
                                              for b in backends.values())])
     metric_rows.append(["served by", *(", ".join(b.get("served_by") or []) or "—" for b in backends.values())])
+    from .report import divergence_line
+
+    parting = divergence_line(summary.get("divergence"))
+    if parting:
+        agreement.append(("where the raw texts part", parting))
     return (_table(["agreement between the sides", "value (95% CI)"], agreement, "stats")
             + _table(["each side against the human labels", *[f"{p.upper()}: {lab}" for p, lab in zip(backends, labels)]],
                      metric_rows, "stats"))
+
+
+DIVERGENCE_ROWS_SHOWN = 200
+
+
+def divergence_html(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
+    """Every row whose raw texts part: where (character, token), both continuations from there, and the local
+    model's log-probabilities of both next tokens (near tie or real)."""
+    parted = [r for r in rows if r.get("diverge_char") is not None]
+    if not parted:
+        return ""
+    chart = histogram_chart([("first divergent character", histogram([r["diverge_char"] for r in parted], 20))],
+                            "where the texts part", " chars")
+
+    def logprob(r: dict[str, Any], p: str) -> str:
+        value = r.get(f"{p}_next_logprob")
+        return "" if value is None else f" ({value:.2f})"
+
+    body = [[str(r.get("example_id"))[:16], str(r["diverge_char"]),
+             "—" if r.get("diverge_token") is None else str(r["diverge_token"]),
+             repr(r.get("a_continuation") or ""), repr(r.get("b_continuation") or ""),
+             "—" if r.get("a_next_token") is None else f"{r['a_next_token']!r}{logprob(r, 'a')}",
+             "—" if r.get("b_next_token") is None else f"{r['b_next_token']!r}{logprob(r, 'b')}",
+             r.get("divergence_kind") or "not scored"]
+            for r in sorted(parted, key=lambda r: r["diverge_char"])[:DIVERGENCE_ROWS_SHOWN]]
+    more = len(parted) - len(body)
+    table = _table(["example", "char", "token", f"A {labels[0]} from there", f"B {labels[-1]} from there",
+                    "A next token (local log p)", "B next token (local log p)", "kind"], body, "divergence")
+    return (f'<h2>Where the texts part ({len(parted)} rows)</h2><figure>{chart}<figcaption>first divergent '
+            f'character per row</figcaption></figure>' + table
+            + (f"<p>{more} more in pairs.parquet</p>" if more > 0 else ""))
 
 
 def arms_html(summary: dict[str, Any]) -> str:
@@ -329,7 +366,7 @@ def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
                                 f"{(meta.get('model') or {}).get('model_id') or (meta.get('model') or {}).get('name')} · "
                                 f"n = {summary.get('n')} · unparsed count as {summary.get('unparsed_as', 'none')}"),
         "PROVENANCE": html.escape(json.dumps(meta, indent=2, ensure_ascii=False, default=str)),
-        "STATISTICS": arms_html(summary) + statistics_html(summary),
+        "STATISTICS": arms_html(summary) + statistics_html(summary) + divergence_html(rows, labels),
         "MATRICES": matrices,
         "CHARTS": charts,
         "DATA": embed_json(data),

@@ -41,6 +41,9 @@ ROW_SCHEMA: dict[str, Any] = {
     "binary_match": pl.Boolean, "fine_match": pl.Boolean, "content_similarity": pl.Float64,
     "reasoning_similarity": pl.Float64, "content_identical": pl.Boolean, "raw_identical": pl.Boolean,
     "cause": pl.String, "margin_nats": pl.Float64, "margin_kind": pl.String,
+    "diverge_char": pl.Int64, "a_continuation": pl.String, "b_continuation": pl.String, "diverge_token": pl.Int64,
+    "a_next_token": pl.String, "b_next_token": pl.String, "a_next_logprob": pl.Float64, "b_next_logprob": pl.Float64,
+    "divergence_kind": pl.String,
 }
 PAIR_SCHEMA: dict[str, Any] = {**ROW_SCHEMA, "arm": pl.String, "reference": pl.String}
 
@@ -303,6 +306,26 @@ def arms_table(summary: dict[str, Any]) -> Table | None:
     return t
 
 
+def divergence_line(d: dict[str, Any] | None) -> str | None:
+    """Where the two sides' raw texts part, and how the local model scores the partings (plain text)."""
+    if not d or not d.get("n_answered"):
+        return None
+    if not d["n_differ"]:
+        return f"raw texts identical in all {d['n_answered']} answered rows"
+    c = d["char_positions"]
+    text = (f"raw texts part in {d['n_differ']} of {d['n_answered']} answered rows, at character "
+            f"{c['min']}–{c['max']} (median {c['median']:g})")
+    t = d.get("token_positions")
+    if t:
+        text += f", generated token {t['min']}–{t['max']} (median {t['median']:g})"
+    if d.get("scored"):
+        text += (f"; local model at the parting: {d['near_tie']} near tie(s), {d['real']} real "
+                 f"(near tie: |Δ log p| < 1 nat)")
+    if d.get("unscored"):
+        text += f"; {d['unscored']} not scored (no local side, or one side only ran longer)"
+    return text
+
+
 def render_report(summary: dict[str, Any], console: Console) -> None:
     meta = summary.get("metadata", {})
     labels = " vs ".join(b["label"] for b in summary["backends"].values())
@@ -316,6 +339,9 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
     arms = arms_table(summary)
     if arms is not None:
         console.print(arms)
+    line = divergence_line(summary.get("divergence"))
+    if line:
+        console.print(line, soft_wrap=True)
     mk = summary.get("margins", {})
     if mk.get("scored"):
         console.print(f"local-model margin on label disagreements: {mk['near_tie']} near-tie, "

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 from rapidfuzz.distance import Indel
 
 from . import metrics
+from .divergence import TOKEN_COLUMNS, summarize_divergence, text_fields
 from .diagnosis import CAUSES, Side, cause, cause_counts, fine_outcome, outcome
 from .parsing import NO_FINAL_ANSWER, Verdict, parse_output, parse_verdict
 from .policies import Policy
@@ -92,6 +93,11 @@ def derive(row: dict[str, Any], policy: Policy, harmony: bool | None, unparsed_a
     out["reasoning_similarity"] = None if errored or no_reasoning else similarity(out.get("a_reasoning"), out.get("b_reasoning"))
     out["content_identical"] = None if errored else identical(out.get("a_content"), out.get("b_content"))
     out["raw_identical"] = None if errored else identical(out.get("a_raw") or None, out.get("b_raw") or None)
+    out.update(text_fields(None if errored else out.get("a_raw"), None if errored else out.get("b_raw")))
+    if out["diverge_char"] is None:  # a token divergence explains only texts that differ
+        out.update({k: None for k in TOKEN_COLUMNS})
+    for k in TOKEN_COLUMNS:
+        out.setdefault(k, None)
     out["cause"] = cause(a, b)
     if out["cause"] not in ("label_flip", "fine_grain_only"):  # a margin only explains a label disagreement
         out["margin_nats"] = out["margin_kind"] = None
@@ -187,6 +193,7 @@ def summarize(rows: Sequence[dict[str, Any]], labels: Sequence[str], threshold: 
         "causes": cause_counts(causes), "cause_examples": examples,
         "margins": {"scored": len(margins), "near_tie": sum(r["margin_kind"] == "near_tie" for r in margins),
                     "true_disagreement": sum(r["margin_kind"] == "true_disagreement" for r in margins)},
+        "divergence": summarize_divergence(rows),
         "threshold": threshold, "min_labelled": min_labelled,
         "verdict": decision.verdict, "verdict_reason": decision.reason, "passed": decision.passed,
     }

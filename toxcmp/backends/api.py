@@ -52,7 +52,20 @@ RETRY_BUDGET_RATIO = 0.2  # ... plus this share of the requests it has sent
 BREAKER_WINDOW = 10  # recent outcomes the breaker looks at
 BREAKER_PAUSE_S = (1.0, 15.0)  # first pause (a quarter of the timeout that expired, a 5xx's Retry-After) within
 BREAKER_PAUSE_CAP_S = 60.0  # these bounds; it doubles with every trip, up to this
+SPAWNED_SERVERS = ("local", "llamacpp")  # --api-server values that start a server on 127.0.0.1
+LLAMACPP_SAMPLING = {"repeat_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0}
 _served_by: contextvars.ContextVar[str | None] = contextvars.ContextVar("toxcmp_served_by", default=None)
+
+
+def spawned_endpoint_label(api_server: str) -> str:
+    """The cache identity of a spawned server (its URL has a random port): the engine, its version and the
+    settings that change answers; the model file's sha256 is the resolved revision."""
+    if api_server == "llamacpp":
+        from .server import LLAMACPP_N_CTX, llamacpp_version
+
+        return f"llamacpp-server:llama-cpp-python=={llamacpp_version()};n_ctx={LLAMACPP_N_CTX};" + ";".join(
+            f"{k}={v}" for k, v in LLAMACPP_SAMPLING.items())
+    return "transformers-serve"
 
 
 def valid_providers() -> list[str]:
@@ -284,14 +297,17 @@ class ApiBackend:
 
     def __init__(self, config: BackendConfig):
         self.config = config
-        if config.api_server not in (None, "", "none", "local"):
+        if config.api_server not in (None, "", "none", *SPAWNED_SERVERS):
             from ..errors import UsageError
 
-            raise UsageError(f"unknown --api-server {config.api_server!r}", "use 'local' or 'none'")
-        self._spawn_server = config.api_server == "local"
+            raise UsageError(f"unknown --api-server {config.api_server!r}", "use " + ", ".join(
+                repr(name) for name in (*SPAWNED_SERVERS, "none")))
+        self._spawn_server = config.api_server in SPAWNED_SERVERS
+        self._llamacpp = config.api_server == "llamacpp"
         self._server = None
         if self._spawn_server:  # the URL (random port) is known only after start; the cache identity is not
-            self.config = config = replace(config, endpoint_label=config.endpoint_label or "transformers-serve")
+            self.config = config = replace(config, endpoint_label=config.endpoint_label or spawned_endpoint_label(
+                config.api_server))
         uses_providers = not config.base_url and not self._spawn_server
         if uses_providers and config.provider not in valid_providers():
             raise UnknownNameError("provider", config.provider, valid_providers())
@@ -334,10 +350,15 @@ class ApiBackend:
 
     def resolved_revision(self, spec: Any) -> str:
         """The commit the Hub says `spec.revision` means now (online only; a spawned local server: also the local
-        HF cache's; a bundled model: its GGUF's sha256); the requested revision when that cannot be known. Asked
-        once per backend and model. The token goes to the Hub only when it is a Hugging Face token."""
+        HF cache's; a bundled model or a llama.cpp server: the GGUF's sha256); the requested revision when that
+        cannot be known. Asked once per backend and model. The token goes to the Hub only when it is a Hugging
+        Face token."""
         from ..models import resolved_revision
 
+        if spec not in self._resolved and self._llamacpp:
+            from .server import gguf_of, gguf_sha256
+
+            self._resolved[spec] = f"sha256:{gguf_sha256(str(gguf_of(spec)))}"
         if spec not in self._resolved:
             hf_token = self._token if not self.config.base_url or _is_hf_host(self.config.base_url) else None
             self._resolved[spec] = resolved_revision(spec, token=hf_token, local_cache=self._spawn_server)
@@ -371,15 +392,18 @@ class ApiBackend:
 
     # -- generation --------------------------------------------------------------------------------------
     def _ensure_server(self, requests: Sequence[ChatRequest]) -> None:
-        """`--api-server local`: start `transformers serve` for the model only when a request must be sent."""
+        """`--api-server local|llamacpp`: start the server for the model only when a request must be sent."""
         if not self._spawn_server or self._server is not None:
             return
         specs = {r.model for r in requests}
         if len(specs) != 1:
-            raise BackendError("--api-server local serves one model per run", "run one model at a time")
-        from .server import local_api_server
+            raise BackendError(f"--api-server {self.config.api_server} serves one model per run",
+                               "run one model at a time")
+        from .server import llamacpp_api_server, local_api_server
 
-        self._server = local_api_server(next(iter(specs)), self.config.cache_dir, threads=self.config.threads).start()
+        spec = next(iter(specs))
+        self._server = (llamacpp_api_server(spec, threads=self.config.threads) if self._llamacpp else
+                        local_api_server(spec, self.config.cache_dir, threads=self.config.threads)).start()
         self.base_url, self.served_model = self._server.base_url, self._server.served_model
         self._server_threads = self._server.threads
 
@@ -387,9 +411,10 @@ class ApiBackend:
         """Requests in flight at the start, and why."""
         if self.config.concurrency is not None:
             return self.config.concurrency, "--concurrency"
-        if self._spawn_server:  # plain `transformers serve` (no continuous batching) until it says otherwise
+        if self._spawn_server:  # plain `transformers serve` / llama.cpp's server: one request at a time
             return (self._server.capacity if self._server is not None else 1,
-                    "what the spawned transformers serve generates at once")
+                    f"what the spawned {'llama.cpp server' if self._llamacpp else 'transformers serve'} "
+                    "generates at once")
         return DEFAULT_CONCURRENCY, "default for a remote server"
 
     def _ensure_breaker(self) -> Breaker:
@@ -476,6 +501,8 @@ class ApiBackend:
         if not gen.greedy:
             kwargs["top_p"] = gen.top_p
         extra_body = dict(request.template_options()) or None
+        if self._llamacpp:  # its default repeat_penalty is 1.1, applied even to greedy decoding: ask for none
+            extra_body = {**(extra_body or {}), **LLAMACPP_SAMPLING}
         if extra_body:
             kwargs["extra_body"] = extra_body
         return kwargs

@@ -1,4 +1,5 @@
-"""Spawn, health-check and stop `transformers serve` on 127.0.0.1 (the offline stand-in for a provider)."""
+"""Spawn, health-check and stop an OpenAI-compatible server on 127.0.0.1: `transformers serve` (the same engine as
+the local backend) or llama.cpp's (`llama-cpp-python`, quantized GGUF kernels: a genuinely different engine)."""
 
 from __future__ import annotations
 
@@ -34,21 +35,24 @@ def _transformers_cli() -> list[str]:
     raise BackendError("the `transformers` command is not installed", "pip install 'toxcmp[serve]'")
 
 
-class LocalServer:
-    """`with LocalServer(model_dir) as server: server.base_url` — always stopped on exit, Ctrl-C included."""
+class SpawnedServer:
+    """`with Server(...) as server: server.base_url` — loopback only, always stopped on exit, Ctrl-C and SIGTERM
+    included. Subclasses say what to run and where its health is."""
+
+    engine = "server"
+    health_path = "/health"
 
     def __init__(self, model: str, port: int | None = None, startup_timeout_s: float = 180.0,
-                 continuous_batching: bool = False, offline: bool | None = None, threads: int | None = None):
+                 threads: int | None = None, offline: bool = True):
         from .threads import alone_threads
 
         self.model = model
-        self.threads = threads or alone_threads()  # torch intra-op threads of the server process
+        self.threads = threads or alone_threads()  # compute threads of the server process
         self.port = port or free_port()
         self.startup_timeout_s = startup_timeout_s
-        self.continuous_batching = continuous_batching
-        self.offline = Path(model).is_dir() if offline is None else offline
+        self.offline = offline
         self.process: subprocess.Popen | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="toxcmp-serve-", suffix=".log", delete=False)
+        self._log = tempfile.NamedTemporaryFile(prefix=f"toxcmp-{self.engine}-", suffix=".log", delete=False)
 
     @property
     def base_url(self) -> str:
@@ -60,29 +64,31 @@ class LocalServer:
 
     @property
     def capacity(self) -> int:
-        """Requests it generates at once: plain `transformers serve` runs one `generate` at a time on a single
-        inference thread (more in flight only queue there, each with its clock running); continuous batching
-        interleaves several."""
-        return 8 if self.continuous_batching else 1
+        return 1
+
+    @property
+    def identity(self) -> dict[str, object]:
+        """What changes its answers (the cache identity beyond the model): engine, version, settings."""
+        return {"engine": self.engine}
 
     def command(self) -> list[str]:
-        cmd = [*_transformers_cli(), "serve", self.model, "--host", "127.0.0.1", "--port", str(self.port)]
-        if self.continuous_batching:
-            cmd.append("--continuous-batching")
-        return cmd
+        raise NotImplementedError
 
-    def start(self) -> "LocalServer":
-        _exit_on_sigterm()
+    def environment(self) -> dict[str, str]:
         from .threads import torch_threads_env
 
-        from .. import phases
-
-        phases.phase(f"starting transformers serve ({self.threads} torch thread(s))")
         env = dict(os.environ, **torch_threads_env(self.threads))
         if self.offline:
             env["HF_HUB_OFFLINE"] = "1"
+        return env
+
+    def start(self) -> "SpawnedServer":
+        _exit_on_sigterm()
+        from .. import phases
+
+        phases.phase(f"starting {self.engine} ({self.threads} thread(s))")
         self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                                        stdin=subprocess.DEVNULL, env=self.environment(), start_new_session=True)
         _LIVE.add(self)
         try:
             self._wait_healthy()
@@ -96,12 +102,13 @@ class LocalServer:
 
         from .. import phases
 
-        phases.phase("transformers serve is loading the model")
+        phases.phase(f"{self.engine} is loading the model")
         deadline = time.monotonic() + self.startup_timeout_s
-        health = f"http://127.0.0.1:{self.port}/health"
+        health = f"http://127.0.0.1:{self.port}{self.health_path}"
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
-                raise BackendError(f"transformers serve exited during start-up (code {self.process.returncode})",
+                code = self.process.returncode if self.process is not None else None
+                raise BackendError(f"{self.engine} exited during start-up (code {code})",
                                    f"see its log: {self._log.name}")
             try:
                 if httpx.get(health, timeout=2.0).status_code == 200:
@@ -109,7 +116,7 @@ class LocalServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        raise BackendError(f"transformers serve did not answer within {self.startup_timeout_s:.0f}s",
+        raise BackendError(f"{self.engine} did not answer within {self.startup_timeout_s:.0f}s",
                            f"see its log: {self._log.name}")
 
     def stop(self) -> None:
@@ -129,7 +136,7 @@ class LocalServer:
                 pass
             proc.wait(timeout=5)
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> "SpawnedServer":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -137,6 +144,80 @@ class LocalServer:
 
     def __hash__(self) -> int:
         return id(self)
+
+
+class LocalServer(SpawnedServer):
+    """`transformers serve` on a model directory (or Hub id): the same engine as the local backend."""
+
+    engine = "transformers serve"
+
+    def __init__(self, model: str, port: int | None = None, startup_timeout_s: float = 180.0,
+                 continuous_batching: bool = False, offline: bool | None = None, threads: int | None = None):
+        super().__init__(model, port, startup_timeout_s, threads, Path(model).is_dir() if offline is None else offline)
+        self.continuous_batching = continuous_batching
+
+    @property
+    def capacity(self) -> int:
+        """Requests it generates at once: plain `transformers serve` runs one `generate` at a time on a single
+        inference thread (more in flight only queue there, each with its clock running); continuous batching
+        interleaves several."""
+        return 8 if self.continuous_batching else 1
+
+    def command(self) -> list[str]:
+        cmd = [*_transformers_cli(), "serve", self.model, "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.continuous_batching:
+            cmd.append("--continuous-batching")
+        return cmd
+
+
+LLAMACPP_HINT = "pip install 'toxcmp[llamacpp]' (builds llama.cpp from source: about 9 minutes on two cores)"
+LLAMACPP_N_CTX = 8192  # SmolLM2's training context; a policy prompt plus a ToxicChat row fits with room to spare
+
+
+def llamacpp_version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
+        raise BackendError("llama.cpp's server (llama-cpp-python) is not installed", LLAMACPP_HINT) from None
+
+
+class LlamaCppServer(SpawnedServer):
+    """llama-cpp-python's OpenAI-compatible server on a GGUF file: llama.cpp's own kernels on the quantized
+    weights (transformers dequantizes the same file to float), one request at a time (its server holds a lock
+    around the model)."""
+
+    engine = "llama.cpp server"
+    health_path = "/v1/models"
+
+    def __init__(self, gguf: str, alias: str, port: int | None = None, startup_timeout_s: float = 180.0,
+                 threads: int | None = None, n_ctx: int = LLAMACPP_N_CTX):
+        self.version = llamacpp_version()
+        super().__init__(gguf, port, startup_timeout_s, threads)
+        self.alias = alias
+        self.n_ctx = n_ctx
+
+    @property
+    def served_model(self) -> str:
+        return self.alias
+
+    @property
+    def identity(self) -> dict[str, object]:
+        return {"engine": "llama-cpp-python", "version": self.version, "n_ctx": self.n_ctx,
+                "gguf_sha256": gguf_sha256(self.model)}
+
+    def command(self) -> list[str]:
+        threads = str(self.threads)
+        return [sys.executable, "-m", "llama_cpp.server", "--model", self.model, "--model_alias", self.alias,
+                "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
+                "--n_threads", threads, "--n_threads_batch", threads, "--verbose", "False"]
+
+
+def gguf_sha256(path: str) -> str:
+    from ..models import file_sha256
+
+    return file_sha256(Path(path))
 
 
 def _exit_on_sigterm() -> None:
@@ -163,3 +244,23 @@ def local_api_server(spec, cache_dir=None, continuous_batching: bool = False, th
     from ..models import materialize
 
     return LocalServer(materialize(spec, cache_dir), continuous_batching=continuous_batching, threads=threads)
+
+
+def gguf_of(spec) -> Path:
+    """The GGUF file llama.cpp serves for a model: a bundled model's, or a `.gguf` path given as the model."""
+    from ..models import bundled_gguf_path
+
+    if spec.is_bundled:
+        return bundled_gguf_path(spec)
+    path = Path(spec.model_id).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        return path
+    from ..errors import UsageError
+
+    raise UsageError(f"--api-server llamacpp serves GGUF files; {spec.model_id!r} is not one",
+                       "pass a bundled model (e.g. --model smollm2-135m) or a path to a .gguf file")
+
+
+def llamacpp_api_server(spec, threads: int | None = None) -> LlamaCppServer:
+    """A not-yet-started llama.cpp server on the model's GGUF, known to clients by the model's id."""
+    return LlamaCppServer(str(gguf_of(spec)), alias=spec.model_id, threads=threads)

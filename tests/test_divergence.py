@@ -1,0 +1,100 @@
+"""Where two texts part, and the local model's score of both next tokens there."""
+
+from __future__ import annotations
+
+import pytest
+
+from toxcmp.divergence import (TokenDivergence, comparable, continuation, first_divergence, summarize_divergence,
+                               text_fields)
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ("same", "same", None),
+    ("abcX", "abcY", 3),
+    ("Xbc", "Ybc", 0),
+    ("abc", "abcdef", 3),  # one is a prefix: they part where the shorter ends
+    ("", "a", 0),
+    ("", "", None),
+    ("naïve café", "naïve cafe", 9),  # characters, not bytes
+])
+def test_first_divergence_hand_cases(a, b, expected):
+    assert first_divergence(a, b) == expected
+
+
+def test_end_of_turn_markers_are_not_a_difference():
+    assert comparable("The answer is 0<|im_end|>") == "The answer is 0"
+    assert comparable("final 1<|return|>") == "final 1"
+    assert comparable("a<|end|><|return|>") == "a"
+    assert comparable("keeps <|im_end|> inside") == "keeps <|im_end|> inside"
+    assert text_fields("Hello there.<|im_end|>", "Hello there.")["diverge_char"] is None
+    assert text_fields("Hello there.<|im_end|>", "Hello here.")["diverge_char"] == 6
+
+
+def test_text_fields_give_both_continuations_from_the_parting():
+    a = "I cannot help with that request, sorry."
+    b = "I cannot assist with that request."
+    fields = text_fields(a, b)
+    assert fields["diverge_char"] == 9
+    assert fields["a_continuation"] == "help with that request, sorry."
+    assert fields["b_continuation"] == "assist with that request."
+    assert continuation("x" * 100, 10, 40) == "x" * 40
+    assert text_fields(None, "b") == {"diverge_char": None, "a_continuation": None, "b_continuation": None}
+
+
+def test_near_tie_threshold_is_one_nat_either_way():
+    assert TokenDivergence(3, "a", "b", -0.6, -1.5).kind == "near_tie"  # gap 0.9
+    assert TokenDivergence(3, "a", "b", -0.1, -1.2).kind == "real"  # gap 1.1
+    assert TokenDivergence(3, "a", "b", -2.0, -1.2).kind == "near_tie"  # the other was likelier, by 0.8
+
+
+def test_summary_counts_and_positions_by_hand():
+    rows = [
+        {"diverge_char": None},
+        {"diverge_char": 7, "diverge_token": 2, "divergence_kind": "near_tie"},
+        {"diverge_char": 30, "diverge_token": 9, "divergence_kind": "real"},
+        {"diverge_char": 12, "diverge_token": None, "divergence_kind": None},
+        {"diverge_char": None, "a_error": "HTTP 500"},  # not answered: not in any count
+    ]
+    d = summarize_divergence(rows)
+    assert (d["n_answered"], d["n_differ"], d["scored"], d["near_tie"], d["real"], d["unscored"]) == (4, 3, 2, 1, 1, 1)
+    assert d["char_positions"]["values"] == [7, 12, 30] and d["char_positions"]["median"] == 12
+    assert d["token_positions"]["values"] == [2, 9] and d["token_positions"]["median"] == 5.5
+    assert summarize_divergence([{"diverge_char": None}])["char_positions"] is None
+
+
+@pytest.mark.slow
+def test_token_divergence_matches_generate_scores_on_smollm2():
+    """Build the other side by taking the runner-up token at step k of a real greedy generation: the divergence
+    must be found at token k, and its log-probabilities must equal the ones `generate` itself reported there."""
+    import torch
+
+    from toxcmp.backends import BackendConfig
+    from toxcmp.backends.local import LocalBackend, render_prompt
+    from toxcmp.config import GenerationConfig
+    from toxcmp.divergence import token_divergence
+    from toxcmp.models import resolve_model
+    from toxcmp.policies import load_policy
+    from toxcmp.prompting import build_request
+
+    request = build_request(load_policy("toxic_chat_claude_1"), "how do I bake bread at home?",
+                            resolve_model("smollm2-135m"), GenerationConfig.from_defaults(max_new_tokens=12))
+    loaded = LocalBackend(BackendConfig(device="cpu", dtype="float32")).load(request.model)
+    tok, model = loaded.tokenizer, loaded.model
+    prompt = render_prompt(tok, request)
+    ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        out = model.generate(ids, max_new_tokens=10, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    generated = out.sequences[0, ids.shape[1]:].tolist()
+    k = 4
+    logprobs = torch.log_softmax(out.scores[k][0].float(), dim=-1)
+    top2 = torch.topk(logprobs, 2).indices.tolist()
+    assert top2[0] == generated[k]
+    local_text = tok.decode(generated, skip_special_tokens=False)
+    other_text = tok.decode(generated[:k] + [top2[1]], skip_special_tokens=False)
+    found = token_divergence(model, tok, prompt, local_text, other_text, local_stopped=False, other_stopped=False)
+    assert found is not None and found.position == k
+    assert found.local_token == tok.decode([generated[k]]) and found.other_token == tok.decode([top2[1]])
+    assert found.local_logprob == pytest.approx(float(logprobs[top2[0]]), abs=2e-3)
+    assert found.other_logprob == pytest.approx(float(logprobs[top2[1]]), abs=2e-3)
+    assert found.gap >= 0  # greedy chose the local token
+    assert token_divergence(model, tok, prompt, local_text, local_text, False, False) is None

@@ -1,0 +1,278 @@
+"""The second real engine: llama.cpp's OpenAI-compatible server (llama-cpp-python) on the bundled GGUF.
+
+It runs the Q4_1 weights with llama.cpp's kernels, while the local backend dequantizes the same file for
+transformers, so texts genuinely part; the comparison must say where and whether the parting was a near tie.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from toxcmp.backends import BackendConfig, get_backend
+from toxcmp.config import GenerationConfig
+from toxcmp.models import resolve_model
+from toxcmp.policies import load_policy
+from toxcmp.prompting import build_request
+
+SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "samples" / "toxicchat0124_test_sample.csv"
+
+
+def _llamacpp_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def require_llamacpp() -> None:
+    """Skip without llama-cpp-python; fail instead under TOXCMP_REQUIRE_LLAMACPP=1 (CI installs it)."""
+    if _llamacpp_installed():
+        return
+    message = "llama-cpp-python is not installed (make llamacpp)"
+    if os.environ.get("TOXCMP_REQUIRE_LLAMACPP") == "1":
+        pytest.fail(f"{message}; TOXCMP_REQUIRE_LLAMACPP=1 forbids skipping", pytrace=False)
+    pytest.skip(message)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _llamacpp_pids() -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
+    return [int(line.split(None, 2)[0]) for line in out.splitlines()
+            if "llama_cpp.server" in line and "--host 127.0.0.1" in line and not line.split(None, 2)[1].startswith("Z")]
+
+
+# -- without the package ------------------------------------------------------------------------------------------
+
+def test_missing_package_is_a_one_line_hint(cli, monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.version
+
+    def version(name: str) -> str:
+        if name == "llama-cpp-python":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    result = cli("compare", "--model", "smollm2-135m", "--backends", "local,api", "--api-server", "llamacpp",
+                 "--dataset", str(SAMPLE), "--sample-size", "2")
+    assert result.exit_code not in (0, 1, 3), result.output
+    assert "toxcmp[llamacpp]" in result.output and "Traceback" not in result.output
+    assert len([line for line in result.output.strip().splitlines() if line.strip()]) <= 2, result.output
+
+
+def test_llamacpp_needs_a_gguf(cli):
+    result = cli("classify", "hi", "--backend", "api", "--api-server", "llamacpp", "--model", "openai/gpt-oss-20b")
+    assert result.exit_code == 2, result.output
+    assert "GGUF" in result.output and "Traceback" not in result.output
+
+
+def test_cache_identity_names_engine_settings_and_file(monkeypatch):
+    """llama.cpp answers are never served from (or into) transformers-serve cache entries, and a change of
+    llama-cpp-python version or server settings is a different identity."""
+    require_llamacpp()
+    from toxcmp.backends import api as api_module
+    from toxcmp.cache import cache_key
+    from toxcmp.models import bundled_gguf_path, file_sha256
+
+    spec = resolve_model("smollm2-135m")
+    request = build_request(load_policy("toxic_simple"), "hello", spec, GenerationConfig(max_new_tokens=8))
+    llama = get_backend("api", BackendConfig(api_server="llamacpp"))
+    serve = get_backend("api", BackendConfig(api_server="local"))
+    assert llama.endpoint.startswith("llamacpp-server:llama-cpp-python==") and "n_ctx=" in llama.endpoint
+    assert "repeat_penalty=1.0" in llama.endpoint
+    assert llama.resolved_revision(spec) == f"sha256:{file_sha256(bundled_gguf_path(spec))}"
+    keys = {cache_key(b.name, b.endpoint, request, b.resolved_revision(spec)) for b in (llama, serve)}
+    assert len(keys) == 2
+    monkeypatch.setattr(api_module, "LLAMACPP_SAMPLING", {**api_module.LLAMACPP_SAMPLING, "repeat_penalty": 1.1})
+    assert get_backend("api", BackendConfig(api_server="llamacpp")).endpoint != llama.endpoint
+
+
+# -- a real llama.cpp server -----------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_server_is_loopback_only_and_answers_greedily():
+    require_llamacpp()
+    from toxcmp.backends.server import llamacpp_api_server
+
+    spec = resolve_model("smollm2-135m")
+    with llamacpp_api_server(spec, threads=1) as server:
+        assert server.base_url.startswith("http://127.0.0.1:")
+        cmd = server.command()
+        assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+        out = subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout if _has("ss") else ""
+        for line in out.splitlines():
+            if f":{server.port} " in line:
+                assert "127.0.0.1:" in line, line
+        api = get_backend("api", BackendConfig(base_url=server.base_url, served_model=server.served_model,
+                                               concurrency=1))
+        request = build_request(load_policy("toxic_simple"), "what is the capital of France?", spec,
+                                GenerationConfig(max_new_tokens=12))
+        first, second = api.generate([request, request])
+        assert first.ok and first.content and first.content == second.content  # greedy: the same text twice
+        pid = server.process.pid
+    assert not _alive(pid)
+
+
+@pytest.mark.slow
+def test_server_answers_equal_llama_cpp_in_process_greedy():
+    """What toxcmp gets over HTTP equals llama-cpp-python's own greedy chat completion of the same messages with
+    no repeat penalty, run in this process: the messages, the template and the sampling settings all arrive."""
+    require_llamacpp()
+    import csv
+
+    from llama_cpp import Llama
+
+    from toxcmp.backends.server import gguf_of
+
+    spec = resolve_model("smollm2-135m")
+    with SAMPLE.open(encoding="utf-8", newline="") as fh:
+        texts = [row["user_input"] for _, row in zip(range(4), csv.DictReader(fh))]
+    requests = [build_request(load_policy("toxic_simple"), t, spec, GenerationConfig(max_new_tokens=24)) for t in texts]
+    api = get_backend("api", BackendConfig(api_server="llamacpp", threads=1))
+    try:
+        answers = api.generate(requests)
+    finally:
+        api.close()
+    llm = Llama(model_path=str(gguf_of(spec)), n_ctx=8192, n_threads=1, verbose=False)
+    for request, answer in zip(requests, answers):
+        own = llm.create_chat_completion(messages=request.chat_messages(), max_tokens=24, temperature=0.0,
+                                         repeat_penalty=1.0)
+        assert answer.content == own["choices"][0]["message"]["content"], request.chat_messages()[-1]["content"][:60]
+
+
+def _has(cmd: str) -> bool:
+    import shutil
+
+    return shutil.which(cmd) is not None
+
+
+@pytest.mark.slow
+def test_cli_leaves_no_server_behind(cli):
+    require_llamacpp()
+    before = set(_llamacpp_pids())
+    result = cli("classify", "hello", "--backend", "api", "--api-server", "llamacpp", "--max-new-tokens", "4", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["backend"] == "api" and data["served_by"].startswith("http://127.0.0.1:")
+    time.sleep(0.5)
+    assert set(_llamacpp_pids()) - before == set()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_the_spawned_llamacpp_server(sig):
+    require_llamacpp()
+    code = (
+        "import time\n"
+        "from toxcmp.backends.server import llamacpp_api_server\n"
+        "from toxcmp.models import resolve_model\n"
+        "with llamacpp_api_server(resolve_model('smollm2-135m'), threads=1) as s:\n"
+        "    print(s.process.pid, flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    server_pid = int(proc.stdout.readline())
+    assert _alive(server_pid)
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    deadline = time.time() + 15
+    while _alive(server_pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _alive(server_pid), "the llama.cpp server survived its parent"
+
+
+@pytest.fixture(scope="module")
+def llamacpp_run(tmp_path_factory):
+    """compare local vs api --api-server llamacpp on the shipped 24-row sample, then the same command again."""
+    require_llamacpp()
+    from typer.testing import CliRunner
+
+    from toxcmp.cli import app
+
+    out = tmp_path_factory.mktemp("llamacpp-run")
+    args = ["compare", "--model", "smollm2-135m", "--backends", "local,api", "--api-server", "llamacpp",
+            "--dataset", str(SAMPLE), "--sample-size", "24", "--max-new-tokens", "32", "--output-dir", str(out)]
+    first = CliRunner().invoke(app, args)
+    second = CliRunner().invoke(app, args)
+    run_dir = next(p for p in out.iterdir() if p.is_dir())
+    return first, second, run_dir
+
+
+def _comparable(text: str) -> str:
+    for marker in ("<|im_end|>",):  # what SmolLM2 stops on; a server does not return it
+        if text.endswith(marker):
+            text = text[: -len(marker)]
+    return text
+
+
+@pytest.mark.slow
+def test_compare_local_vs_llamacpp_reports_every_parting(llamacpp_run):
+    first, _, run_dir = llamacpp_run
+    assert first.exit_code == 3, first.output  # SmolLM2 gives no labels: INCONCLUSIVE, by design
+    summary = json.loads((run_dir / "summary.json").read_text())
+    results = pl.read_parquet(run_dir / "results.parquet")
+    local = {r["example_id"]: r for r in results.filter(pl.col("arm") == "local").iter_rows(named=True)}
+    api = {r["example_id"]: r for r in results.filter(pl.col("arm") == "api").iter_rows(named=True)}
+    assert len(local) == len(api) == 24 and all(r["error"] is None for r in [*local.values(), *api.values()])
+    # the content-identity rate, against a count made here from the raw outputs
+    same_content = sum(local[i]["content"] == api[i]["content"] for i in local)
+    assert summary["content_identical"]["successes"] == same_content and summary["content_identical"]["n"] == 24
+    # the first divergent character of every row, by os.path.commonprefix
+    expected = {}
+    for i in local:
+        a, b = _comparable(local[i]["raw"]), _comparable(api[i]["raw"])
+        if a != b:
+            expected[i] = len(os.path.commonprefix([a, b]))
+    pairs = pl.read_parquet(run_dir / "pairs.parquet")
+    found = {r["example_id"]: r for r in pairs.iter_rows(named=True)}
+    assert {i: r["diverge_char"] for i, r in found.items() if r["diverge_char"] is not None} == expected
+    assert expected, "Q4_1 kernels vs dequantized float weights: some of 24 greedy texts should part"
+    d = summary["divergence"]
+    assert d["n_differ"] == len(expected) and sorted(expected.values()) == d["char_positions"]["values"]
+    # every parting is scored: near tie or real; the local side wrote greedily, so its own next token is the one
+    # its model ranks higher (log p local ≥ log p other) at the parting
+    for i in expected:
+        row = found[i]
+        assert row["divergence_kind"] in ("near_tie", "real"), row
+        assert row["diverge_token"] is not None and row["a_next_token"] is not None and row["b_next_token"] is not None
+        assert row["a_next_logprob"] >= row["b_next_logprob"] - 1e-3, row
+        assert row["a_continuation"] == _comparable(local[i]["raw"])[expected[i]:][:40]
+        assert row["b_continuation"] == _comparable(api[i]["raw"])[expected[i]:][:40]
+    assert d["near_tie"] + d["real"] == len(expected) and d["unscored"] == 0
+    # the report says it in words and in the page
+    assert f"raw texts part in {len(expected)} of 24 answered rows" in " ".join(first.output.split())
+    page = (run_dir / "report.html").read_text()
+    assert f"Where the texts part ({len(expected)} rows)" in page
+    assert "final content byte-identical" in page
+    assert all(str(i)[:16] in page for i in expected)
+
+
+@pytest.mark.slow
+def test_second_run_is_served_from_cache_without_starting_a_server(llamacpp_run):
+    _, second, run_dir = llamacpp_run
+    assert second.exit_code == 3, second.output
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["backends"]["b"]["cached"] == 24
+    assert "starting llama.cpp server" not in second.output
+    reliability = summary["metadata"]["reliability"]["api"]
+    assert reliability["server_threads"] is None  # no server was started

@@ -1,0 +1,144 @@
+"""Where two backends' texts part, and (with a local model) whether the parting was a near tie.
+
+Two engines that run the same weights greedily write the same text until one of them picks a different next
+token. The first divergent character says where; when one side is local, the local model scores both sides' next
+tokens at that point: a gap under `NEAR_TIE_NATS` is a near tie that a small numeric difference (quantized kernels,
+another accumulation order) can flip; a larger gap is a real difference (another prompt, another decoding rule,
+other weights).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .diagnosis import NEAR_TIE_NATS
+
+CONTEXT_CHARS = 40  # of each continuation, from the first divergent character
+DIVERGENCE_KINDS = ("near_tie", "real")
+
+
+def first_divergence(a: str, b: str) -> int | None:
+    """Index of the first character where the texts differ; the shorter length when one is a prefix of the other;
+    None when they are identical."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def continuation(text: str, at: int, width: int = CONTEXT_CHARS) -> str:
+    return text[at:at + width]
+
+
+_END_MARKER = re.compile(r"(?:<\|(?:im_end|return|end|eot_id|endoftext)\|>|</s>)\s*$")
+
+
+def comparable(raw: str) -> str:
+    """The raw output without its end-of-turn marker: a local model's decoded output keeps the EOS it stopped on,
+    a server's does not, and that is not a difference in what the model wrote."""
+    while True:
+        stripped = _END_MARKER.sub("", raw)
+        if stripped == raw:
+            return raw
+        raw = stripped
+
+
+def text_fields(a_raw: str | None, b_raw: str | None) -> dict[str, Any]:
+    """Character-level divergence of two raw outputs, end-of-turn markers aside (no model needed; rescore
+    recomputes it)."""
+    if a_raw is None or b_raw is None:
+        return {"diverge_char": None, "a_continuation": None, "b_continuation": None}
+    a_raw, b_raw = comparable(a_raw), comparable(b_raw)
+    at = first_divergence(a_raw, b_raw)
+    if at is None:
+        return {"diverge_char": None, "a_continuation": None, "b_continuation": None}
+    return {"diverge_char": at, "a_continuation": continuation(a_raw, at), "b_continuation": continuation(b_raw, at)}
+
+
+@dataclass(frozen=True)
+class TokenDivergence:
+    position: int  # generated tokens both sides share before they part
+    local_token: str  # the local side's next token there (decoded), "<eos>" when it stopped
+    other_token: str
+    local_logprob: float  # the local model's log-probability of each next token at that position
+    other_logprob: float
+
+    @property
+    def gap(self) -> float:
+        return self.local_logprob - self.other_logprob
+
+    @property
+    def kind(self) -> str:
+        return "near_tie" if abs(self.gap) < NEAR_TIE_NATS else "real"
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def token_divergence(model: Any, tokenizer: Any, prompt: str, local_text: str, other_text: str,
+                     local_stopped: bool = True, other_stopped: bool = True) -> TokenDivergence | None:
+    """Tokenize both outputs with the local tokenizer after the exact prompt, find the first token where they
+    differ, and score both next tokens under the local model (one forward pass). A side that stopped (finish
+    reason "stop") continues with end-of-sequence; a side cut off by the token budget has no next token, so a
+    divergence that is only one side being longer is not scored (None). None when the texts tokenize the same."""
+    import torch
+
+    local_ids, other_ids = _ids(tokenizer, comparable(local_text)), _ids(tokenizer, comparable(other_text))
+    eos = tokenizer.eos_token_id
+    if eos is not None:
+        local_ids = local_ids + [eos] if local_stopped else local_ids
+        other_ids = other_ids + [eos] if other_stopped else other_ids
+    at = next((i for i, (x, y) in enumerate(zip(local_ids, other_ids)) if x != y), None)
+    if at is None:
+        return None
+    prompt_ids = _ids(tokenizer, prompt)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        logits = model(torch.tensor([prompt_ids + local_ids[:at]], device=device)).logits[0, -1].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+
+    def show(token: int) -> str:
+        return "<eos>" if token == eos else tokenizer.decode([token])
+
+    return TokenDivergence(at, show(local_ids[at]), show(other_ids[at]), float(logprobs[local_ids[at]]),
+                           float(logprobs[other_ids[at]]))
+
+
+def token_fields(found: TokenDivergence | None, local_side: str) -> dict[str, Any]:
+    """The pair-row columns of a token divergence, as a/b from the local side's point of view."""
+    if found is None:
+        return {}
+    other_side = "b" if local_side == "a" else "a"
+    return {"diverge_token": found.position, f"{local_side}_next_token": found.local_token,
+            f"{other_side}_next_token": found.other_token, f"{local_side}_next_logprob": round(found.local_logprob, 4),
+            f"{other_side}_next_logprob": round(found.other_logprob, 4), "divergence_kind": found.kind}
+
+
+TOKEN_COLUMNS = ("diverge_token", "a_next_token", "b_next_token", "a_next_logprob", "b_next_logprob",
+                 "divergence_kind")
+
+
+def _quantiles(values: Sequence[int]) -> dict[str, Any] | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return {"min": ordered[0], "median": statistics.median(ordered), "max": ordered[-1],
+            "p90": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))] if len(ordered) >= 10 else None,
+            "values": ordered}
+
+
+def summarize_divergence(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Over the rows where both sides answered: how many texts differ, where they part (characters and, when
+    scored, tokens) and how many partings were near ties."""
+    answered = [r for r in rows if not (r.get("a_error") or r.get("b_error"))]
+    differ = [r for r in answered if r.get("diverge_char") is not None]
+    scored = [r for r in differ if r.get("divergence_kind")]
+    return {"n_answered": len(answered), "n_differ": len(differ),
+            "char_positions": _quantiles([int(r["diverge_char"]) for r in differ]),
+            "token_positions": _quantiles([int(r["diverge_token"]) for r in scored]),
+            "scored": len(scored), **{k: sum(r["divergence_kind"] == k for r in scored) for k in DIVERGENCE_KINDS},
+            "unscored": len(differ) - len(scored)}
