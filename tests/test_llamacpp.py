@@ -136,7 +136,8 @@ def test_server_is_loopback_only_and_answers_greedily():
 @pytest.mark.slow
 def test_server_answers_equal_llama_cpp_in_process_greedy():
     """What toxcmp gets over HTTP equals llama-cpp-python's own greedy chat completion of the same messages with
-    no repeat penalty, run in this process: the messages, the template and the sampling settings all arrive."""
+    no repeat penalty, run in this process: the messages, the template and the sampling settings all arrive, and
+    a request waiting for the server does not cut short the one being streamed."""
     require_llamacpp()
     import csv
 
@@ -148,7 +149,8 @@ def test_server_answers_equal_llama_cpp_in_process_greedy():
     with SAMPLE.open(encoding="utf-8", newline="") as fh:
         texts = [row["user_input"] for _, row in zip(range(4), csv.DictReader(fh))]
     requests = [build_request(load_policy("toxic_simple"), t, spec, GenerationConfig(max_new_tokens=24)) for t in texts]
-    api = get_backend("api", BackendConfig(api_server="llamacpp", threads=1))
+    # two in flight: the server queues the second (it must not cut off the one it is streaming)
+    api = get_backend("api", BackendConfig(api_server="llamacpp", threads=1, concurrency=2))
     try:
         answers = api.generate(requests)
     finally:

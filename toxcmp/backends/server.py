@@ -211,7 +211,9 @@ class LlamaCppServer(SpawnedServer):
         threads = str(self.threads)
         return [sys.executable, "-m", "llama_cpp.server", "--model", self.model, "--model_alias", self.alias,
                 "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
-                "--n_threads", threads, "--n_threads_batch", threads, "--verbose", "False"]
+                "--n_threads", threads, "--n_threads_batch", threads, "--verbose", "False",
+                # by default a waiting request cuts off the one being streamed: queue it instead
+                "--interrupt_requests", "False"]
 
 
 def gguf_sha256(path: str) -> str:
