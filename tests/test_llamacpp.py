@@ -217,7 +217,9 @@ def llamacpp_run(tmp_path_factory):
     first = CliRunner().invoke(app, args)
     second = CliRunner().invoke(app, args)
     run_dir = next(p for p in out.iterdir() if p.is_dir())
-    return first, second, run_dir
+    arm_form = args[:4] + ["local,api[api_server=llamacpp]"] + args[7:-1] + [str(out / "arm-form")]
+    third = CliRunner().invoke(app, arm_form)
+    return first, second, run_dir, third, out / "arm-form"
 
 
 def _comparable(text: str) -> str:
@@ -229,7 +231,7 @@ def _comparable(text: str) -> str:
 
 @pytest.mark.slow
 def test_compare_local_vs_llamacpp_reports_every_parting(llamacpp_run):
-    first, _, run_dir = llamacpp_run
+    first, _, run_dir, _, _ = llamacpp_run
     assert first.exit_code == 3, first.output  # SmolLM2 gives no labels: INCONCLUSIVE, by design
     summary = json.loads((run_dir / "summary.json").read_text())
     results = pl.read_parquet(run_dir / "results.parquet")
@@ -271,10 +273,22 @@ def test_compare_local_vs_llamacpp_reports_every_parting(llamacpp_run):
 
 @pytest.mark.slow
 def test_second_run_is_served_from_cache_without_starting_a_server(llamacpp_run):
-    _, second, run_dir = llamacpp_run
+    _, second, run_dir, _, _ = llamacpp_run
     assert second.exit_code == 3, second.output
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["backends"]["b"]["cached"] == 24
     assert "starting llama.cpp server" not in second.output
     reliability = summary["metadata"]["reliability"]["api"]
     assert reliability["server_threads"] is None  # no server was started
+
+
+@pytest.mark.slow
+def test_arm_form_is_the_same_backend_with_the_same_cache_identity(llamacpp_run):
+    """`--backends 'local,api[api_server=llamacpp]'` is the same arm as `--api-server llamacpp`: every answer of the
+    first run is found in the cache."""
+    *_, third, arm_dir = llamacpp_run
+    assert third.exit_code == 3, third.output
+    run_dir = next(p for p in arm_dir.iterdir() if p.is_dir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["backends"]["b"]["cached"] == 24 and summary["backends"]["a"]["cached"] == 24
+    assert any(a.get("identity", {}).get("api_server") == "llamacpp" for a in summary["metadata"]["arms"])

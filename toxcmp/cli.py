@@ -430,6 +430,40 @@ def bench_serve(
     console.print(f"same answers in every configuration: {result.identical}")
 
 
+@bench_app.command("engines")
+@friendly_errors
+def bench_engines(
+    rows: Annotated[int, typer.Option("--rows", min=1, help="Rows of the dataset.")] = 24,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 32,
+    policy: PolicyOpt = "toxic_chat_claude_1",
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads of both engines \[default: torch's].")] = None,
+    dataset: Annotated[Path, typer.Option("--dataset", help="CSV or parquet with user_input.")] = Path(
+        "configs/samples/toxicchat0124_test_sample.csv"),
+    as_json: JsonOpt = False,
+) -> None:
+    """The CPU peer: local naive and prefix vs llama.cpp's server (sequential, 2 in flight) on the bundled GGUF."""
+    from .bench import bench_engines as run
+
+    if not dataset.is_file():
+        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV or parquet with a user_input column")
+    result = run(dataset, rows, max_new_tokens, policy, threads=threads,
+                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    e, r = result.eps, result.ratios
+    console.print(f"{result.rows} rows · {result.policy} · max_new_tokens {result.max_new_tokens} · {result.threads} threads")
+    console.print(f"local naive {e['local_naive']:.2f} ex/s · local prefix {e['local_prefix']:.2f} ex/s · llama.cpp "
+                  f"sequential {e['llamacpp_sequential']:.2f} ex/s · llama.cpp 2 in flight {e['llamacpp_parallel']:.2f} ex/s")
+    console.print(f"local prefix / llama.cpp [bold]{r['local_prefix_vs_llamacpp']:.2f}×[/] (goal > 1) · local naive / "
+                  f"llama.cpp {r['local_naive_vs_llamacpp']:.2f}× · prefix / naive {r['local_prefix_vs_local_naive']:.2f}× "
+                  f"· llama.cpp 2 in flight / sequential {r['llamacpp_parallel_vs_sequential']:.2f}×")
+    console.print(f"identical to local naive: local prefix {result.identical_prefix}/{result.rows} (tokens), "
+                  f"llama.cpp {result.identical_llamacpp}/{result.rows} (final answers)")
+    if result.identical_prefix != result.rows:
+        raise typer.Exit(ExitCode.FAIL)
+
+
 @bench_app.command("html")
 @friendly_errors
 def bench_html(

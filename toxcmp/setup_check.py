@@ -83,11 +83,25 @@ def run_checks(cache_dir: Path) -> list[Check]:
     serve = Path(sys.executable).parent / "transformers"
     checks.append(Check("transformers serve (for --api-server local)", serve.exists() or bool(importlib.util.find_spec("fastapi")),
                         str(serve) if serve.exists() else "not found", "pip install 'toxcmp[serve]'", required=False))
+    checks.append(_llamacpp_check())
     default_backend = inspect.signature(classify).parameters["backend"].default
     checks.append(Check("public API: classify(backend=API)", default_backend == InferenceBackend.API,
                         f"default backend = {getattr(default_backend, 'value', default_backend)}",
                         "classify's default backend must stay InferenceBackend.API"))
     return checks
+
+
+def _llamacpp_check() -> Check:
+    from .backends.server import LLAMACPP_HINT
+
+    name = "llama.cpp server (for --api-server llamacpp)"
+    try:
+        import importlib.metadata
+
+        version = importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
+        return Check(name, False, "not installed", LLAMACPP_HINT, required=False)
+    return Check(name, True, f"llama-cpp-python {version}", required=False)
 
 
 def _cache_check(cache_dir: Path) -> Check:
