@@ -292,3 +292,29 @@ def test_arm_form_is_the_same_backend_with_the_same_cache_identity(llamacpp_run)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["backends"]["b"]["cached"] == 24 and summary["backends"]["a"]["cached"] == 24
     assert any(a.get("identity", {}).get("api_server") == "llamacpp" for a in summary["metadata"]["arms"])
+
+
+@pytest.mark.slow
+def test_the_page_shows_every_parting_in_chromium(llamacpp_run):
+    """In a real browser: the divergence table has one row per parting in pairs.parquet, with its character
+    position and its near-tie/real class, and the page is otherwise intact (rows rendered, verdict shown)."""
+    from .browser import start_browser
+
+    _, _, run_dir, _, _ = llamacpp_run
+    pairs = pl.read_parquet(run_dir / "pairs.parquet").filter(pl.col("diverge_char").is_not_null())
+    driver = start_browser()
+    try:
+        driver.get((run_dir / "report.html").resolve().as_uri())
+        driver.implicitly_wait(5)
+        assert driver.find_element("css selector", "body[data-ready='1']")
+        assert driver.find_element("id", "verdict").text.startswith("INCONCLUSIVE")
+        cells = [[td.text for td in tr.find_elements("css selector", "td")]
+                 for tr in driver.find_elements("css selector", "table.divergence tbody tr")]
+        assert len(cells) == pairs.height
+        shown = sorted((row[0], int(row[1]), row[-1]) for row in cells)
+        expected = sorted((r["example_id"][:16], r["diverge_char"], r["divergence_kind"])
+                          for r in pairs.iter_rows(named=True))
+        assert shown == expected
+        assert len(driver.find_elements("css selector", "#rows tr.row")) == 24
+    finally:
+        driver.quit()
