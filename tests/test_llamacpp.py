@@ -318,3 +318,38 @@ def test_the_page_shows_every_parting_in_chromium(llamacpp_run):
         assert len(driver.find_elements("css selector", "#rows tr.row")) == 24
     finally:
         driver.quit()
+
+
+def test_a_gguf_path_is_a_model_named_by_its_content(tmp_path):
+    import hashlib
+
+    from toxcmp.backends.server import gguf_of
+    from toxcmp.models import resolved_revision
+
+    path = tmp_path / "tiny-model.Q4_0.gguf"
+    path.write_bytes(b"GGUF" + bytes(range(256)) * 4)
+    spec = resolve_model(str(path))
+    assert spec.gguf_path == str(path.resolve()) and spec.only_here and not spec.is_bundled
+    assert gguf_of(spec) == path.resolve()
+    assert resolved_revision(spec) == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(Exception, match="GGUF"):
+        gguf_of(resolve_model("openai/gpt-oss-20b"))
+
+
+@pytest.mark.slow
+def test_llamacpp_serves_a_gguf_given_by_path(cli, tmp_path):
+    """Any GGUF file: a copy of the bundled one, given by path, answers as the bundled alias does."""
+    require_llamacpp()
+    import shutil
+
+    from toxcmp.models import bundled_gguf_path
+
+    copy = tmp_path / "copy.gguf"
+    shutil.copyfile(bundled_gguf_path(resolve_model("smollm2-135m")), copy)
+    answers = []
+    for model in (str(copy), "smollm2-135m"):
+        result = cli("classify", "what is the capital of France?", "--backend", "api", "--api-server", "llamacpp",
+                     "--model", model, "--max-new-tokens", "12", "--json")
+        assert result.exit_code == 0, result.output
+        answers.append(json.loads(result.stdout)["content"])
+    assert answers[0] and answers[0] == answers[1]

@@ -54,12 +54,12 @@ def resolve_api_route(spec: ModelSpec, config: BackendConfig, alternative: str) 
         llamacpp_version()
         return config, None
     if config.api_server == "auto":
-        if spec.is_bundled and not config.base_url:
+        if spec.only_here and not config.base_url:
             return replace(config, api_server="local"), (
                 f"{spec.name} exists only on this machine: the api side starts a local transformers serve for it "
                 "(--api-server none to refuse)")
         config = replace(config, api_server=None)
-    if spec.is_bundled and not config.base_url and config.api_server not in ("local", "llamacpp"):
+    if spec.only_here and not config.base_url and config.api_server not in ("local", "llamacpp"):
         raise UsageError(f"{spec.name} is a bundled model that no Inference Provider serves",
                          f"add --api-server local (or --base-url URL), {alternative}")
     return config, None

@@ -32,10 +32,16 @@ class ModelSpec:
     gguf_distribution: str | None = None
     gguf_file: str | None = None
     local_path: str | None = None
+    gguf_path: str | None = None  # a .gguf file given as the model
 
     @property
     def is_bundled(self) -> bool:
         return self.gguf_package is not None
+
+    @property
+    def only_here(self) -> bool:
+        """Weights that exist only on this machine (a bundled model or a GGUF file): no provider serves them."""
+        return self.is_bundled or self.gguf_path is not None
 
 
 @lru_cache(maxsize=1)
@@ -75,6 +81,9 @@ def resolve_model(name: str, revision: str | None = None) -> ModelSpec:
         return ModelSpec(name=name, model_id=entry["hub_id"], revision=revision or entry.get("revision", "main"),
                          harmony=bool(entry.get("harmony", False)))
     path = Path(name).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return ModelSpec(name=path.stem, model_id=str(path.resolve()), revision=revision or "local",
+                         harmony=True if "gpt-oss" in path.name.lower() else None, gguf_path=str(path.resolve()))
     if path.is_dir():
         return ModelSpec(name=name, model_id=str(path.resolve()), revision=revision or "local",
                          harmony=_is_gpt_oss_dir(path), local_path=str(path.resolve()))
@@ -82,7 +91,8 @@ def resolve_model(name: str, revision: str | None = None) -> ModelSpec:
     if len(parts) == 2 and all(parts) and not name.startswith((".", "/")):
         # unknown Hub model: Harmony if it says so, else None (the parser detects the output form)
         return ModelSpec(name=name, model_id=name, revision=revision or "main", harmony=True if "gpt-oss" in name else None)
-    raise UnknownNameError("model", name, list(aliases), "or pass a Hub id (owner/name) or a local model directory")
+    raise UnknownNameError("model", name, list(aliases),
+                           "or pass a Hub id (owner/name), a local model directory or a .gguf file")
 
 
 def _is_gpt_oss_dir(path: Path) -> bool:
@@ -151,6 +161,8 @@ def resolved_revision(spec: ModelSpec, ask_hub: bool = True, local_cache: bool =
     Bundled GGUF: "sha256:<file hash>". Hub id: a pinned commit as is; else the Hub's answer (`ask_hub`, online
     only) or, with `local_cache`, the commit the local HF cache maps the revision to. Local directory: as asked.
     """
+    if spec.gguf_path:
+        return f"sha256:{file_sha256(Path(spec.gguf_path))}"
     if spec.is_bundled:
         try:
             return f"sha256:{file_sha256(bundled_gguf_path(spec))}"
@@ -177,6 +189,8 @@ def bundled_gguf_path(spec: ModelSpec) -> Path:
 
 def converted_dir(spec: ModelSpec, cache_dir: Path | None = None) -> Path:
     safe_rev = spec.revision.replace("/", "_").replace("=", "-")
+    if spec.gguf_path:  # a file given by path: its content names the conversion
+        safe_rev = file_sha256(Path(spec.gguf_path))[:16]
     root = Path(os.environ["TOXCMP_MODELS_DIR"]) if os.environ.get("TOXCMP_MODELS_DIR") else (
         Path(cache_dir or default_cache_dir()) / "models")
     return root / f"{spec.name}-{safe_rev}"
@@ -186,15 +200,16 @@ def materialize(spec: ModelSpec, cache_dir: Path | None = None) -> str:
     """Something `from_pretrained` can load: a Hub id, a local dir, or the converted bundled GGUF."""
     if spec.local_path:
         return spec.local_path
-    if not spec.is_bundled:
+    if not spec.only_here:
         return spec.model_id
     target = converted_dir(spec, cache_dir)
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return str(target)
     from . import phases
 
-    phases.phase(f"converting the bundled {spec.gguf_file} to safetensors (once, about 30 s)")
-    _convert_gguf(bundled_gguf_path(spec), target)
+    source = Path(spec.gguf_path) if spec.gguf_path else bundled_gguf_path(spec)
+    phases.phase(f"converting {source.name} to safetensors (once, about 30 s for 135M parameters)")
+    _convert_gguf(source, target)
     return str(target)
 
 

@@ -101,7 +101,7 @@ def _load(spec: ModelSpec, device: str, dtype: str, cache_dir, commit: str | Non
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = materialize(spec, cache_dir)
-    hub = not (spec.is_bundled or spec.local_path)
+    hub = not (spec.only_here or spec.local_path)
     # A Hub load is pinned to the commit the cache was keyed on, so what is loaded is what the answers are filed
     # under even if the branch moves meanwhile; without one, the commit is resolved here.
     if hub and not is_commit(commit):
@@ -119,7 +119,7 @@ def _load(spec: ModelSpec, device: str, dtype: str, cache_dir, commit: str | Non
     model.eval()
     config = model.config
     context = getattr(config, "max_position_embeddings", None) or getattr(tokenizer, "model_max_length", 2048)
-    if spec.is_bundled:
+    if spec.only_here:
         commit = resolved_revision(spec, ask_hub=False)
     elif hub and commit is None:
         commit = getattr(config, "_commit_hash", None) or cached_commit(spec.model_id, spec.revision)

@@ -254,9 +254,8 @@ def gguf_of(spec) -> Path:
 
     if spec.is_bundled:
         return bundled_gguf_path(spec)
-    path = Path(spec.model_id).expanduser()
-    if path.suffix == ".gguf" and path.is_file():
-        return path
+    if spec.gguf_path:
+        return Path(spec.gguf_path)
     from ..errors import UsageError
 
     raise UsageError(f"--api-server llamacpp serves GGUF files; {spec.model_id!r} is not one",
