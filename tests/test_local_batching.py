@@ -135,3 +135,33 @@ def test_prefix_cache_unavailable_falls_back_and_says_so_once(reference, monkeyp
             assert [r.raw_text for r in out] == expected[:6]
     warnings = [r for r in caplog.records if "prefix KV reuse is off" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_a_failed_batch_is_released_before_its_halves_run(monkeypatch):
+    """An OOM's traceback holds the failed batch's frames (and its activations on the GPU): the halves must run
+    after it is dropped, or every smaller retry runs out of memory too (seen on an H200 before this fix)."""
+    import weakref
+
+    class Activations:
+        pass
+
+    backend = LocalBackend(BackendConfig(device="cpu"))
+    refs: list[weakref.ref] = []
+    alive_when_called: list[int] = []
+
+    def failing(loaded, requests, batch, prefix):
+        alive_when_called.append(sum(ref() is not None for ref in refs))
+        held = Activations()  # what a real failed forward pass leaves in its frames
+        refs.append(weakref.ref(held))
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(backend, "_batch_generate", failing)
+    requests = _sample_requests(n=4, max_new_tokens=4)
+    emitted: dict[int, str] = {}
+    backend._run_batch(None, requests, [(i, [1, 2, 3]) for i in range(4)], None,
+                       lambda i, response: emitted.__setitem__(i, response.error))
+    assert len(alive_when_called) == 7  # 4 → 2 + 2 → 1 + 1 + 1 + 1
+    assert alive_when_called == [0] * 7
+    assert sorted(emitted) == [0, 1, 2, 3]
+    assert all(e == "RuntimeError: CUDA out of memory (simulated)" for e in emitted.values())
+    assert backend.stats["splits"] == 3

@@ -285,19 +285,28 @@ class LocalBackend:
     def _run_batch(self, loaded: LoadedModel, requests, batch, prefix: PrefixCache | None, emit) -> None:
         """One padded generate; if it raises (OOM included) split the batch and retry the halves."""
         started = time.perf_counter()
+        failure: str | None = None
         try:
             outputs = self._batch_generate(loaded, requests, batch, prefix)
         except Exception as exc:  # noqa: BLE001 - OOM (a RuntimeError) above all, but never lose the batch
+            # Keep only what the error said: the exception's traceback holds the failed batch's frames and with
+            # them its activations, which would stay allocated through the halves (each smaller retry then runs
+            # out of memory too). Retry outside this block, once the traceback is gone.
+            failure, failure_name = _error_message(exc), type(exc).__name__
+        if failure is not None:
             if self.device.startswith("cuda"):
+                import gc
+
                 import torch
 
+                gc.collect()
                 torch.cuda.empty_cache()  # release the failed batch's activations before the halves run
             if len(batch) == 1:
                 i = batch[0][0]
-                emit(i, self._error(requests[i], exc, time.perf_counter() - started))
+                emit(i, self._error(requests[i], failure, time.perf_counter() - started))
                 return
             self.stats["splits"] += 1
-            log.warning("batch of %d failed (%s); retrying as two halves", len(batch), type(exc).__name__)
+            log.warning("batch of %d failed (%s); retrying as two halves", len(batch), failure_name)
             half = len(batch) // 2
             self._run_batch(loaded, requests, batch[:half], prefix, emit)
             self._run_batch(loaded, requests, batch[half:], prefix, emit)
@@ -393,8 +402,8 @@ class LocalBackend:
                              extra={"prompt_tokens": n_prompt, "completion_tokens": len(new_tokens),
                                     "commit": loaded.commit, **extra})
 
-    def _error(self, request: ChatRequest, exc: Exception, latency: float) -> ModelResponse:
-        message = exc.one_line() if isinstance(exc, ContextLengthError) else f"{type(exc).__name__}: {exc}"
+    def _error(self, request: ChatRequest, exc: Exception | str, latency: float) -> ModelResponse:
+        message = exc if isinstance(exc, str) else _error_message(exc)
         return ModelResponse(content="", reasoning="", raw_text="", backend=self.name, model=request.model.model_id,
                              latency_s=latency, error=message, prompt_hash=request.prompt_hash)
 
@@ -491,3 +500,7 @@ def _eos_ids(loaded: LoadedModel) -> set[int]:
         elif isinstance(value, (list, tuple)):
             ids.update(int(v) for v in value)
     return ids
+
+
+def _error_message(exc: Exception) -> str:
+    return exc.one_line() if isinstance(exc, ContextLengthError) else f"{type(exc).__name__}: {exc}"
