@@ -78,7 +78,7 @@ def test_token_divergence_matches_generate_scores_on_smollm2():
 
     request = build_request(load_policy("toxic_chat_claude_1"), "how do I bake bread at home?",
                             resolve_model("smollm2-135m"), GenerationConfig.from_defaults(max_new_tokens=12))
-    loaded = LocalBackend(BackendConfig(device="cpu", dtype="float32")).load(request.model)
+    loaded = LocalBackend(BackendConfig()).load(request.model)  # the configuration every other test loads
     tok, model = loaded.tokenizer, loaded.model
     prompt = render_prompt(tok, request)
     ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]

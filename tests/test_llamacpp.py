@@ -204,19 +204,22 @@ def test_interrupt_stops_the_spawned_llamacpp_server(sig):
 
 
 @pytest.fixture(scope="module")
-def llamacpp_run(tmp_path_factory):
-    """compare local vs api --api-server llamacpp on the shipped 24-row sample, then the same command again."""
+def llamacpp_run(tmp_path_factory, models_dir):
+    """compare local vs api --api-server llamacpp on the shipped 24-row sample, then the same command again, then
+    in the arm form; with a cache of their own (a module fixture runs before the per-test isolation)."""
     require_llamacpp()
+    os.environ["TOXCMP_MODELS_DIR"] = str(models_dir)
     from typer.testing import CliRunner
 
     from toxcmp.cli import app
 
     out = tmp_path_factory.mktemp("llamacpp-run")
     args = ["compare", "--model", "smollm2-135m", "--backends", "local,api", "--api-server", "llamacpp",
-            "--dataset", str(SAMPLE), "--sample-size", "24", "--max-new-tokens", "32", "--output-dir", str(out)]
+            "--dataset", str(SAMPLE), "--sample-size", "24", "--max-new-tokens", "32", "--cache-dir", str(out / "cache"),
+            "--output-dir", str(out)]
     first = CliRunner().invoke(app, args)
     second = CliRunner().invoke(app, args)
-    run_dir = next(p for p in out.iterdir() if p.is_dir())
+    run_dir = next(p for p in out.iterdir() if p.is_dir() and p.name != "cache")
     arm_form = args[:4] + ["local,api[api_server=llamacpp]"] + args[7:-1] + [str(out / "arm-form")]
     third = CliRunner().invoke(app, arm_form)
     return first, second, run_dir, third, out / "arm-form"
@@ -251,6 +254,8 @@ def test_compare_local_vs_llamacpp_reports_every_parting(llamacpp_run):
     found = {r["example_id"]: r for r in pairs.iter_rows(named=True)}
     assert {i: r["diverge_char"] for i, r in found.items() if r["diverge_char"] is not None} == expected
     assert expected, "Q4_1 kernels vs dequantized float weights: some of 24 greedy texts should part"
+    first_calls, second_calls = (i["calls"] for i in summary["metadata"]["invocations"])
+    assert first_calls["api"] == 24 and second_calls["api"] == 0  # the first run really asked llama.cpp
     d = summary["divergence"]
     assert d["n_differ"] == len(expected) and sorted(expected.values()) == d["char_positions"]["values"]
     # every parting is scored: near tie or real; the local side wrote greedily, so its own next token is the one
@@ -264,7 +269,7 @@ def test_compare_local_vs_llamacpp_reports_every_parting(llamacpp_run):
         assert row["b_continuation"] == _comparable(api[i]["raw"])[expected[i]:][:40]
     assert d["near_tie"] + d["real"] == len(expected) and d["unscored"] == 0
     # the report says it in words and in the page
-    assert f"raw texts part in {len(expected)} of 24 answered rows" in " ".join(first.output.split())
+    assert f"(end-of-turn markers aside) part in {len(expected)} of 24 answered rows" in " ".join(first.output.split())
     page = (run_dir / "report.html").read_text()
     assert f"Where the texts part ({len(expected)} rows)" in page
     assert "final content byte-identical" in page
@@ -353,3 +358,19 @@ def test_llamacpp_serves_a_gguf_given_by_path(cli, tmp_path):
         assert result.exit_code == 0, result.output
         answers.append(json.loads(result.stdout)["content"])
     assert answers[0] and answers[0] == answers[1]
+
+
+@pytest.mark.slow
+def test_bench_engines_runs_both_engines_and_prints_ratios(cli):
+    """A smoke run (speed is read from the numbers it prints, never asserted): both engines answer, the ratios are
+    the ratios of the printed rates, and prefix is token-identical to naive."""
+    require_llamacpp()
+    result = cli("bench", "engines", "--rows", "2", "--max-new-tokens", "4", "--threads", "1", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    eps = data["eps"]
+    assert set(eps) == {"local_naive", "local_prefix", "llamacpp_sequential", "llamacpp_parallel"}
+    assert all(v > 0 for v in eps.values())
+    assert data["ratios"]["local_prefix_vs_llamacpp"] == pytest.approx(eps["local_prefix"] / eps["llamacpp_sequential"],
+                                                                       rel=1e-2)
+    assert data["identical_prefix"] == 2 and data["threads"] == 1

@@ -243,6 +243,7 @@ def summarize_arms(assembled: Assembled, arms: Sequence[dict[str, Any]], thresho
             "accuracy": {ref: s["backends"]["a"]["accuracy"], k: s["backends"]["b"]["accuracy"]},
             "accuracy_difference": accuracy_difference(assembled.comparisons[k]),
             "causes": s["causes"], "transitions": fine_matrix(assembled.comparisons[k]),
+            "divergence": s["divergence"],
             "equivalence": dict(tests[k], p_equivalent_holm=_num(holm_eq[i]), p_different_holm=_num(holm_diff[i]),
                                 verdict=verdict, why=why),
         }

@@ -505,8 +505,11 @@ def bench_engines(dataset, rows: int = 24, max_new_tokens: int = 32, policy: str
     from .policies import load_policy
     from .prompting import build_request
 
+    from .backends.server import gguf_of, llamacpp_version
+
     texts = read_file(Path(dataset))["user_input"].head(rows).to_list()
     spec = resolve_model(model)
+    llamacpp_version(), gguf_of(spec)  # before any timing: the server and a GGUF for it
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens)
@@ -525,7 +528,7 @@ def bench_engines(dataset, rows: int = 24, max_new_tokens: int = 32, policy: str
         log(f"{name:22s} {elapsed:7.2f}s  {len(requests) / elapsed:6.2f} ex/s")
 
     for strategy in ("naive", "prefix"):
-        backend = LocalBackend(BackendConfig(strategy=strategy, threads=threads))
+        backend = LocalBackend(BackendConfig(strategy=strategy, threads=threads, device="cpu"))  # the CPU peer
         backend.load(spec)  # once per process; not timed
         timed(f"local_{strategy}", backend)
     warmup = [build_request(load_policy("toxic_simple"), "hello", spec, GenerationConfig.from_defaults(max_new_tokens=1))]

@@ -97,7 +97,7 @@ def compare(
     output_dir: OutputDirOpt = Path("outputs/backend_comparison"),
     run_id: RunIdOpt = None,
     chunk_size: Annotated[int, typer.Option("--chunk-size", rich_help_panel=OUTPUT_PANEL, help="Examples per step (rows stream and are flushed per step).")] = 16,
-    no_margin: Annotated[bool, typer.Option("--no-margin", metavar="", rich_help_panel=ARMS_PANEL, help="Skip local-model margin scoring of label disagreements.")] = False,
+    no_margin: Annotated[bool, typer.Option("--no-margin", metavar="", rich_help_panel=ARMS_PANEL, help="Skip the local model's scoring of label disagreements (margins) and of where texts part (next-token log p).")] = False,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", rich_help_panel=OUTPUT_PANEL, help="No progress output; the report only.")] = False,

@@ -637,13 +637,10 @@ def add_margins(rows, pair: Sequence[Arm], requests_a, requests_b, examples, obs
     observer.log(f"scored {sum(1 for r in todo if r['margin_kind'])} of {len(todo)} label disagreements with the local model")
 
 
-DIVERGENCE_SCORE_LIMIT = 1000  # rows whose divergence the local model scores per comparison (one forward pass each)
-
-
 def add_divergences(rows, pair: Sequence[Arm], requests_a, requests_b, examples, observer) -> None:
     """For texts that differ, ask the local model how close its own next token was to the other side's at the
     first token where they part (near tie or real difference)."""
-    from .divergence import token_divergence, token_fields
+    from .divergence import DIVERGENCE_SCORE_LIMIT, token_divergence, token_fields
 
     local = [i for i, arm in enumerate(pair) if arm.spec.name == "local"]
     todo = [r for r in rows if r.get("diverge_char") is not None][:DIVERGENCE_SCORE_LIMIT]

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from .diagnosis import NEAR_TIE_NATS
 
 CONTEXT_CHARS = 40  # of each continuation, from the first divergent character
+DIVERGENCE_SCORE_LIMIT = 1000  # partings the local model scores per comparison (one forward pass each)
 DIVERGENCE_KINDS = ("near_tie", "real")
 
 
@@ -61,7 +62,7 @@ def text_fields(a_raw: str | None, b_raw: str | None) -> dict[str, Any]:
 @dataclass(frozen=True)
 class TokenDivergence:
     position: int  # generated tokens both sides share before they part
-    local_token: str  # the local side's next token there (decoded), "<eos>" when it stopped
+    local_token: str  # the local side's next token there (decoded; an end token as itself, e.g. <|im_end|>)
     other_token: str
     local_logprob: float  # the local model's log-probability of each next token at that position
     other_logprob: float
@@ -79,6 +80,17 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def _stop_token(tokenizer: Any, local_text: str) -> int | None:
+    """The end token the local model stopped on (its decoded output keeps it), else the tokenizer's EOS. A server
+    strips its end token, so the other side is taken to have stopped on the same one."""
+    found = _END_MARKER.search(local_text)
+    if found:
+        ids = _ids(tokenizer, found.group(0).strip())
+        if len(ids) == 1:
+            return ids[0]
+    return tokenizer.eos_token_id
+
+
 def token_divergence(model: Any, tokenizer: Any, prompt: str, local_text: str, other_text: str,
                      local_stopped: bool = True, other_stopped: bool = True) -> TokenDivergence | None:
     """Tokenize both outputs with the local tokenizer after the exact prompt, find the first token where they
@@ -88,7 +100,7 @@ def token_divergence(model: Any, tokenizer: Any, prompt: str, local_text: str, o
     import torch
 
     local_ids, other_ids = _ids(tokenizer, comparable(local_text)), _ids(tokenizer, comparable(other_text))
-    eos = tokenizer.eos_token_id
+    eos = _stop_token(tokenizer, local_text)
     if eos is not None:
         local_ids = local_ids + [eos] if local_stopped else local_ids
         other_ids = other_ids + [eos] if other_stopped else other_ids
@@ -102,7 +114,7 @@ def token_divergence(model: Any, tokenizer: Any, prompt: str, local_text: str, o
     logprobs = torch.log_softmax(logits, dim=-1)
 
     def show(token: int) -> str:
-        return "<eos>" if token == eos else tokenizer.decode([token])
+        return tokenizer.decode([token])  # an end token shows as itself, e.g. <|im_end|>
 
     return TokenDivergence(at, show(local_ids[at]), show(other_ids[at]), float(logprobs[local_ids[at]]),
                            float(logprobs[other_ids[at]]))

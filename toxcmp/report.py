@@ -308,12 +308,14 @@ def arms_table(summary: dict[str, Any]) -> Table | None:
 
 def divergence_line(d: dict[str, Any] | None) -> str | None:
     """Where the two sides' raw texts part, and how the local model scores the partings (plain text)."""
+    from .divergence import DIVERGENCE_SCORE_LIMIT
+
     if not d or not d.get("n_answered"):
         return None
     if not d["n_differ"]:
-        return f"raw texts identical in all {d['n_answered']} answered rows"
+        return f"raw texts identical in all {d['n_answered']} answered rows (end-of-turn markers aside)"
     c = d["char_positions"]
-    text = (f"raw texts part in {d['n_differ']} of {d['n_answered']} answered rows, at character "
+    text = (f"raw texts (end-of-turn markers aside) part in {d['n_differ']} of {d['n_answered']} answered rows, at character "
             f"{c['min']}–{c['max']} (median {c['median']:g})")
     t = d.get("token_positions")
     if t:
@@ -322,7 +324,8 @@ def divergence_line(d: dict[str, Any] | None) -> str | None:
         text += (f"; local model at the parting: {d['near_tie']} near tie(s), {d['real']} real "
                  f"(near tie: |Δ log p| < 1 nat)")
     if d.get("unscored"):
-        text += f"; {d['unscored']} not scored (no local side, or one side only ran longer)"
+        text += (f"; {d['unscored']} not scored (no local side, --no-margin, one side only ran longer, or past "
+                 f"the first {DIVERGENCE_SCORE_LIMIT} partings)")
     return text
 
 

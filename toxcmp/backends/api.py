@@ -63,8 +63,8 @@ def spawned_endpoint_label(api_server: str) -> str:
     if api_server == "llamacpp":
         from .server import LLAMACPP_N_CTX, llamacpp_version
 
-        return f"llamacpp-server:llama-cpp-python=={llamacpp_version()};n_ctx={LLAMACPP_N_CTX};" + ";".join(
-            f"{k}={v}" for k, v in LLAMACPP_SAMPLING.items())
+        return (f"llamacpp-server:llama-cpp-python=={llamacpp_version()};n_ctx={LLAMACPP_N_CTX};"
+                "interrupt_requests=False;" + ";".join(f"{k}={v}" for k, v in LLAMACPP_SAMPLING.items()))
     return "transformers-serve"
 
 
@@ -321,6 +321,9 @@ class ApiBackend:
             if not self._token:
                 raise BackendError("Inference Providers need a Hugging Face token",
                                    "set HF_TOKEN, pass --token, or run `hf auth login`")
+        self._hub_token = self._token  # for asking the Hub which commit a revision means
+        if self._spawn_server:
+            self._token = None  # our own loopback server needs none (and a port is briefly anyone's before it binds)
         self.base_url = config.base_url.rstrip("/") if config.base_url else None
         if self.base_url and not self.base_url.endswith("/v1"):
             self.base_url = f"{self.base_url}/v1"
@@ -360,7 +363,7 @@ class ApiBackend:
 
             self._resolved[spec] = f"sha256:{gguf_sha256(str(gguf_of(spec)))}"
         if spec not in self._resolved:
-            hf_token = self._token if not self.config.base_url or _is_hf_host(self.config.base_url) else None
+            hf_token = self._hub_token if not self.config.base_url or _is_hf_host(self.config.base_url) else None
             self._resolved[spec] = resolved_revision(spec, token=hf_token, local_cache=self._spawn_server)
         return self._resolved[spec]
 
@@ -672,6 +675,8 @@ class ApiBackend:
                 answer.completion_tokens = usage.get("completion_tokens", answer.completion_tokens)
                 answer.model = event.get("model") or answer.model
                 answer.system_fingerprint = event.get("system_fingerprint") or answer.system_fingerprint
+        if self._spawn_server and answer.finish_reason is None:
+            raise _StreamFailure("the stream ended without a finish reason (the server cut the answer off)")
         answer.content = "".join(content)
         answer.reasoning = "".join(reasoning) or None
         if answer.completion_tokens is None:

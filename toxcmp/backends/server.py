@@ -66,11 +66,6 @@ class SpawnedServer:
     def capacity(self) -> int:
         return 1
 
-    @property
-    def identity(self) -> dict[str, object]:
-        """What changes its answers (the cache identity beyond the model): engine, version, settings."""
-        return {"engine": self.engine}
-
     def command(self) -> list[str]:
         raise NotImplementedError
 
@@ -201,11 +196,6 @@ class LlamaCppServer(SpawnedServer):
     @property
     def served_model(self) -> str:
         return self.alias
-
-    @property
-    def identity(self) -> dict[str, object]:
-        return {"engine": "llama-cpp-python", "version": self.version, "n_ctx": self.n_ctx,
-                "gguf_sha256": gguf_sha256(self.model)}
 
     def command(self) -> list[str]:
         threads = str(self.threads)
