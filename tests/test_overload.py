@@ -154,6 +154,16 @@ def test_a_streamed_answer_is_the_same_answer(spawned):
     assert response.extra["streamed"] is True and response.extra["completion_tokens"] == 8
 
 
+def test_a_stream_cut_off_without_a_finish_reason_is_an_error_not_an_answer(spawned):
+    """What llama.cpp's server sends when it interrupts a request: the text so far, no finish reason, [DONE]."""
+    body = completion("The verdict is")
+    body["choices"][0]["finish_reason"] = None
+    spawned.script.append(Reply(body=body))
+    backend = get_backend("api", BackendConfig(api_server="local", max_retries=0))
+    [response] = backend.generate(_requests(1))
+    assert not response.ok and "without a finish reason" in response.error
+
+
 # -- 3. timeouts and retries that cannot storm -----------------------------------------------------------------------
 
 def test_adaptive_timeout_scales_with_max_new_tokens_and_has_a_floor():
