@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import replace
 
@@ -22,6 +21,7 @@ from toxcmp.prompting import build_request
 from toxcmp.runner import run_requests
 
 from .conftest import TOXICCHAT_CSV, require_shared
+from .processes import server_dies_with_parent, server_pids
 
 pytestmark = pytest.mark.slow
 PARITY_ROWS = 24
@@ -32,18 +32,6 @@ def smol_server(models_dir):
     os.environ["TOXCMP_MODELS_DIR"] = str(models_dir)
     with local_api_server(resolve_model("smollm2-135m")) as server:
         yield server
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie still answers kill(0); it is dead for our purposes
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_server_listens_on_loopback_only(smol_server):
@@ -102,13 +90,7 @@ def test_api_server_local_from_cli_leaves_no_orphan(cli):
 
 
 def _serve_pids() -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
-    pids = []
-    for line in out.splitlines():
-        pid, stat, args = line.strip().split(None, 2)
-        if " serve " in f" {args} " and "--host 127.0.0.1" in args and not stat.startswith("Z"):
-            pids.append(int(pid))
-    return pids
+    return server_pids(" serve ")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -122,15 +104,7 @@ def test_interrupt_stops_the_spawned_server(sig, models_dir):
         "    time.sleep(120)\n"
     )
     env = dict(os.environ, TOXCMP_MODELS_DIR=str(models_dir))
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
-    server_pid = int(proc.stdout.readline())
-    assert _alive(server_pid)
-    proc.send_signal(sig)
-    proc.wait(timeout=30)
-    deadline = time.time() + 15
-    while _alive(server_pid) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not _alive(server_pid), "transformers serve survived its parent"
+    assert server_dies_with_parent(code, sig, env), "transformers serve survived its parent"
 
 
 def test_server_start_failure_is_clear(tmp_path):

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +21,8 @@ from toxcmp.config import GenerationConfig
 from toxcmp.models import resolve_model
 from toxcmp.policies import load_policy
 from toxcmp.prompting import build_request
+
+from .processes import alive, server_dies_with_parent, server_pids
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "samples" / "toxicchat0124_test_sample.csv"
 
@@ -42,22 +43,8 @@ def require_llamacpp() -> None:
     pytest.skip(message)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _llamacpp_pids() -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
-    return [int(line.split(None, 2)[0]) for line in out.splitlines()
-            if "llama_cpp.server" in line and "--host 127.0.0.1" in line and not line.split(None, 2)[1].startswith("Z")]
+    return server_pids("llama_cpp.server")
 
 
 # -- without the package ------------------------------------------------------------------------------------------
@@ -130,7 +117,7 @@ def test_server_is_loopback_only_and_answers_greedily():
         first, second = api.generate([request, request])
         assert first.ok and first.content and first.content == second.content  # greedy: the same text twice
         pid = server.process.pid
-    assert not _alive(pid)
+    assert not alive(pid)
 
 
 @pytest.mark.slow
@@ -192,15 +179,7 @@ def test_interrupt_stops_the_spawned_llamacpp_server(sig):
         "    print(s.process.pid, flush=True)\n"
         "    time.sleep(120)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    server_pid = int(proc.stdout.readline())
-    assert _alive(server_pid)
-    proc.send_signal(sig)
-    proc.wait(timeout=30)
-    deadline = time.time() + 15
-    while _alive(server_pid) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not _alive(server_pid), "the llama.cpp server survived its parent"
+    assert server_dies_with_parent(code, sig), "the llama.cpp server survived its parent"
 
 
 @pytest.fixture(scope="module")

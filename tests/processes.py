@@ -1,0 +1,46 @@
+"""Whether a spawned server outlives its parent: shared by the transformers-serve and llama.cpp tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie still answers kill(0); it is dead for our purposes
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def server_pids(marker: str) -> list[int]:
+    """Live processes listening on 127.0.0.1 whose command line contains `marker`."""
+    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
+    pids = []
+    for line in out.splitlines():
+        pid, stat, args = line.strip().split(None, 2)
+        if marker in f" {args} " and "--host 127.0.0.1" in args and not stat.startswith("Z"):
+            pids.append(int(pid))
+    return pids
+
+
+def server_dies_with_parent(code: str, sig: signal.Signals, env: dict[str, str] | None = None) -> bool:
+    """Run `code` (which starts a server and prints its pid), signal the parent, and say whether the server is gone
+    within 15 s after the parent exits."""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    server_pid = int(proc.stdout.readline())
+    assert alive(server_pid)
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    deadline = time.time() + 15
+    while alive(server_pid) and time.time() < deadline:
+        time.sleep(0.2)
+    return not alive(server_pid)
