@@ -44,3 +44,25 @@ def server_dies_with_parent(code: str, sig: signal.Signals, env: dict[str, str] 
     while alive(server_pid) and time.time() < deadline:
         time.sleep(0.2)
     return not alive(server_pid)
+
+
+def listening_addresses(port: int) -> list[str]:
+    """The local addresses of the sockets listening on `port` (from /proc/net/tcp and tcp6; no `ss` needed)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                lines = fh.read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            address, state = fields[1], fields[3]
+            host, port_hex = address.split(":")
+            if state != "0A" or int(port_hex, 16) != port:  # 0A: LISTEN
+                continue
+            if len(host) == 8:
+                found.append(".".join(str(b) for b in reversed(bytes.fromhex(host))))
+            else:
+                found.append("ipv6:" + host)
+    return found

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from toxcmp.models import resolve_model
 from toxcmp.policies import load_policy
 from toxcmp.prompting import build_request
 
-from .processes import alive, server_dies_with_parent, server_pids
+from .processes import alive, listening_addresses, server_dies_with_parent, server_pids
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "samples" / "toxicchat0124_test_sample.csv"
 
@@ -106,10 +105,7 @@ def test_server_is_loopback_only_and_answers_greedily():
         assert server.base_url.startswith("http://127.0.0.1:")
         cmd = server.command()
         assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
-        out = subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout if _has("ss") else ""
-        for line in out.splitlines():
-            if f":{server.port} " in line:
-                assert "127.0.0.1:" in line, line
+        assert listening_addresses(server.port) == ["127.0.0.1"]
         api = get_backend("api", BackendConfig(base_url=server.base_url, served_model=server.served_model,
                                                concurrency=1))
         request = build_request(load_policy("toxic_simple"), "what is the capital of France?", spec,
@@ -147,12 +143,6 @@ def test_server_answers_equal_llama_cpp_in_process_greedy():
         own = llm.create_chat_completion(messages=request.chat_messages(), max_tokens=24, temperature=0.0,
                                          repeat_penalty=1.0)
         assert answer.content == own["choices"][0]["message"]["content"], request.chat_messages()[-1]["content"][:60]
-
-
-def _has(cmd: str) -> bool:
-    import shutil
-
-    return shutil.which(cmd) is not None
 
 
 @pytest.mark.slow
