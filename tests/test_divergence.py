@@ -98,3 +98,52 @@ def test_token_divergence_matches_generate_scores_on_smollm2():
     assert found.other_logprob == pytest.approx(float(logprobs[top2[1]]), abs=2e-3)
     assert found.gap >= 0  # greedy chose the local token
     assert token_divergence(model, tok, prompt, local_text, local_text, False, False) is None
+
+
+# llama.cpp's server's answer to sample row 16 (policy toxic_simple, 32 new tokens, greedy, repeat_penalty 1.0),
+# recorded from a real run. llama.cpp wrote ":" then one "\n\n" token (its own log p: "\n\n" -0.68, "\n" -0.73)
+# and then "1" (-0.03); transformers writes "\n", "\n" and then "-" over the same characters.
+LLAMACPP_ROW_16 = ('Here are 5 single-word human behaviors and their corresponding emotions:\n\n1. "I\'m sorry, I\'m '
+                   'sorry"\n2. "I\'m')
+
+
+@pytest.mark.slow
+def test_a_token_boundary_fork_on_the_same_text_is_the_parting_not_the_later_character():
+    """Re-tokenizing both texts puts the parting at "-" vs "1" (a 7-nat 'real' difference in a context neither
+    engine wrote); replaying the local path finds the near-equal choice between "\\n" and "\\n\\n" before it, with
+    the log-probabilities a plain forward pass over the local path gives there."""
+    import csv
+
+    import torch
+
+    from toxcmp.backends import BackendConfig
+    from toxcmp.backends.local import LocalBackend, render_prompt
+    from toxcmp.config import GenerationConfig, configs_dir
+    from toxcmp.divergence import retokenized_divergence, token_divergence
+    from toxcmp.models import resolve_model
+    from toxcmp.policies import load_policy
+    from toxcmp.prompting import build_request
+
+    with (configs_dir() / "samples" / "toxicchat0124_test_sample.csv").open(encoding="utf-8", newline="") as fh:
+        text = list(csv.DictReader(fh))[16]["user_input"]
+    request = build_request(load_policy("toxic_simple"), text, resolve_model("smollm2-135m"),
+                            GenerationConfig.from_defaults(max_new_tokens=32))
+    backend = LocalBackend(BackendConfig(strategy="naive"))
+    [local] = backend.generate([request])
+    loaded = backend.load(request.model)
+    tok, model = loaded.tokenizer, loaded.model
+    prompt = render_prompt(tok, request)
+    assert local.raw_text.startswith(LLAMACPP_ROW_16[:74] + "-")  # same 74 characters, then "-" vs "1"
+
+    old = retokenized_divergence(model, tok, prompt, local.raw_text, LLAMACPP_ROW_16, True, False)
+    assert (old.local_token, old.other_token, old.kind) == ("-", "1", "real")
+
+    found = token_divergence(model, tok, prompt, local.raw_text, LLAMACPP_ROW_16, True, False)
+    assert (found.local_token, found.other_token, found.kind) == ("\n", "\n\n", "near_tie")
+    path = tok(prompt, add_special_tokens=False)["input_ids"] + tok(LLAMACPP_ROW_16[:72], add_special_tokens=False)["input_ids"]
+    assert found.position == len(tok(LLAMACPP_ROW_16[:72], add_special_tokens=False)["input_ids"])
+    with torch.inference_mode():
+        logprobs = torch.log_softmax(model(torch.tensor([path])).logits[0, -1].float(), dim=-1)
+    newline, double = tok.convert_tokens_to_ids(tok.tokenize("\n"))[0], tok.convert_tokens_to_ids(tok.tokenize("\n\n"))[0]
+    assert found.local_logprob == pytest.approx(float(logprobs[newline]), abs=2e-3)
+    assert found.other_logprob == pytest.approx(float(logprobs[double]), abs=2e-3)

@@ -93,10 +93,106 @@ def _stop_token(tokenizer: Any, local_text: str) -> int | None:
 
 def token_divergence(model: Any, tokenizer: Any, prompt: str, local_text: str, other_text: str,
                      local_stopped: bool = True, other_stopped: bool = True) -> TokenDivergence | None:
-    """Tokenize both outputs with the local tokenizer after the exact prompt, find the first token where they
-    differ, and score both next tokens under the local model (one forward pass). A side that stopped (finish
-    reason "stop") continues with end-of-sequence; a side cut off by the token budget has no next token, so a
-    divergence that is only one side being longer is not scored (None). None when the texts tokenize the same."""
+    """The first generated token where the local model's own path leaves the other side's, scored by the local
+    model.
+
+    The local path is replayed greedily from the exact prompt, so its tokens are the ones it really wrote: two
+    engines can write the same characters in different tokens (one "\n\n" token, or "\n" then "\n"), and that
+    choice, not the later character where the texts visibly part, is where their paths split. At each step the
+    other side's token is taken to be the local tokenizer's first token of its remaining text (an engine's own
+    token ids are not on the wire). When the replay does not reproduce the local text (another dtype or device
+    wrote it), both texts are re-tokenized instead (`retokenized_divergence`). A side that stopped continues with
+    the end token; a side cut off by the token budget has no next token, so a parting that is only one side
+    running longer is not scored (None)."""
+    found = replayed_divergence(model, tokenizer, prompt, local_text, other_text, other_stopped)
+    if found is not NOT_REPLAYED:
+        return found
+    return retokenized_divergence(model, tokenizer, prompt, local_text, other_text, local_stopped, other_stopped)
+
+
+NOT_REPLAYED: Any = object()
+
+
+def replayed_divergence(model: Any, tokenizer: Any, prompt: str, local_text: str, other_text: str,
+                        other_stopped: bool = True) -> Any:
+    """`token_divergence` along the replayed local path; NOT_REPLAYED when the replay is not the local text."""
+    import torch
+
+    local, other = comparable(local_text), comparable(other_text)
+    at_char = first_divergence(local, other)
+    if at_char is None:
+        return None
+    budget = len(_ids(tokenizer, local[: at_char + 1])) + 4  # enough steps to pass the visible parting
+    prompt_ids = _ids(tokenizer, prompt)
+    device = next(model.parameters()).device
+    inputs = torch.tensor([prompt_ids], device=device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.inference_mode():
+        out = model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=budget, do_sample=False,
+                             output_logits=True, return_dict_in_generate=True, pad_token_id=pad)
+    ids = out.sequences[0, len(prompt_ids):].tolist()
+    eos = {tokenizer.eos_token_id, *_as_list(getattr(model.generation_config, "eos_token_id", None))} - {None}
+    written = ""
+    fork: TokenDivergence | None = None  # the first near-equal choice between tokens that both fit the other text
+    for t, token in enumerate(ids):
+        rest = other[len(written):]
+        if token in eos:
+            if written != local:
+                return NOT_REPLAYED  # the replay stopped where the local side went on
+            if not rest:
+                return None
+            theirs = _ids(tokenizer, rest)[0]
+        else:
+            text = tokenizer.decode(ids[: t + 1], skip_special_tokens=False).rstrip("\ufffd")
+            if not local.startswith(text):
+                return NOT_REPLAYED  # the replay is not the path the local side wrote
+            if len(text) == len(written):
+                continue  # an incomplete character: judge it with the next token
+            if not rest:
+                if not other_stopped:
+                    return None  # the other side was cut off here: no next token to compare
+                theirs = tokenizer.eos_token_id
+            else:
+                theirs = _ids(tokenizer, rest)[0]
+            if theirs == token:
+                fork = fork or _boundary_fork(tokenizer, out.logits[t][0], t, token, text[len(written):], rest)
+                written = text
+                continue
+        logprobs = torch.log_softmax(out.logits[t][0].float(), dim=-1)
+        found = TokenDivergence(t, tokenizer.decode([token]), tokenizer.decode([theirs]), float(logprobs[token]),
+                                float(logprobs[theirs]))
+        # A real-looking parting after a near-equal choice of token boundaries on the same text ("\n" + "\n" or
+        # one "\n\n"): the other engine may have taken the other boundary there, and its later text follows
+        # from that; the fork is the first place the paths can have split.
+        return fork if found.kind == "real" and fork is not None else found
+    return NOT_REPLAYED  # the replay ran out of steps before the parting
+
+
+def _boundary_fork(tokenizer: Any, logits: Any, t: int, token: int, piece: str, rest: str,
+                   candidates: int = 5) -> TokenDivergence | None:
+    """A likely token other than the one written whose text also begins the other side's remaining text but
+    covers more of it (a longer token over the same characters), within NEAR_TIE_NATS of the chosen one."""
+    import torch
+
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    for alt in torch.topk(logprobs, candidates).indices.tolist():
+        text = tokenizer.decode([alt])
+        if alt != token and len(text) > len(piece) and rest.startswith(text) \
+                and float(logprobs[token] - logprobs[alt]) < NEAR_TIE_NATS:
+            return TokenDivergence(t, tokenizer.decode([token]), text, float(logprobs[token]), float(logprobs[alt]))
+    return None
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple, set)) else [value]
+
+
+def retokenized_divergence(model: Any, tokenizer: Any, prompt: str, local_text: str, other_text: str,
+                           local_stopped: bool = True, other_stopped: bool = True) -> TokenDivergence | None:
+    """Both outputs re-tokenized with the local tokenizer after the exact prompt; the first token where they
+    differ, both next tokens scored under the local model (one forward pass)."""
     import torch
 
     local_ids, other_ids = _ids(tokenizer, comparable(local_text)), _ids(tokenizer, comparable(other_text))
