@@ -48,18 +48,34 @@ def test_near_tie_threshold_is_one_nat_either_way():
 
 
 def test_summary_counts_and_positions_by_hand():
+    raws = {"a_raw": "x", "b_raw": "y"}
     rows = [
-        {"diverge_char": None},
-        {"diverge_char": 7, "diverge_token": 2, "divergence_kind": "near_tie"},
-        {"diverge_char": 30, "diverge_token": 9, "divergence_kind": "real"},
-        {"diverge_char": 12, "diverge_token": None, "divergence_kind": None},
-        {"diverge_char": None, "a_error": "HTTP 500"},  # not answered: not in any count
+        {"diverge_char": None, **raws},
+        {"diverge_char": 7, "diverge_token": 2, "divergence_kind": "near_tie", **raws},
+        {"diverge_char": 30, "diverge_token": 9, "divergence_kind": "real", **raws},
+        {"diverge_char": 12, "diverge_token": None, "divergence_kind": None, **raws},
+        {"diverge_char": None, "a_error": "HTTP 500", **raws},  # not answered: not in any count
+        {"diverge_char": None, "a_raw": "", "b_raw": "text"},  # a raw text not recorded: not in any count
     ]
     d = summarize_divergence(rows)
     assert (d["n_answered"], d["n_differ"], d["scored"], d["near_tie"], d["real"], d["unscored"]) == (4, 3, 2, 1, 1, 1)
     assert d["char_positions"]["values"] == [7, 12, 30] and d["char_positions"]["median"] == 12
     assert d["token_positions"]["values"] == [2, 9] and d["token_positions"]["median"] == 5.5
-    assert summarize_divergence([{"diverge_char": None}])["char_positions"] is None
+    assert summarize_divergence([{"diverge_char": None, **raws}])["char_positions"] is None
+
+
+def test_a_recording_without_raw_text_claims_nothing_about_it():
+    """The study files hold final answers only (raw output ''): no 'raw texts identical' claim, no positions."""
+    from toxcmp.policies import load_policy
+    from toxcmp.report import divergence_line
+    from toxcmp.scoring import derive
+
+    side = {"content": "0", "reasoning": "", "raw": "", "error": None}
+    row = {"example_id": "x", "toxicity": 0, **{f"{p}_{k}": v for p in "ab" for k, v in side.items()}}
+    derived = derive(row, load_policy("toxic_simple"), None)
+    assert derived["diverge_char"] is None and derived["raw_identical"] is None
+    d = summarize_divergence([derived] * 3)
+    assert d["n_answered"] == 0 and divergence_line(d) is None
 
 
 @pytest.mark.slow

@@ -240,9 +240,9 @@ def _quantiles(values: Sequence[int]) -> dict[str, Any] | None:
 
 
 def summarize_divergence(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Over the rows where both sides answered: how many texts differ, where they part (characters and, when
-    scored, tokens) and how many partings were near ties."""
-    answered = [r for r in rows if not (r.get("a_error") or r.get("b_error"))]
+    """Over the rows where both sides answered with a recorded raw text: how many texts differ, where they part
+    (characters and, when scored, tokens) and how many partings were near ties."""
+    answered = [r for r in rows if not (r.get("a_error") or r.get("b_error")) and r.get("a_raw") and r.get("b_raw")]
     differ = [r for r in answered if r.get("diverge_char") is not None]
     scored = [r for r in differ if r.get("divergence_kind")]
     return {"n_answered": len(answered), "n_differ": len(differ),

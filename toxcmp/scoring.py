@@ -93,7 +93,9 @@ def derive(row: dict[str, Any], policy: Policy, harmony: bool | None, unparsed_a
     out["reasoning_similarity"] = None if errored or no_reasoning else similarity(out.get("a_reasoning"), out.get("b_reasoning"))
     out["content_identical"] = None if errored else identical(out.get("a_content"), out.get("b_content"))
     out["raw_identical"] = None if errored else identical(out.get("a_raw") or None, out.get("b_raw") or None)
-    out.update(text_fields(None if errored else out.get("a_raw"), None if errored else out.get("b_raw")))
+    # an empty raw output is one that was not recorded (a study file has final answers only): undefined, as for
+    # raw_identical
+    out.update(text_fields(None if errored else out.get("a_raw") or None, None if errored else out.get("b_raw") or None))
     if out["diverge_char"] is None:  # a token divergence explains only texts that differ
         out.update({k: None for k in TOKEN_COLUMNS})
     for k in TOKEN_COLUMNS:
