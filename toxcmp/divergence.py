@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from .diagnosis import NEAR_TIE_NATS
 
 CONTEXT_CHARS = 40  # of each continuation, from the first divergent character
-DIVERGENCE_SCORE_LIMIT = 1000  # partings the local model scores per comparison (one forward pass each)
+DIVERGENCE_SCORE_LIMIT = 1000  # partings the local model scores per comparison (a replay up to each)
 DIVERGENCE_KINDS = ("near_tie", "real")
 
 
@@ -118,6 +118,8 @@ def replayed_divergence(model: Any, tokenizer: Any, prompt: str, local_text: str
     """`token_divergence` along the replayed local path; NOT_REPLAYED when the replay is not the local text."""
     import torch
 
+    from .backends.local import eos_ids
+
     local, other = comparable(local_text), comparable(other_text)
     at_char = first_divergence(local, other)
     if at_char is None:
@@ -131,7 +133,7 @@ def replayed_divergence(model: Any, tokenizer: Any, prompt: str, local_text: str
         out = model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=budget, do_sample=False,
                              output_logits=True, return_dict_in_generate=True, pad_token_id=pad)
     ids = out.sequences[0, len(prompt_ids):].tolist()
-    eos = {tokenizer.eos_token_id, *_as_list(getattr(model.generation_config, "eos_token_id", None))} - {None}
+    eos = eos_ids(model, tokenizer)
     written = ""
     fork: TokenDivergence | None = None  # the first near-equal choice between tokens that both fit the other text
     for t, token in enumerate(ids):
@@ -183,12 +185,6 @@ def _boundary_fork(tokenizer: Any, logits: Any, t: int, token: int, piece: str, 
     return None
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple, set)) else [value]
-
-
 def retokenized_divergence(model: Any, tokenizer: Any, prompt: str, local_text: str, other_text: str,
                            local_stopped: bool = True, other_stopped: bool = True) -> TokenDivergence | None:
     """Both outputs re-tokenized with the local tokenizer after the exact prompt; the first token where they
@@ -208,12 +204,8 @@ def retokenized_divergence(model: Any, tokenizer: Any, prompt: str, local_text: 
     with torch.inference_mode():
         logits = model(torch.tensor([prompt_ids + local_ids[:at]], device=device)).logits[0, -1].float()
     logprobs = torch.log_softmax(logits, dim=-1)
-
-    def show(token: int) -> str:
-        return tokenizer.decode([token])  # an end token shows as itself, e.g. <|im_end|>
-
-    return TokenDivergence(at, show(local_ids[at]), show(other_ids[at]), float(logprobs[local_ids[at]]),
-                           float(logprobs[other_ids[at]]))
+    return TokenDivergence(at, tokenizer.decode([local_ids[at]]), tokenizer.decode([other_ids[at]]),
+                           float(logprobs[local_ids[at]]), float(logprobs[other_ids[at]]))
 
 
 def token_fields(found: TokenDivergence | None, local_side: str) -> dict[str, Any]:

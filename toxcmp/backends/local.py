@@ -492,9 +492,14 @@ def _generate_kwargs(tok: Any, gen) -> dict[str, Any]:
 
 
 def _eos_ids(loaded: LoadedModel) -> set[int]:
+    return eos_ids(loaded.model, loaded.tokenizer)
+
+
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every token id that ends generation: the generation config's and the tokenizer's."""
     ids: set[int] = set()
-    gen_eos = getattr(loaded.model.generation_config, "eos_token_id", None)
-    for value in (gen_eos, loaded.tokenizer.eos_token_id):
+    gen_eos = getattr(model.generation_config, "eos_token_id", None)
+    for value in (gen_eos, tokenizer.eos_token_id):
         if isinstance(value, int):
             ids.add(value)
         elif isinstance(value, (list, tuple)):
