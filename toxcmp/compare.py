@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from . import __version__, phases
-from .backends import Backend, BackendConfig, get_backend
+from .backends import SPAWNED_SERVERS, Backend, BackendConfig, get_backend
 from .backends.threads import plan_threads
 from .cache import ResponseCache
 from .config import GenerationConfig, default_cache_dir
@@ -559,7 +559,7 @@ def sides_compete(specs: Sequence[BackendSpec], configs: Sequence[BackendConfig]
 def _uses_this_machine(spec: BackendSpec, config: BackendConfig) -> bool:
     if spec.name == "local":
         return True
-    return spec.name == "api" and config.api_server in ("local", "llamacpp") and not config.base_url
+    return spec.name == "api" and config.api_server in SPAWNED_SERVERS and not config.base_url
 
 
 def scheduling_reason(specs, configs, allowed: bool) -> str:
@@ -608,25 +608,34 @@ def _eps(stat: dict[str, Any]) -> dict[str, Any]:
             "examples_per_s": round(eps, 3) if eps else None}
 
 
-def add_margins(rows, pair: Sequence[Arm], requests_a, requests_b, examples, observer) -> None:
-    """For label disagreements, ask the local model how close it came to the other backend's label."""
-    local = [i for i, arm in enumerate(pair) if arm.spec.name == "local"]
-    todo = [r for r in rows if r["cause"] in ("label_flip", "fine_grain_only")]
-    if not local or not todo:
-        return
-    from .backends.local import LocalBackend, render_prompt
-    from .diagnosis import label_margin
+def local_side(pair: Sequence[Arm]) -> int | None:
+    """Which side of a comparison is the `local` backend (its model can score both sides), if either."""
+    return next((i for i, arm in enumerate(pair) if arm.spec.name == "local"), None)
 
-    side = SIDES[local[0]]
-    other = SIDES[1 - local[0]]
-    backend = LocalBackend(pair[local[0]].config)
-    by_id = {ex["example_id"]: req for ex, req in zip(examples, (requests_a, requests_b)[local[0]])}
+
+def with_local_model(todo, arm: Arm, requests, examples):
+    """(row, loaded model, exact prompt) for each row of `todo`, with the local arm's model and its request."""
+    from .backends.local import LocalBackend, render_prompt
+
+    backend = LocalBackend(arm.config)
+    by_id = {ex["example_id"]: req for ex, req in zip(examples, requests)}
     for row in todo:
         request = by_id.get(row["example_id"])
-        if request is None:
-            continue
-        loaded = backend.load(request.model)
-        prompt = render_prompt(loaded.tokenizer, request)
+        if request is not None:
+            loaded = backend.load(request.model)
+            yield row, loaded, render_prompt(loaded.tokenizer, request)
+
+
+def add_margins(rows, pair: Sequence[Arm], requests_a, requests_b, examples, observer) -> None:
+    """For label disagreements, ask the local model how close it came to the other backend's label."""
+    local = local_side(pair)
+    todo = [r for r in rows if r["cause"] in ("label_flip", "fine_grain_only")]
+    if local is None or not todo:
+        return
+    from .diagnosis import label_margin
+
+    side, other = SIDES[local], SIDES[1 - local]
+    for row, loaded, prompt in with_local_model(todo, pair[local], (requests_a, requests_b)[local], examples):
         candidates = [(row[f"{side}_fine"], row[f"{other}_fine"]), (str(row[f"{side}_binary"]), str(row[f"{other}_binary"]))]
         for own, theirs in candidates:
             if own and theirs and own != theirs:
@@ -642,23 +651,15 @@ def add_divergences(rows, pair: Sequence[Arm], requests_a, requests_b, examples,
     first token where they part (near tie or real difference)."""
     from .divergence import DIVERGENCE_SCORE_LIMIT, token_divergence, token_fields
 
-    local = [i for i, arm in enumerate(pair) if arm.spec.name == "local"]
+    local = local_side(pair)
     todo = [r for r in rows if r.get("diverge_char") is not None][:DIVERGENCE_SCORE_LIMIT]
-    if not local or not todo:
+    if local is None or not todo:
         return
-    from .backends.local import LocalBackend, render_prompt
-
-    side, other = SIDES[local[0]], SIDES[1 - local[0]]
-    backend = LocalBackend(pair[local[0]].config)
-    by_id = {ex["example_id"]: req for ex, req in zip(examples, (requests_a, requests_b)[local[0]])}
+    side, other = SIDES[local], SIDES[1 - local]
     observer.phase(f"scoring {len(todo)} text divergence(s) with the local model", detail=True)
-    for row in todo:
-        request = by_id.get(row["example_id"])
-        if request is None:
-            continue
-        loaded = backend.load(request.model)
-        found = token_divergence(loaded.model, loaded.tokenizer, render_prompt(loaded.tokenizer, request),
-                                 row[f"{side}_raw"] or "", row[f"{other}_raw"] or "",
+    for row, loaded, prompt in with_local_model(todo, pair[local], (requests_a, requests_b)[local], examples):
+        found = token_divergence(loaded.model, loaded.tokenizer, prompt, row[f"{side}_raw"] or "",
+                                 row[f"{other}_raw"] or "",
                                  local_stopped=row.get(f"{side}_finish_reason") != "length",
                                  other_stopped=row.get(f"{other}_finish_reason") != "length")
         row.update(token_fields(found, side))
