@@ -7,7 +7,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
-from .backends import BackendConfig, get_backend
+from .backends import SPAWNED_SERVERS, BackendConfig, get_backend
 from .cache import ResponseCache
 from .config import GenerationConfig, default, default_cache_dir
 from .errors import UsageError
@@ -42,7 +42,7 @@ def split_options(options: dict[str, Any]) -> tuple[GenerationConfig, BackendCon
 def resolve_api_route(spec: ModelSpec, config: BackendConfig, alternative: str) -> tuple[BackendConfig, str | None]:
     """Decide `--api-server auto` and check the route: a bundled model exists only on this machine, so with no
     base URL the api side starts its own local server for it (and says so); an explicit `none` refuses."""
-    if config.api_server not in (None, "auto", "local", "llamacpp"):
+    if config.api_server not in (None, "auto", *SPAWNED_SERVERS):
         raise UsageError(f"unknown --api-server {config.api_server!r}", "use auto, local, llamacpp or none")
     if config.api_server == "llamacpp":
         if config.base_url:
@@ -59,7 +59,7 @@ def resolve_api_route(spec: ModelSpec, config: BackendConfig, alternative: str) 
                 f"{spec.name} exists only on this machine: the api side starts a local transformers serve for it "
                 "(--api-server none to refuse)")
         config = replace(config, api_server=None)
-    if spec.only_here and not config.base_url and config.api_server not in ("local", "llamacpp"):
+    if spec.only_here and not config.base_url and config.api_server not in SPAWNED_SERVERS:
         raise UsageError(f"{spec.name} is a bundled model that no Inference Provider serves",
                          f"add --api-server local (or --base-url URL), {alternative}")
     return config, None

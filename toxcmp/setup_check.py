@@ -92,14 +92,13 @@ def run_checks(cache_dir: Path) -> list[Check]:
 
 
 def _llamacpp_check() -> Check:
-    from .backends.server import LLAMACPP_HINT
+    from .backends.server import LLAMACPP_HINT, llamacpp_version
+    from .errors import BackendError
 
     name = "llama.cpp server (for --api-server llamacpp)"
     try:
-        import importlib.metadata
-
-        version = importlib.metadata.version("llama-cpp-python")
-    except importlib.metadata.PackageNotFoundError:
+        version = llamacpp_version()
+    except BackendError:
         return Check(name, False, "not installed", LLAMACPP_HINT, required=False)
     return Check(name, True, f"llama-cpp-python {version}", required=False)
 

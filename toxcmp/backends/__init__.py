@@ -27,6 +27,9 @@ _BUILTIN: dict[str, str] = {
 }
 
 
+SPAWNED_SERVERS = ("local", "llamacpp")  # --api-server values that start a server on 127.0.0.1
+
+
 @dataclass(frozen=True)
 class BackendConfig:
     """Options for every backend; each reads the ones it understands."""

@@ -36,7 +36,7 @@ from ..errors import BackendError, UnknownNameError
 from ..parsing import split_output
 from ..prompting import ChatRequest
 from ..results import ModelResponse
-from . import BackendConfig, OnResponse
+from . import SPAWNED_SERVERS, BackendConfig, OnResponse
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 _RETRY_BASE_S = float(os.environ.get("TOXCMP_RETRY_BASE_S", "0.5"))
@@ -52,7 +52,6 @@ RETRY_BUDGET_RATIO = 0.2  # ... plus this share of the requests it has sent
 BREAKER_WINDOW = 10  # recent outcomes the breaker looks at
 BREAKER_PAUSE_S = (1.0, 15.0)  # first pause (a quarter of the timeout that expired, a 5xx's Retry-After) within
 BREAKER_PAUSE_CAP_S = 60.0  # these bounds; it doubles with every trip, up to this
-SPAWNED_SERVERS = ("local", "llamacpp")  # --api-server values that start a server on 127.0.0.1
 LLAMACPP_SAMPLING = {"repeat_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0}
 _served_by: contextvars.ContextVar[str | None] = contextvars.ContextVar("toxcmp_served_by", default=None)
 
@@ -358,10 +357,6 @@ class ApiBackend:
         Face token."""
         from ..models import resolved_revision
 
-        if spec not in self._resolved and self._llamacpp:
-            from .server import gguf_of, gguf_sha256
-
-            self._resolved[spec] = f"sha256:{gguf_sha256(str(gguf_of(spec)))}"
         if spec not in self._resolved:
             hf_token = self._hub_token if not self.config.base_url or _is_hf_host(self.config.base_url) else None
             self._resolved[spec] = resolved_revision(spec, token=hf_token, local_cache=self._spawn_server)

@@ -206,12 +206,6 @@ class LlamaCppServer(SpawnedServer):
                 "--interrupt_requests", "False"]
 
 
-def gguf_sha256(path: str) -> str:
-    from ..models import file_sha256
-
-    return file_sha256(Path(path))
-
-
 def _exit_on_sigterm() -> None:
     """SIGTERM normally kills Python without unwinding; turn it into SystemExit so `with` blocks stop servers."""
     import threading
