@@ -45,6 +45,7 @@ def test_near_tie_threshold_is_one_nat_either_way():
     assert TokenDivergence(3, "a", "b", -0.6, -1.5).kind == "near_tie"  # gap 0.9
     assert TokenDivergence(3, "a", "b", -0.1, -1.2).kind == "real"  # gap 1.1
     assert TokenDivergence(3, "a", "b", -2.0, -1.2).kind == "near_tie"  # the other was likelier, by 0.8
+    assert TokenDivergence(3, "a", "b", -2.7, -1.2).kind == "real"  # the other was likelier, by 1.5
 
 
 def test_summary_counts_and_positions_by_hand():
