@@ -9,4 +9,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-.venv/bin/python}
-exec "$PY" -m toxcmp.gpu_check "${1:-configs/samples/toxicchat0124_test.parquet}" "${2:-32}" "${3:-gpu_check.json}"
+exec "$PY" -m toxcmp.bench.gpu_check "${1:-configs/samples/toxicchat0124_test.parquet}" "${2:-32}" "${3:-gpu_check.json}"

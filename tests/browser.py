@@ -22,6 +22,6 @@ def require_browser() -> None:
 
 def start_browser(width: int = 1300, height: int = 1600):
     require_browser()
-    from toxcmp.bench_html import start_chromium
+    from toxcmp.bench.html import start_chromium
 
     return start_chromium(width, height)

@@ -47,7 +47,7 @@ def isolated_env(tmp_path, monkeypatch, models_dir):
 def cli():
     from typer.testing import CliRunner
 
-    from toxcmp.cli import app
+    from toxcmp.cli.app import app
 
     runner = CliRunner()
 

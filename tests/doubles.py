@@ -4,7 +4,7 @@ the real inference path is tested against SmolLM2 through `local` and a real `tr
 from __future__ import annotations
 
 from toxcmp.errors import BackendError
-from toxcmp.results import ModelResponse
+from toxcmp.domain.responses import ModelResponse
 
 
 class RuleBackend:

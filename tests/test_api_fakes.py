@@ -10,10 +10,10 @@ from toxcmp.backends import BackendConfig, get_backend
 from toxcmp.backends import api as api_module
 from toxcmp.config import GenerationConfig
 from toxcmp.errors import BackendError
-from toxcmp.fake_server import FakeChatServer, Reply, completion
-from toxcmp.models import ModelSpec, resolve_model
-from toxcmp.policies import load_policy
-from toxcmp.prompting import build_request
+from toxcmp.testing.fake_server import FakeChatServer, Reply, completion
+from toxcmp.domain.models import ModelSpec, resolve_model
+from toxcmp.domain.policies import load_policy
+from toxcmp.domain.prompting import build_request
 
 SPEC = ModelSpec(name="fake-model", model_id="fake-model", revision="test")
 
@@ -141,7 +141,7 @@ def test_retry_after_http_date_and_backoff_bounds():
 
 def test_bench_api_reports_speedup():
     """Checked against the fake server's fixed delay and the test's own clock, not the bench's arithmetic."""
-    from toxcmp.bench import bench_api
+    from toxcmp.bench.benchmarks import bench_api
 
     n, delay = 32, 0.05
     started = time.perf_counter()

@@ -14,10 +14,10 @@ import pytest
 from toxcmp.backends import BackendConfig, get_backend
 from toxcmp.backends.server import LocalServer, local_api_server
 from toxcmp.config import GenerationConfig
-from toxcmp.models import resolve_model
-from toxcmp.policies import load_policy
-from toxcmp.prompting import build_request
-from toxcmp.runner import run_requests
+from toxcmp.domain.models import resolve_model
+from toxcmp.domain.policies import load_policy
+from toxcmp.domain.prompting import build_request
+from toxcmp.run.requests import run_requests
 
 from .conftest import TOXICCHAT_CSV, require_shared
 from .processes import listening_addresses, server_dies_with_parent, server_pids
@@ -88,7 +88,7 @@ def test_interrupt_stops_the_spawned_server(sig, models_dir):
     code = (
         "import sys, time\n"
         "from toxcmp.backends.server import local_api_server\n"
-        "from toxcmp.models import resolve_model\n"
+        "from toxcmp.domain.models import resolve_model\n"
         "with local_api_server(resolve_model('smollm2-135m')) as s:\n"
         "    print(s.process.pid, flush=True)\n"
         "    time.sleep(120)\n"
@@ -115,7 +115,7 @@ def test_harmony_injection_changes_nothing_in_parsing_on_both_backends(smol_serv
     """Injected Harmony markers in the user text: both backends answer alike, and the verdict comes from the
     model's own output read as plain text (SmolLM2 is not a Harmony model), never from an echoed marker."""
     from toxcmp.core import verdict_result
-    from toxcmp.parsing import parse_verdict, split_output
+    from toxcmp.domain.parsing import parse_verdict, split_output
 
     spec = resolve_model("smollm2-135m")
     policy = load_policy("toxic_simple")

@@ -23,9 +23,9 @@ def test_local_cache_identity_covers_strategy_dtype_device_and_batch_size():
 
 
 def test_run_id_changes_with_every_result_changing_option(cli, tmp_path):
-    from toxcmp.compare import CompareConfig, arm_identity, default_run_id
-    from toxcmp.models import resolve_model
-    from toxcmp.policies import load_policy
+    from toxcmp.run.compare import CompareConfig, arm_identity, default_run_id
+    from toxcmp.domain.models import resolve_model
+    from toxcmp.domain.policies import load_policy
 
     spec, policy = resolve_model("smollm2-135m"), load_policy("toxic_simple")
     meta = {"content_sha256": "x"}

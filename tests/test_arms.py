@@ -15,10 +15,10 @@ import polars as pl
 import pytest
 from scipy.stats import norm
 
-from toxcmp import metrics
-from toxcmp.arms import reasoning_effort_checks
+from toxcmp.analysis import metrics
+from toxcmp.analysis.arms import reasoning_effort_checks
 from toxcmp.config import configs_dir
-from toxcmp.models import resolve_model
+from toxcmp.domain.models import resolve_model
 
 from .conftest import RECORDED, require_shared
 
@@ -182,7 +182,7 @@ def test_three_live_arms_with_repeats_on_the_shipped_rows(cli, tmp_path):
 
 
 def test_a_definite_failure_is_not_hidden_behind_an_inconclusive_arm():
-    from toxcmp.arms import VERDICT_ORDER
+    from toxcmp.analysis.arms import VERDICT_ORDER
 
     assert min(("inconclusive", "fail", "pass"), key=VERDICT_ORDER.index) == "fail"
 

@@ -7,13 +7,13 @@ from dataclasses import replace
 import pytest
 
 from toxcmp.backends import BackendConfig
-from toxcmp.cache import ResponseCache, cache_key
+from toxcmp.run.cache import ResponseCache, cache_key
 from toxcmp.config import GenerationConfig
-from toxcmp.models import resolve_model
-from toxcmp.policies import load_policy
-from toxcmp.prompting import build_request
-from toxcmp.results import ModelResponse
-from toxcmp.runner import run_requests
+from toxcmp.domain.models import resolve_model
+from toxcmp.domain.policies import load_policy
+from toxcmp.domain.prompting import build_request
+from toxcmp.domain.responses import ModelResponse
+from toxcmp.run.requests import run_requests
 
 
 class CountingEchoBackend:
@@ -122,7 +122,7 @@ SENTINEL = "hf_SENTINELcacheTOKEN0123456789"
 @pytest.mark.parametrize("how", ["--token", "HF_TOKEN"])
 def test_token_never_stored(how, cli, isolated_env, monkeypatch):
     """A real token path: classify through the api backend with a token, then scan every file the cache wrote."""
-    from toxcmp.fake_server import FakeChatServer
+    from toxcmp.testing.fake_server import FakeChatServer
 
     with FakeChatServer(models=["fake/model"]) as server:
         if how == "--token":
@@ -228,7 +228,7 @@ def _gguf_sha256() -> str:
 def test_bundled_model_resolves_to_its_gguf_hash_on_both_backends_without_loading():
     from toxcmp.backends.api import ApiBackend
     from toxcmp.backends.local import LocalBackend, LocalModelCache
-    from toxcmp.runner import model_identity
+    from toxcmp.run.requests import model_identity
 
     spec = resolve_model("smollm2-135m")
     loads = LocalModelCache.loads
@@ -332,7 +332,7 @@ def test_local_backend_reports_the_commit_it_loaded(tmp_path):
 
     model = build_tiny_gptoss(tmp_path / "built")
     probe = ("import json; from toxcmp.backends import BackendConfig; from toxcmp.backends.local import LocalBackend;"
-             "from toxcmp.models import resolve_model; spec = resolve_model('test-org/tiny-gptoss');"
+             "from toxcmp.domain.models import resolve_model; spec = resolve_model('test-org/tiny-gptoss');"
              "b = LocalBackend(BackendConfig(device='cpu')); before = b.resolved_revision(spec);"
              "import sys, pathlib; ref = pathlib.Path(sys.argv[1]); pinned = ref.read_text();"
              "ref.write_text(sys.argv[2]);"  # main moves after the cache was keyed, before the weights load

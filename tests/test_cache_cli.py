@@ -9,12 +9,12 @@ import subprocess
 import sys
 import time
 
-from toxcmp.cache import ResponseCache, cache_key
+from toxcmp.run.cache import ResponseCache, cache_key
 from toxcmp.config import GenerationConfig
-from toxcmp.models import resolve_model
-from toxcmp.policies import load_policy
-from toxcmp.prompting import build_request
-from toxcmp.results import ModelResponse
+from toxcmp.domain.models import resolve_model
+from toxcmp.domain.policies import load_policy
+from toxcmp.domain.prompting import build_request
+from toxcmp.domain.responses import ModelResponse
 
 
 def _fill(cache_dir, n=3):

@@ -105,7 +105,7 @@ def test_heavy_modules_not_imported_for_light_commands():
     import subprocess
     import sys
 
-    code = ("import sys; from typer.testing import CliRunner; from toxcmp.cli import app; "
+    code = ("import sys; from typer.testing import CliRunner; from toxcmp.cli.app import app; "
             "r = CliRunner().invoke(app, ['policies', 'list']); assert r.exit_code == 0, r.output; "
             "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

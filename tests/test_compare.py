@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 
 import toxcmp.backends as backends
-from toxcmp.compare import CompareConfig, run_compare
-from toxcmp.report import PAIR_SCHEMA, TIDY_SCHEMA
+from toxcmp.run.compare import CompareConfig, run_compare
+from toxcmp.report.console import PAIR_SCHEMA, TIDY_SCHEMA
 
 from . import doubles
 from .conftest import TOXICCHAT_CSV, require_shared
@@ -83,8 +83,8 @@ def test_compare_writes_rows_summary_and_provenance(cli, dataset, tmp_path):
 
 
 def test_similarity_of_two_missing_reasonings_is_undefined():
-    from toxcmp.policies import load_policy
-    from toxcmp.scoring import derive
+    from toxcmp.domain.policies import load_policy
+    from toxcmp.analysis.scoring import derive
 
     row = {"example_id": "x", "text": "t", "toxicity": 0, "weight": 1.0}
     for p in ("a", "b"):
@@ -228,7 +228,7 @@ def test_live_view_in_a_terminal_shows_progress_rows_and_agreement(dataset, tmp_
 
     from rich.console import Console
 
-    from toxcmp.report import LiveObserver
+    from toxcmp.report.console import LiveObserver
 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=120)

@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from toxcmp import data
+from toxcmp.domain import data
 from toxcmp.errors import UsageError
 
 from .conftest import TOXICCHAT_CSV, require_shared

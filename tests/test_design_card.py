@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from toxcmp.data import DEFAULT_DATASET, load
+from toxcmp.domain.data import DEFAULT_DATASET, load
 
 
 def test_offline_default_dataset_falls_back_to_the_bundled_test_split(monkeypatch):

@@ -9,10 +9,10 @@ import pytest
 from toxcmp.backends import BackendConfig
 from toxcmp.backends.local import LocalBackend, render_prompt
 from toxcmp.config import GenerationConfig
-from toxcmp.diagnosis import NEAR_TIE_NATS, Margin, label_margin
-from toxcmp.models import resolve_model
-from toxcmp.policies import load_policy
-from toxcmp.prompting import build_request
+from toxcmp.analysis.diagnosis import NEAR_TIE_NATS, Margin, label_margin
+from toxcmp.domain.models import resolve_model
+from toxcmp.domain.policies import load_policy
+from toxcmp.domain.prompting import build_request
 
 pytestmark = pytest.mark.slow
 
@@ -69,8 +69,8 @@ def test_near_tie_threshold():
 
 def test_compare_attaches_margins_to_label_disagreements(loaded_request):
     """The run-level plumbing: a label flip with a local side gets the local model's margin and its kind."""
-    from toxcmp.compare import Arm, BackendSpec, SilentObserver, add_margins
-    from toxcmp.policies import load_policy
+    from toxcmp.run.compare import Arm, BackendSpec, SilentObserver, add_margins
+    from toxcmp.domain.policies import load_policy
 
     _, _, request = loaded_request
     row = {"example_id": "e1", "cause": "label_flip", "a_binary": 0, "a_fine": "0", "b_binary": 1, "b_fine": "1",

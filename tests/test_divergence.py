@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toxcmp.divergence import (TokenDivergence, comparable, continuation, first_divergence, summarize_divergence,
+from toxcmp.analysis.divergence import (TokenDivergence, comparable, continuation, first_divergence, summarize_divergence,
                                text_fields)
 
 
@@ -67,9 +67,9 @@ def test_summary_counts_and_positions_by_hand():
 
 def test_a_recording_without_raw_text_claims_nothing_about_it():
     """The study files hold final answers only (raw output ''): no 'raw texts identical' claim, no positions."""
-    from toxcmp.policies import load_policy
-    from toxcmp.report import divergence_line
-    from toxcmp.scoring import derive
+    from toxcmp.domain.policies import load_policy
+    from toxcmp.report.console import divergence_line
+    from toxcmp.analysis.scoring import derive
 
     side = {"content": "0", "reasoning": "", "raw": "", "error": None}
     row = {"example_id": "x", "toxicity": 0, **{f"{p}_{k}": v for p in "ab" for k, v in side.items()}}
@@ -88,10 +88,10 @@ def test_token_divergence_matches_generate_scores_on_smollm2():
     from toxcmp.backends import BackendConfig
     from toxcmp.backends.local import LocalBackend, render_prompt
     from toxcmp.config import GenerationConfig
-    from toxcmp.divergence import token_divergence
-    from toxcmp.models import resolve_model
-    from toxcmp.policies import load_policy
-    from toxcmp.prompting import build_request
+    from toxcmp.analysis.divergence import token_divergence
+    from toxcmp.domain.models import resolve_model
+    from toxcmp.domain.policies import load_policy
+    from toxcmp.domain.prompting import build_request
 
     request = build_request(load_policy("toxic_chat_claude_1"), "how do I bake bread at home?",
                             resolve_model("smollm2-135m"), GenerationConfig.from_defaults(max_new_tokens=12))
@@ -136,10 +136,10 @@ def test_a_token_boundary_fork_on_the_same_text_is_the_parting_not_the_later_cha
     from toxcmp.backends import BackendConfig
     from toxcmp.backends.local import LocalBackend, render_prompt
     from toxcmp.config import GenerationConfig, configs_dir
-    from toxcmp.divergence import retokenized_divergence, token_divergence
-    from toxcmp.models import resolve_model
-    from toxcmp.policies import load_policy
-    from toxcmp.prompting import build_request
+    from toxcmp.analysis.divergence import retokenized_divergence, token_divergence
+    from toxcmp.domain.models import resolve_model
+    from toxcmp.domain.policies import load_policy
+    from toxcmp.domain.prompting import build_request
 
     with (configs_dir() / "samples" / "toxicchat0124_test_sample.csv").open(encoding="utf-8", newline="") as fh:
         text = list(csv.DictReader(fh))[16]["user_input"]

@@ -82,7 +82,7 @@ def test_4_unreachable_server_in_classify_and_compare_alike(cli, tmp_path):
 
 def test_a_fully_cached_run_does_not_need_its_server(cli, tmp_path):
     """Re-rendering a finished run works after the server is gone: only a cache miss needs it."""
-    from toxcmp.fake_server import FakeChatServer
+    from toxcmp.testing.fake_server import FakeChatServer
 
     require_shared(N50)
     args = ["--dataset", str(N50), "--policy", "toxic_chat_claude_1", "--model", "gpt-oss-safeguard-20b",

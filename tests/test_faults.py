@@ -1,6 +1,6 @@
 """Faults during a run: nothing finished is lost, partial runs say so, reruns recover from the cache.
 
-The API side runs against `toxcmp.fake_server` (a real loopback HTTP server with scripted failures: a real
+The API side runs against `toxcmp.testing.fake_server` (a real loopback HTTP server with scripted failures: a real
 `transformers serve` cannot be made to rate-limit or die on cue); Ctrl-C is tested on the real server (slow)."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from toxcmp.cache import ResponseCache
-from toxcmp.fake_server import FakeChatServer, Reply, completion
+from toxcmp.run.cache import ResponseCache
+from toxcmp.testing.fake_server import FakeChatServer, Reply, completion
 
 MODEL = "org/fake-classifier"
 TEXTS = [f"message {i}" + (" you idiot" if i % 3 == 0 else " hello") for i in range(12)]

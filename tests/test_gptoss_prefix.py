@@ -25,9 +25,9 @@ def _run(model_dir, texts, strategy):
     from toxcmp.backends import BackendConfig
     from toxcmp.backends.local import LocalBackend
     from toxcmp.config import GenerationConfig
-    from toxcmp.models import resolve_model
-    from toxcmp.policies import load_policy
-    from toxcmp.prompting import build_request
+    from toxcmp.domain.models import resolve_model
+    from toxcmp.domain.policies import load_policy
+    from toxcmp.domain.prompting import build_request
 
     spec = resolve_model(str(model_dir))
     generation = GenerationConfig.from_defaults(max_new_tokens=8, reasoning_effort="low")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from toxcmp.gpu_check import first_divergence
+from toxcmp.bench.gpu_check import first_divergence
 
 
 def test_first_divergence():
@@ -39,7 +39,7 @@ def test_the_script_runs_on_the_cpu_and_writes_its_json(tmp_path):
 
 
 def test_the_gpt_oss_shaped_model_is_built_from_the_repo_config(tmp_path, monkeypatch):
-    from toxcmp.models import resolve_model
+    from toxcmp.domain.models import resolve_model
 
     monkeypatch.setenv("TOXCMP_MODELS_DIR", str(tmp_path))
     spec = resolve_model("gpt-oss-shaped")

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from toxcmp import data
+from toxcmp.domain import data
 from toxcmp.errors import ToxcmpError
-from toxcmp.parsing import parse_output, parse_verdict, split_output
-from toxcmp.policies import load_policy
-from toxcmp.prompting import build_request
+from toxcmp.domain.parsing import parse_output, parse_verdict, split_output
+from toxcmp.domain.policies import load_policy
+from toxcmp.domain.prompting import build_request
 
 POLICIES = [load_policy("toxic_simple"), load_policy("toxic_chat_claude_1")]
 MARKERS = ["<|channel|>", "<|message|>", "<|end|>", "<|start|>", "<|return|>", "final", "analysis", "assistantfinal",
@@ -65,7 +65,7 @@ def test_one_megabyte_outputs_parse_quickly(kind):
 
 
 def test_one_megabyte_input_text_builds_a_request_and_strips_nul():
-    request = build_request(POLICIES[0], "a\x00b" * 350_000, __import__("toxcmp.models").models.resolve_model("smollm2-135m"),
+    request = build_request(POLICIES[0], "a\x00b" * 350_000, __import__("toxcmp.domain.models").domain.models.resolve_model("smollm2-135m"),
                             __import__("toxcmp.config").config.GenerationConfig())
     assert "\x00" not in request.messages[-1][1] and len(request.messages[-1][1]) == 700_000
 

@@ -14,9 +14,9 @@ import polars as pl
 import pytest
 
 from toxcmp.config import configs_dir
-from toxcmp.html_report import build_html
-from toxcmp.policies import load_policy
-from toxcmp.scoring import derive, summarize
+from toxcmp.report.html import build_html
+from toxcmp.domain.policies import load_policy
+from toxcmp.analysis.scoring import derive, summarize
 
 from .browser import start_browser
 
@@ -37,7 +37,7 @@ def browser():
 def n50_run(tmp_path_factory) -> Path:
     from typer.testing import CliRunner
 
-    from toxcmp.cli import app
+    from toxcmp.cli.app import app
 
     out = tmp_path_factory.mktemp("n50")
     both = f"recorded[path={N50};side=api;label=provider],recorded[path={N50};side=local;label=local-gpu]"
@@ -181,7 +181,7 @@ def test_a_multi_arm_report_switches_comparisons(browser, tmp_path):
     from selenium.webdriver.support.ui import Select
     from typer.testing import CliRunner
 
-    from toxcmp.cli import app
+    from toxcmp.cli.app import app
 
     copy = tmp_path / "copy.parquet"
     copy.write_bytes(N50.read_bytes())

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from toxcmp.compare import CompareConfig, run_compare
-from toxcmp.report import LineObserver, LiveObserver, eta_text
+from toxcmp.run.compare import CompareConfig, run_compare
+from toxcmp.report.console import LineObserver, LiveObserver, eta_text
 
 from . import doubles
 from .test_compare import plugin_backends  # noqa: F401 - the same rule/quirky entry points, autouse

@@ -17,9 +17,9 @@ import pytest
 
 from toxcmp.backends import BackendConfig, get_backend
 from toxcmp.config import GenerationConfig
-from toxcmp.models import resolve_model
-from toxcmp.policies import load_policy
-from toxcmp.prompting import build_request
+from toxcmp.domain.models import resolve_model
+from toxcmp.domain.policies import load_policy
+from toxcmp.domain.prompting import build_request
 
 from .processes import alive, listening_addresses, server_dies_with_parent, server_pids
 
@@ -77,8 +77,8 @@ def test_cache_identity_names_engine_settings_and_file(monkeypatch):
     llama-cpp-python version or server settings is a different identity."""
     require_llamacpp()
     from toxcmp.backends import api as api_module
-    from toxcmp.cache import cache_key
-    from toxcmp.models import bundled_gguf_path, file_sha256
+    from toxcmp.run.cache import cache_key
+    from toxcmp.domain.models import bundled_gguf_path, file_sha256
 
     spec = resolve_model("smollm2-135m")
     request = build_request(load_policy("toxic_simple"), "hello", spec, GenerationConfig(max_new_tokens=8))
@@ -164,7 +164,7 @@ def test_interrupt_stops_the_spawned_llamacpp_server(sig):
     code = (
         "import time\n"
         "from toxcmp.backends.server import llamacpp_api_server\n"
-        "from toxcmp.models import resolve_model\n"
+        "from toxcmp.domain.models import resolve_model\n"
         "with llamacpp_api_server(resolve_model('smollm2-135m'), threads=1) as s:\n"
         "    print(s.process.pid, flush=True)\n"
         "    time.sleep(120)\n"
@@ -180,7 +180,7 @@ def llamacpp_run(tmp_path_factory, models_dir):
     os.environ["TOXCMP_MODELS_DIR"] = str(models_dir)
     from typer.testing import CliRunner
 
-    from toxcmp.cli import app
+    from toxcmp.cli.app import app
 
     out = tmp_path_factory.mktemp("llamacpp-run")
     args = ["compare", "--model", "smollm2-135m", "--backends", "local,api", "--api-server", "llamacpp",
@@ -298,7 +298,7 @@ def test_a_gguf_path_is_a_model_named_by_its_content(tmp_path):
     import hashlib
 
     from toxcmp.backends.server import gguf_of
-    from toxcmp.models import resolved_revision
+    from toxcmp.domain.models import resolved_revision
 
     path = tmp_path / "tiny-model.Q4_0.gguf"
     path.write_bytes(b"GGUF" + bytes(range(256)) * 4)
@@ -316,7 +316,7 @@ def test_llamacpp_serves_a_gguf_given_by_path(cli, tmp_path):
     require_llamacpp()
     import shutil
 
-    from toxcmp.models import bundled_gguf_path
+    from toxcmp.domain.models import bundled_gguf_path
 
     copy = tmp_path / "copy.gguf"
     shutil.copyfile(bundled_gguf_path(resolve_model("smollm2-135m")), copy)

@@ -107,7 +107,7 @@ def test_gpt_oss_special_tokens_survive_decoding(tiny_gptoss):
     from toxcmp.backends.local import LocalBackend
 
     backend = LocalBackend(BackendConfig())
-    from toxcmp.models import resolve_model
+    from toxcmp.domain.models import resolve_model
 
     loaded = backend.load(resolve_model(str(tiny_gptoss)))
     ids = loaded.tokenizer("<|channel|>final<|message|>1<|return|>", add_special_tokens=False)["input_ids"]
@@ -119,9 +119,9 @@ def test_gpt_oss_batched_and_prefix_match_naive(tiny_gptoss):
     from toxcmp.backends import BackendConfig, shared_prefix
     from toxcmp.backends.local import LocalBackend
     from toxcmp.config import GenerationConfig
-    from toxcmp.models import resolve_model
-    from toxcmp.policies import load_policy
-    from toxcmp.prompting import build_request
+    from toxcmp.domain.models import resolve_model
+    from toxcmp.domain.policies import load_policy
+    from toxcmp.domain.prompting import build_request
 
     spec = resolve_model(str(tiny_gptoss))
     generation = GenerationConfig.from_defaults(max_new_tokens=12, reasoning_effort="low")

@@ -12,9 +12,9 @@ from toxcmp.backends import local as local_mod
 from toxcmp.backends.local import LocalBackend, LocalModelCache, length_buckets, parse_batch_size
 from toxcmp.config import GenerationConfig, configs_dir
 from toxcmp.errors import UsageError
-from toxcmp.models import resolve_model
-from toxcmp.policies import load_policy
-from toxcmp.prompting import build_request
+from toxcmp.domain.models import resolve_model
+from toxcmp.domain.policies import load_policy
+from toxcmp.domain.prompting import build_request
 
 
 def test_length_buckets_cover_every_item_once_in_length_order():

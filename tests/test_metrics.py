@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from toxcmp.metrics import (Estimate, classification_report, cohen_kappa, kappa_with_bootstrap, mcnemar_exact,
+from toxcmp.analysis.metrics import (Estimate, classification_report, cohen_kappa, kappa_with_bootstrap, mcnemar_exact,
                             weighted_proportion, wilson, wilson_interval)
 
 

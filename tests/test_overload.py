@@ -2,7 +2,7 @@
 requests closed (and, on a real `transformers serve`, no longer generated), timeouts that scale with the work, a
 retry budget for the run, a circuit breaker, thread counts that never oversubscribe the machine.
 
-Fast tests run against `toxcmp.fake_server` (a real loopback HTTP server); the slow ones against a real
+Fast tests run against `toxcmp.testing.fake_server` (a real loopback HTTP server); the slow ones against a real
 `transformers serve` and a real CPU hog. No assertion here is about speed: benchmarks (`toxcmp bench busy`,
 `toxcmp bench sides`) measure that."""
 
@@ -23,10 +23,10 @@ from toxcmp.backends import BackendConfig, get_backend
 from toxcmp.backends import api as api_module
 from toxcmp.backends.threads import plan_threads, torch_threads_env
 from toxcmp.config import GenerationConfig
-from toxcmp.fake_server import FakeChatServer, Reply, completion
-from toxcmp.models import ModelSpec
-from toxcmp.policies import load_policy
-from toxcmp.prompting import build_request
+from toxcmp.testing.fake_server import FakeChatServer, Reply, completion
+from toxcmp.domain.models import ModelSpec
+from toxcmp.domain.policies import load_policy
+from toxcmp.domain.prompting import build_request
 
 SPEC = ModelSpec(name="fake-model", model_id="fake-model", revision="test")
 MODEL = "org/fake-classifier"
@@ -114,7 +114,7 @@ def test_a_remote_server_keeps_eight_in_flight_by_default():
 def test_the_cli_defaults_are_auto_not_numbers(cli, tmp_path, monkeypatch):
     """--concurrency, --timeout and --threads left out reach the backends as None (auto), so a backend can tell
     them from a user's explicit value."""
-    from toxcmp import compare as compare_module
+    from toxcmp.run import compare as compare_module
 
     seen = []
     real = compare_module.run_compare
@@ -347,7 +347,7 @@ def _cpu_seconds(pid: int) -> float:
 def test_an_abandoned_request_costs_the_real_server_no_more_cpu(models_dir):
     """A request the server would work on for minutes times out after 3 s: from then on `transformers serve`
     spends (next to) nothing, where generating cost it about a core."""
-    from toxcmp.models import resolve_model
+    from toxcmp.domain.models import resolve_model
 
     spec = resolve_model("smollm2-135m")
     policy = load_policy("toxic_simple")
@@ -379,7 +379,7 @@ def test_a_cpu_hog_during_a_run_costs_no_timeout_no_retry_and_leaves_no_orphan(t
     """The issue's command, smaller for CI (8 rows, 32 new tokens), with a busy loop on one core the whole time."""
     import psutil
 
-    from toxcmp.bench import CpuHog
+    from toxcmp.bench.benchmarks import CpuHog
 
     from .conftest import TOXICCHAT_CSV, require_shared
 
@@ -425,7 +425,7 @@ def test_a_cpu_hog_during_a_run_costs_no_timeout_no_retry_and_leaves_no_orphan(t
 
 
 def test_the_cpu_hog_stops_by_itself():
-    from toxcmp.bench import CpuHog
+    from toxcmp.bench.benchmarks import CpuHog
 
     with CpuHog(cores=1, seconds=0.5) as hog:
         assert all(p.poll() is None for p in hog.procs)  # busy

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from toxcmp.parsing import parse_output, parse_verdict, split_output
-from toxcmp.policies import load_policy
+from toxcmp.domain.parsing import parse_output, parse_verdict, split_output
+from toxcmp.domain.policies import load_policy
 
 SIMPLE = load_policy("toxic_simple")
 CLAUDE = load_policy("toxic_chat_claude_1")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toxcmp.parsing import parse_output, parse_verdict, split_output
-from toxcmp.policies import load_policy
+from toxcmp.domain.parsing import parse_output, parse_verdict, split_output
+from toxcmp.domain.policies import load_policy
 
 SIMPLE = load_policy("toxic_simple")
 CLAUDE = load_policy("toxic_chat_claude_1")

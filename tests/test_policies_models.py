@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from toxcmp.errors import PolicyError, UnknownNameError
-from toxcmp.models import resolve_model
-from toxcmp.policies import REQUIRED_SECTIONS, builtin_names, load_policy, parse_policy_text
+from toxcmp.domain.models import resolve_model
+from toxcmp.domain.policies import REQUIRED_SECTIONS, builtin_names, load_policy, parse_policy_text
 
 VALID = """+++
 name = "mine"

@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from toxcmp.fake_server import FakeChatServer, Reply, completion
+from toxcmp.testing.fake_server import FakeChatServer, Reply, completion
 
 from .conftest import RECORDED, TOXICCHAT_CSV, require_shared
 
@@ -37,7 +37,7 @@ def _compare(cli, out: Path, backends: str, dataset: Path, *extra: str):
 
 
 def _kappa(a: list[int], b: list[int]) -> float:
-    """Cohen's kappa by its textbook formula, written out here independently of toxcmp.metrics."""
+    """Cohen's kappa by its textbook formula, written out here independently of toxcmp.analysis.metrics."""
     n = len(a)
     po = sum(x == y for x, y in zip(a, b)) / n
     pe = sum((a.count(k) / n) * (b.count(k) / n) for k in (0, 1))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from toxcmp.parsing import parse_output
-from toxcmp.policies import load_policy
+from toxcmp.domain.parsing import parse_output
+from toxcmp.domain.policies import load_policy
 
 from .conftest import RECORDED, require_shared
 

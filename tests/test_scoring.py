@@ -7,11 +7,11 @@ import json
 import polars as pl
 import pytest
 
-from toxcmp.compare import rescore
-from toxcmp.diagnosis import Side, cause, outcome
-from toxcmp.metrics import classification_report, weighted_proportion, wilson
-from toxcmp.policies import load_policy
-from toxcmp.scoring import derive
+from toxcmp.run.compare import rescore
+from toxcmp.analysis.diagnosis import Side, cause, outcome
+from toxcmp.analysis.metrics import classification_report, weighted_proportion, wilson
+from toxcmp.domain.policies import load_policy
+from toxcmp.analysis.scoring import derive
 
 from .conftest import RECORDED, require_shared
 

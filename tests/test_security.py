@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from toxcmp.compare import prepare_run_dir
+from toxcmp.run.compare import prepare_run_dir
 from toxcmp.errors import UsageError
-from toxcmp.fake_server import FakeChatServer, Reply, completion
+from toxcmp.testing.fake_server import FakeChatServer, Reply, completion
 
 MODEL = "org/fake-classifier"
 ENV_TOKEN = "hf_SENTINELenvTOKEN0123456789abcdef"

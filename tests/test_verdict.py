@@ -7,10 +7,10 @@ import io
 import pytest
 from rich.console import Console
 
-from toxcmp.policies import load_policy
-from toxcmp.report import render_report
-from toxcmp.scoring import derive, summarize
-from toxcmp.verdict import EXIT_CODES, SideLabels, decide
+from toxcmp.domain.policies import load_policy
+from toxcmp.report.console import render_report
+from toxcmp.analysis.scoring import derive, summarize
+from toxcmp.analysis.verdict import EXIT_CODES, SideLabels, decide
 
 SIMPLE = load_policy("toxic_simple")
 

@@ -1,5 +1,5 @@
 """`python -m toxcmp` runs the CLI."""
 
-from .cli import main
+from toxcmp.cli.app import main
 
 main()

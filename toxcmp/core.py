@@ -7,17 +7,17 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
-from .backends import SPAWNED_SERVERS, BackendConfig, get_backend
-from .cache import ResponseCache
-from .config import GenerationConfig, default, default_cache_dir
-from .errors import UsageError
-from .models import ModelSpec, resolve_model
-from .parsing import NO_FINAL_ANSWER, parse_verdict
-from .policies import Policy, load_policy
-from .prompting import build_request
-from .results import ClassificationResult, ModelResponse
-from .runner import run_requests
-from .validation import check_backend_config, check_generation
+from toxcmp.backends import SPAWNED_SERVERS, BackendConfig, get_backend
+from toxcmp.run.cache import ResponseCache
+from toxcmp.config import GenerationConfig, default, default_cache_dir
+from toxcmp.errors import UsageError
+from toxcmp.domain.models import ModelSpec, resolve_model
+from toxcmp.domain.parsing import NO_FINAL_ANSWER, parse_verdict
+from toxcmp.domain.policies import Policy, load_policy
+from toxcmp.domain.prompting import build_request
+from toxcmp.domain.responses import ClassificationResult, ModelResponse
+from toxcmp.run.requests import run_requests
+from toxcmp.run.validation import check_backend_config, check_generation
 
 
 class InferenceBackend(str, Enum):
@@ -48,7 +48,7 @@ def resolve_api_route(spec: ModelSpec, config: BackendConfig, alternative: str) 
         if config.base_url:
             raise UsageError("--api-server llamacpp starts its own server; it does not go with --base-url",
                              "drop --base-url, or use --api-server none to send to the server at that URL")
-        from .backends.server import gguf_of, llamacpp_version
+        from toxcmp.backends.server import gguf_of, llamacpp_version
 
         gguf_of(spec)  # a GGUF to serve, and the package to serve it, before any data or model is loaded
         llamacpp_version()

@@ -13,9 +13,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
-from ..errors import BackendError, UnknownNameError
-from ..prompting import ChatRequest
-from ..results import ModelResponse
+from toxcmp.errors import BackendError, UnknownNameError
+from toxcmp.domain.prompting import ChatRequest
+from toxcmp.domain.responses import ModelResponse
 
 ENTRY_POINT_GROUP = "toxcmp.backends"
 OnResponse = Callable[[int, ModelResponse], None]

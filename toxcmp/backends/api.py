@@ -31,12 +31,12 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
-from .. import phases
-from ..errors import BackendError, UnknownNameError
-from ..parsing import split_output
-from ..prompting import ChatRequest
-from ..results import ModelResponse
-from . import SPAWNED_SERVERS, BackendConfig, OnResponse
+from toxcmp import phases
+from toxcmp.errors import BackendError, UnknownNameError
+from toxcmp.domain.parsing import split_output
+from toxcmp.domain.prompting import ChatRequest
+from toxcmp.domain.responses import ModelResponse
+from toxcmp.backends import SPAWNED_SERVERS, BackendConfig, OnResponse
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 _RETRY_BASE_S = float(os.environ.get("TOXCMP_RETRY_BASE_S", "0.5"))
@@ -60,7 +60,7 @@ def spawned_endpoint_label(api_server: str) -> str:
     """The cache identity of a spawned server (its URL has a random port): the engine, its version and the
     settings that change answers; the model file's sha256 is the resolved revision."""
     if api_server == "llamacpp":
-        from .server import LLAMACPP_N_CTX, llamacpp_version
+        from toxcmp.backends.server import LLAMACPP_N_CTX, llamacpp_version
 
         return (f"llamacpp-server:llama-cpp-python=={llamacpp_version()};n_ctx={LLAMACPP_N_CTX};"
                 "interrupt_requests=False;" + ";".join(f"{k}={v}" for k, v in LLAMACPP_SAMPLING.items()))
@@ -297,7 +297,7 @@ class ApiBackend:
     def __init__(self, config: BackendConfig):
         self.config = config
         if config.api_server not in (None, "", "none", *SPAWNED_SERVERS):
-            from ..errors import UsageError
+            from toxcmp.errors import UsageError
 
             raise UsageError(f"unknown --api-server {config.api_server!r}", "use " + ", ".join(
                 repr(name) for name in (*SPAWNED_SERVERS, "none")))
@@ -355,7 +355,7 @@ class ApiBackend:
         HF cache's; a bundled model or a llama.cpp server: the GGUF's sha256); the requested revision when that
         cannot be known. Asked once per backend and model. The token goes to the Hub only when it is a Hugging
         Face token."""
-        from ..models import resolved_revision
+        from toxcmp.domain.models import resolved_revision
 
         if spec not in self._resolved:
             hf_token = self._hub_token if not self.config.base_url or _is_hf_host(self.config.base_url) else None
@@ -397,7 +397,7 @@ class ApiBackend:
         if len(specs) != 1:
             raise BackendError(f"--api-server {self.config.api_server} serves one model per run",
                                "run one model at a time")
-        from .server import llamacpp_api_server, local_api_server
+        from toxcmp.backends.server import llamacpp_api_server, local_api_server
 
         spec = next(iter(specs))
         self._server = (llamacpp_api_server(spec, threads=self.config.threads) if self._llamacpp else

@@ -8,12 +8,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..errors import ContextLengthError
-from ..models import ModelSpec, cached_commit, is_commit, materialize, resolved_revision
-from ..parsing import split_output
-from ..prompting import ChatRequest
-from ..results import ModelResponse
-from . import BackendConfig, OnResponse
+from toxcmp.errors import ContextLengthError
+from toxcmp.domain.models import ModelSpec, cached_commit, is_commit, materialize, resolved_revision
+from toxcmp.domain.parsing import split_output
+from toxcmp.domain.prompting import ChatRequest
+from toxcmp.domain.responses import ModelResponse
+from toxcmp.backends import BackendConfig, OnResponse
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class LocalModelCache:
         key = (spec.model_id, spec.revision, dtype, device)
         with cls._lock:
             if key not in cls._models:
-                from .. import phases
+                from toxcmp import phases
 
                 phases.phase(f"local: loading {spec.name} on {device}")
                 cls._models[key] = _load(spec, device, dtype, cache_dir, commit)
@@ -161,7 +161,7 @@ class LocalBackend:
         self.config = config
         self.device = resolve_device(config.device)
         if config.strategy not in STRATEGIES:
-            from ..errors import UsageError
+            from toxcmp.errors import UsageError
 
             raise UsageError(f"unknown --strategy {config.strategy!r}", f"use one of: {', '.join(STRATEGIES)}")
         self.batch_size = parse_batch_size(config.batch_size)
@@ -179,7 +179,7 @@ class LocalBackend:
     @property
     def threads(self) -> int:
         """torch intra-op threads this backend computes with: --threads, the run's plan, or every core but one."""
-        from .threads import alone_threads
+        from toxcmp.backends.threads import alone_threads
 
         return self.config.threads or alone_threads()
 
@@ -321,7 +321,7 @@ class LocalBackend:
     def _batch_generate(self, loaded: LoadedModel, requests, batch, prefix: PrefixCache | None) -> list[list[int]]:
         import torch
 
-        from . import shared_prefix
+        from toxcmp.backends import shared_prefix
 
         tok = loaded.tokenizer
         gen = requests[batch[0][0]].generation
@@ -353,7 +353,7 @@ class LocalBackend:
         """Computed once per (model, system message, template options); None when the model's cache can't be reused."""
         import torch
 
-        from . import shared_prefix
+        from toxcmp.backends import shared_prefix
 
         key = (request.model, request.messages[:-1], tuple(sorted(request.template_options().items())),
                self.device, self.config.dtype)
@@ -446,7 +446,7 @@ def parse_batch_size(value: str | int | None) -> int | None:
     except (TypeError, ValueError):
         size = 0
     if size < 1:
-        from ..errors import UsageError
+        from toxcmp.errors import UsageError
 
         raise UsageError(f"--batch-size must be 'auto' or a positive integer (got {value!r})", "e.g. --batch-size 8")
     return size

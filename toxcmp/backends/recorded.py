@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import UsageError
-from ..prompting import ChatRequest
-from ..results import ModelResponse
-from . import BackendConfig, OnResponse
+from toxcmp.errors import UsageError
+from toxcmp.domain.prompting import ChatRequest
+from toxcmp.domain.responses import ModelResponse
+from toxcmp.backends import BackendConfig, OnResponse
 
 RESULTS_FILE = "results.parquet"
 

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import BackendError
+from toxcmp.errors import BackendError
 
 _LIVE: set["LocalServer"] = set()
 
@@ -44,7 +44,7 @@ class SpawnedServer:
 
     def __init__(self, model: str, port: int | None = None, startup_timeout_s: float = 180.0,
                  threads: int | None = None, offline: bool = True):
-        from .threads import alone_threads
+        from toxcmp.backends.threads import alone_threads
 
         self.model = model
         self.threads = threads or alone_threads()  # compute threads of the server process
@@ -70,7 +70,7 @@ class SpawnedServer:
         raise NotImplementedError
 
     def environment(self) -> dict[str, str]:
-        from .threads import torch_threads_env
+        from toxcmp.backends.threads import torch_threads_env
 
         env = dict(os.environ, **torch_threads_env(self.threads))
         if self.offline:
@@ -79,7 +79,7 @@ class SpawnedServer:
 
     def start(self) -> "SpawnedServer":
         _exit_on_sigterm()
-        from .. import phases
+        from toxcmp import phases
 
         phases.phase(f"starting {self.engine} ({self.threads} thread(s))")
         self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
@@ -95,7 +95,7 @@ class SpawnedServer:
     def _wait_healthy(self) -> None:
         import httpx
 
-        from .. import phases
+        from toxcmp import phases
 
         phases.phase(f"{self.engine} is loading the model")
         deadline = time.monotonic() + self.startup_timeout_s
@@ -227,20 +227,20 @@ def _stop_all() -> None:
 
 def local_api_server(spec, cache_dir=None, continuous_batching: bool = False, threads: int | None = None) -> LocalServer:
     """A not-yet-started server for the same model the local backend would load."""
-    from ..models import materialize
+    from toxcmp.domain.models import materialize
 
     return LocalServer(materialize(spec, cache_dir), continuous_batching=continuous_batching, threads=threads)
 
 
 def gguf_of(spec) -> Path:
     """The GGUF file llama.cpp serves for a model: a bundled model's, or a `.gguf` path given as the model."""
-    from ..models import bundled_gguf_path
+    from toxcmp.domain.models import bundled_gguf_path
 
     if spec.is_bundled:
         return bundled_gguf_path(spec)
     if spec.gguf_path:
         return Path(spec.gguf_path)
-    from ..errors import UsageError
+    from toxcmp.errors import UsageError
 
     raise UsageError(f"--api-server llamacpp serves GGUF files; {spec.model_id!r} is not one",
                        "pass a bundled model (e.g. --model smollm2-135m) or a path to a .gguf file")

@@ -43,11 +43,11 @@ def _dep(module: str, required: bool) -> Check:
 
 
 def run_checks(cache_dir: Path) -> list[Check]:
-    from . import classify
-    from .backends import backend_names
-    from .core import InferenceBackend
-    from .models import bundled_gguf_path, model_aliases, resolve_model
-    from .policies import builtin_names, load_policy
+    from toxcmp import classify
+    from toxcmp.backends import backend_names
+    from toxcmp.core import InferenceBackend
+    from toxcmp.domain.models import bundled_gguf_path, model_aliases, resolve_model
+    from toxcmp.domain.policies import builtin_names, load_policy
 
     checks = [Check("python ≥ 3.11", sys.version_info >= (3, 11), sys.version.split()[0], "use Python 3.11+")]
     checks += [_dep(m, True) for m in REQUIRED_DEPS]
@@ -92,8 +92,8 @@ def run_checks(cache_dir: Path) -> list[Check]:
 
 
 def _llamacpp_check() -> Check:
-    from .backends.server import LLAMACPP_HINT, llamacpp_version
-    from .errors import BackendError
+    from toxcmp.backends.server import LLAMACPP_HINT, llamacpp_version
+    from toxcmp.errors import BackendError
 
     name = "llama.cpp server (for --api-server llamacpp)"
     try:

@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from .errors import UsageError
+from toxcmp.errors import UsageError
 
 DEFAULT_DATASET = "lmsys/toxic-chat"
 VERSIONS = ("toxicchat0124", "toxicchat1123")
@@ -66,7 +66,7 @@ BUNDLED_TEST_SPLIT = "toxicchat0124_test.parquet"  # configs/samples/: the human
 
 
 def bundled_test_split() -> Path:
-    from .config import configs_dir
+    from toxcmp.config import configs_dir
 
     return configs_dir() / "samples" / BUNDLED_TEST_SPLIT
 

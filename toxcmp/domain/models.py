@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .config import configs_dir, default_cache_dir
-from .errors import BackendError, UnknownNameError
+from toxcmp.config import configs_dir, default_cache_dir
+from toxcmp.errors import BackendError, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def resolve_model(name: str, revision: str | None = None) -> ModelSpec:
     if name in aliases:
         entry = aliases[name]
         if "random_config" in entry:  # built locally from a config in the repo, on first use
-            from .shaped import shaped_model_dir
+            from toxcmp.domain.shaped import shaped_model_dir
 
             path = shaped_model_dir(name, entry["random_config"])
             return ModelSpec(name=name, model_id=str(path), revision=revision or "local", harmony=True,
@@ -205,7 +205,7 @@ def materialize(spec: ModelSpec, cache_dir: Path | None = None) -> str:
     target = converted_dir(spec, cache_dir)
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return str(target)
-    from . import phases
+    from toxcmp import phases
 
     source = Path(spec.gguf_path) if spec.gguf_path else bundled_gguf_path(spec)
     phases.phase(f"converting {source.name} to safetensors (once, about 30 s for 135M parameters)")

@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .diagnosis import NEAR_TIE_NATS
+from toxcmp.analysis.diagnosis import NEAR_TIE_NATS
 
 CONTEXT_CHARS = 40  # of each continuation, from the first divergent character
 DIVERGENCE_SCORE_LIMIT = 1000  # partings the local model scores per comparison (a replay up to each)
@@ -118,7 +118,7 @@ def replayed_divergence(model: Any, tokenizer: Any, prompt: str, local_text: str
     """`token_divergence` along the replayed local path; NOT_REPLAYED when the replay is not the local text."""
     import torch
 
-    from .backends.local import eos_ids
+    from toxcmp.backends.local import eos_ids
 
     local, other = comparable(local_text), comparable(other_text)
     at_char = first_divergence(local, other)

@@ -9,12 +9,12 @@ import typer
 from rich.panel import Panel
 from rich.table import Table
 
-from . import __version__
-from .cli_common import (ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
+from toxcmp import __version__
+from toxcmp.cli.common import (ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
                          MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RetriesOpt,
                          RevisionOpt, ThreadsOpt, TimeoutOpt, TokenOpt, console, err_console, friendly_errors, print_json)
-from .config import default, default_cache_dir
-from .errors import ExitCode, UsageError
+from toxcmp.config import default, default_cache_dir
+from toxcmp.errors import ExitCode, UsageError
 
 app = typer.Typer(name="toxcmp", help="Compare LLM toxicity classifiers across inference backends.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -81,11 +81,11 @@ def classify(
     as_json: JsonOpt = False,
 ) -> None:
     """Classify one text: binary label, fine-grained label, parse status, reasoning, content."""
-    from .backends import BackendConfig
-    from .config import GenerationConfig
-    from .core import respond, verdict_result
-    from .models import resolve_model
-    from .policies import load_policy
+    from toxcmp.backends import BackendConfig
+    from toxcmp.config import GenerationConfig
+    from toxcmp.core import respond, verdict_result
+    from toxcmp.domain.models import resolve_model
+    from toxcmp.domain.policies import load_policy
 
     body = read_input_text(text, file)
     policy_obj = load_policy(policy)
@@ -149,15 +149,15 @@ def render(
     as_json: JsonOpt = False,
 ) -> None:
     """Print the prompt the local backend feeds and the request body the API backend sends."""
-    from .backends import BackendConfig
-    from .backends.local import LocalBackend
-    from .config import GenerationConfig
-    from .models import resolve_model
-    from .policies import load_policy
-    from .prompting import build_request
+    from toxcmp.backends import BackendConfig
+    from toxcmp.backends.local import LocalBackend
+    from toxcmp.config import GenerationConfig
+    from toxcmp.domain.models import resolve_model
+    from toxcmp.domain.policies import load_policy
+    from toxcmp.domain.prompting import build_request
 
     if run is not None:
-        from .compare import request_from_run
+        from toxcmp.run.compare import request_from_run
 
         request, _, note = request_from_run(run, example, prompt_hash)
         if note:
@@ -188,7 +188,7 @@ def view(
     no_open: Annotated[bool, typer.Option("--no-open", metavar="", help="Only (re)build report.html and print its path.")] = False,
 ) -> None:
     """(Re)build a run's report.html and open it in a browser, or print its path when there is no display."""
-    from .html_report import has_display, rebuild
+    from toxcmp.report.html import has_display, rebuild
 
     path = rebuild(run_dir)
     if not no_open and has_display():
@@ -204,7 +204,7 @@ def view(
 @friendly_errors
 def verify_setup(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
     """Check dependencies, backends, policies, models, cache and token without loading model weights."""
-    from .setup_check import run_checks
+    from toxcmp.bench.setup_check import run_checks
 
     checks = run_checks(cache_dir or default_cache_dir())
     failed = [c for c in checks if c.required and not c.ok]
@@ -227,7 +227,7 @@ def verify_setup(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> Non
 @friendly_errors
 def policies_list(as_json: JsonOpt = False) -> None:
     """Built-in policies."""
-    from .policies import builtin_names, load_policy
+    from toxcmp.domain.policies import builtin_names, load_policy
 
     policies = [load_policy(n) for n in builtin_names()]
     if as_json:
@@ -246,7 +246,7 @@ def policies_list(as_json: JsonOpt = False) -> None:
 @friendly_errors
 def policies_show(name: Annotated[str, typer.Argument(help="Policy name or file.")]) -> None:
     """Print a policy's text and label sets."""
-    from .policies import load_policy
+    from toxcmp.domain.policies import load_policy
 
     p = load_policy(name)
     labels = ", ".join(f"{n}→{v}" for n, v in p.categories)
@@ -257,7 +257,7 @@ def policies_show(name: Annotated[str, typer.Argument(help="Policy name or file.
 @friendly_errors
 def backends_list(as_json: JsonOpt = False) -> None:
     """Registered backends (built-in and entry-point plugins)."""
-    from .backends import registry
+    from toxcmp.backends import registry
 
     reg = registry()
     if as_json:
@@ -275,9 +275,9 @@ def backends_list(as_json: JsonOpt = False) -> None:
 @friendly_errors
 def cache_info(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
     """Entries and bytes per backend and model."""
-    from .cache import ResponseCache
+    from toxcmp.run.cache import ResponseCache
 
-    from .config import models_dir, tree_bytes
+    from toxcmp.config import models_dir, tree_bytes
 
     directory = cache_dir or default_cache_dir()
     cache = ResponseCache(directory)
@@ -315,14 +315,14 @@ def cache_clear(
     """Delete cached responses (all, or by backend/model)."""
     import sys
 
-    from .backends import backend_names
-    from .cache import ResponseCache
-    from .errors import UnknownNameError
+    from toxcmp.backends import backend_names
+    from toxcmp.run.cache import ResponseCache
+    from toxcmp.errors import UnknownNameError
 
     directory = cache_dir or default_cache_dir()
     model_id = model
     if model:
-        from .models import model_aliases, resolve_model
+        from toxcmp.domain.models import model_aliases, resolve_model
 
         if model in model_aliases():
             model_id = resolve_model(model).model_id
@@ -342,7 +342,7 @@ def cache_clear(
     if models:
         import shutil
 
-        from .backends.local import LocalModelCache
+        from toxcmp.backends.local import LocalModelCache
 
         freed = LocalModelCache.clear() if "torch" in __import__("sys").modules else 0
         converted = Path(directory) / "models"
@@ -359,7 +359,7 @@ def bench_api(
     as_json: JsonOpt = False,
 ) -> None:
     """api backend requests/s at concurrency 1 vs 16 against a fixed-delay loopback endpoint."""
-    from .bench import bench_api as run
+    from toxcmp.bench.benchmarks import bench_api as run
 
     result = run(requests, delay)
     if as_json:
@@ -383,7 +383,7 @@ def bench_local(
     as_json: JsonOpt = False,
 ) -> None:
     """local backend: naive per-example generate vs batched vs batched + shared prefix KV (same process)."""
-    from .bench import bench_local as run
+    from toxcmp.bench.benchmarks import bench_local as run
 
     if not dataset.is_file():
         raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
@@ -415,7 +415,7 @@ def bench_serve(
     as_json: JsonOpt = False,
 ) -> None:
     """api --api-server local: concurrency 1 vs N, with and without `transformers serve --continuous-batching`."""
-    from .bench import bench_serve as run
+    from toxcmp.bench.benchmarks import bench_serve as run
 
     if not dataset.is_file():
         raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
@@ -442,7 +442,7 @@ def bench_engines(
     as_json: JsonOpt = False,
 ) -> None:
     """The CPU peer: local naive and prefix vs llama.cpp's server (sequential, 2 in flight) on the bundled GGUF."""
-    from .bench import bench_engines as run
+    from toxcmp.bench.benchmarks import bench_engines as run
 
     if not dataset.is_file():
         raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV or parquet with a user_input column")
@@ -474,7 +474,7 @@ def bench_html(
     """Size and time-to-interactive of a 2,000-row report.html in headless Chromium (goal: < 8 MB, < 2 s)."""
     import tempfile
 
-    from .bench_html import bench_html as run
+    from toxcmp.bench.html import bench_html as run
 
     sources = sources or _study_n2000()
     with tempfile.TemporaryDirectory() as workdir:
@@ -510,7 +510,7 @@ def bench_busy(
     as_json: JsonOpt = False,
 ) -> None:
     """compare --backends api,local --api-server local, idle and under a CPU hog in one process (goal ≤ 2.5×)."""
-    from .bench import bench_busy as run
+    from toxcmp.bench.benchmarks import bench_busy as run
 
     if not dataset.is_file():
         raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
@@ -539,7 +539,7 @@ def bench_sides(
     as_json: JsonOpt = False,
 ) -> None:
     """compare api (fixed-delay loopback endpoint) + local: sides at the same time vs one after the other (goal ≥ 1.6×)."""
-    from .bench import bench_sides as run
+    from toxcmp.bench.benchmarks import bench_sides as run
 
     if not dataset.is_file():
         raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
@@ -566,7 +566,7 @@ def bench_report(
     """Time re-rendering the full report of a cached run (goal: < 5 s for 2,000 rows)."""
     import tempfile
 
-    from .bench import bench_report as run
+    from toxcmp.bench.benchmarks import bench_report as run
 
     if not sources:
         shared = Path("../shared/data/gptoss_recorded")
@@ -587,7 +587,7 @@ def bench_report(
                   f"read · {mark} the {result.budget_s:g}s budget")
 
 
-from . import cli_compare  # noqa: E402 - registers compare and rescore on the app
+from toxcmp.cli import compare as cli_compare  # noqa: E402 - registers compare and rescore on the app
 
 cli_compare.register(app)
 
@@ -598,7 +598,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (e.g. during imports)
-        from .cli_common import err_console
+        from toxcmp.cli.common import err_console
 
         err_console.print("interrupted")
         sys.exit(130)

@@ -15,24 +15,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from . import __version__, phases
-from .backends import SPAWNED_SERVERS, Backend, BackendConfig, get_backend
-from .backends.threads import plan_threads
-from .cache import ResponseCache
-from .config import GenerationConfig, default_cache_dir
-from .core import resolve_api_route
-from .data import DEFAULT_DATASET, check_source, describe, is_file_source, load, sample
-from .errors import BackendError, ExitCode, ToxcmpError, UsageError
-from .models import ModelSpec, resolve_model
-from .policies import Policy, load_policy
-from .prompting import ChatRequest, build_request
-from .results import ModelResponse
-from .runner import cache_keys, model_identity, run_requests
-from .arms import pair_row
-from .scoring import SIDES, UNPARSED_AS
-from .arms import ARM_KEYS, DEFAULT_MARGIN, assemble, summarize_arms, tidy_row
-from .validation import check_backend_config, check_generation
-from .verdict import DEFAULT_MIN_LABELLED, EXIT_CODES
+from toxcmp import __version__
+from toxcmp import phases
+from toxcmp.backends import SPAWNED_SERVERS, Backend, BackendConfig, get_backend
+from toxcmp.backends.threads import plan_threads
+from toxcmp.run.cache import ResponseCache
+from toxcmp.config import GenerationConfig, default_cache_dir
+from toxcmp.core import resolve_api_route
+from toxcmp.domain.data import DEFAULT_DATASET, check_source, describe, is_file_source, load, sample
+from toxcmp.errors import BackendError, ExitCode, ToxcmpError, UsageError
+from toxcmp.domain.models import ModelSpec, resolve_model
+from toxcmp.domain.policies import Policy, load_policy
+from toxcmp.domain.prompting import ChatRequest, build_request
+from toxcmp.domain.responses import ModelResponse
+from toxcmp.run.requests import cache_keys, model_identity, run_requests
+from toxcmp.analysis.arms import pair_row
+from toxcmp.analysis.scoring import SIDES, UNPARSED_AS
+from toxcmp.analysis.arms import ARM_KEYS, DEFAULT_MARGIN, assemble, summarize_arms, tidy_row
+from toxcmp.run.validation import check_backend_config, check_generation
+from toxcmp.analysis.verdict import DEFAULT_MIN_LABELLED, EXIT_CODES
 
 DEFAULT_OUTPUT_DIR = Path("outputs") / "backend_comparison"
 SPEC_KEYS = {"provider", "base_url", "api_server", "device", "dtype", "batch_size", "strategy", "concurrency",
@@ -302,7 +303,7 @@ def pick_reference(arms: Sequence[Arm], wanted: str | None) -> int:
 
 
 def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResult:
-    from .report import write_outputs  # noqa: PLC0415 - keeps rich/pyarrow off the library import path
+    from toxcmp.report.console import write_outputs  # noqa: PLC0415 - keeps rich/pyarrow off the library import path
 
     observer = observer or SilentObserver()
     if cfg.unparsed_as not in UNPARSED_AS:
@@ -615,7 +616,7 @@ def local_side(pair: Sequence[Arm]) -> int | None:
 
 def with_local_model(todo, arm: Arm, requests, examples):
     """(row, loaded model, exact prompt) for each row of `todo`, with the local arm's model and its request."""
-    from .backends.local import LocalBackend, render_prompt
+    from toxcmp.backends.local import LocalBackend, render_prompt
 
     backend = LocalBackend(arm.config)
     by_id = {ex["example_id"]: req for ex, req in zip(examples, requests)}
@@ -632,7 +633,7 @@ def add_margins(rows, pair: Sequence[Arm], requests_a, requests_b, examples, obs
     todo = [r for r in rows if r["cause"] in ("label_flip", "fine_grain_only")]
     if local is None or not todo:
         return
-    from .diagnosis import label_margin
+    from toxcmp.analysis.diagnosis import label_margin
 
     side, other = SIDES[local], SIDES[1 - local]
     for row, loaded, prompt in with_local_model(todo, pair[local], (requests_a, requests_b)[local], examples):
@@ -649,7 +650,7 @@ def add_margins(rows, pair: Sequence[Arm], requests_a, requests_b, examples, obs
 def add_divergences(rows, pair: Sequence[Arm], requests_a, requests_b, examples, observer) -> None:
     """For texts that differ, ask the local model how close its own next token was to the other side's at the
     first token where they part (near tie or real difference)."""
-    from .divergence import DIVERGENCE_SCORE_LIMIT, token_divergence, token_fields
+    from toxcmp.analysis.divergence import DIVERGENCE_SCORE_LIMIT, token_divergence, token_fields
 
     local = local_side(pair)
     todo = [r for r in rows if r.get("diverge_char") is not None][:DIVERGENCE_SCORE_LIMIT]
@@ -677,7 +678,7 @@ def _git_commit() -> str | None:
     import subprocess
 
     try:
-        root = Path(__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parents[2]
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
@@ -724,8 +725,8 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
             output_dir: Path | None = DEFAULT_OUTPUT_DIR, run_id: str | None = None,
             min_labelled: float = DEFAULT_MIN_LABELLED, margin: float | None = None) -> RescoreResult:
     """Re-parse recorded outputs and recompute every statistic; no model is called. `output_dir=None`: no files."""
-    from .report import read_results, write_outputs
-    from .scoring import verdict_fields
+    from toxcmp.report.console import read_results, write_outputs
+    from toxcmp.analysis.scoring import verdict_fields
 
     if unparsed_as not in UNPARSED_AS:
         raise UsageError(f"--unparsed-as must be one of {', '.join(UNPARSED_AS)}", "the study's way is 0")
@@ -773,7 +774,7 @@ def carry_margins(source: Path, assembled) -> None:
     the label disagreements that are still label disagreements."""
     import polars as pl
 
-    from .report import PAIRS_FILE, RESULTS_FILE
+    from toxcmp.report.console import PAIRS_FILE, RESULTS_FILE
 
     run_dir = source if source.is_dir() else source.parent
     candidates = [run_dir / PAIRS_FILE, run_dir / RESULTS_FILE]
@@ -797,8 +798,8 @@ def carry_divergences(source: Path, assembled) -> None:
     the same character (rescore never changes raw text, so that is every one)."""
     import polars as pl
 
-    from .divergence import TOKEN_COLUMNS
-    from .report import PAIRS_FILE
+    from toxcmp.analysis.divergence import TOKEN_COLUMNS
+    from toxcmp.report.console import PAIRS_FILE
 
     path = (source if source.is_dir() else source.parent) / PAIRS_FILE
     if not path.is_file() or "divergence_kind" not in pl.read_parquet_schema(path):
@@ -832,8 +833,8 @@ def request_from_run(run_dir: Path, example_id: str | None = None, prompt_hash: 
     """The exact request a run sent for one example (by id, or by a prefix of its prompt hash; `arm`: whose
     request, default the reference), rebuilt from the run's own provenance; and a note when the policy or the
     model files changed since the run (the hash then differs)."""
-    from .config import GenerationConfig
-    from .report import read_results
+    from toxcmp.config import GenerationConfig
+    from toxcmp.report.console import read_results
 
     rows, meta, layout = read_results([Path(run_dir)])
     if not layout.startswith("toxcmp"):

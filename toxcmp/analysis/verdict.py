@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import ExitCode
+from toxcmp.errors import ExitCode
 
 VERDICTS = ("pass", "fail", "inconclusive", "incomplete")
 DEFAULT_MIN_LABELLED = 0.5

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.console import Console
 
-from .errors import ExitCode, ToxcmpError
+from toxcmp.errors import ExitCode, ToxcmpError
 
 console = Console()
 err_console = Console(stderr=True)

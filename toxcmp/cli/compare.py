@@ -7,11 +7,11 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .cli_common import (API_PANEL, ARMS_PANEL, DATA_PANEL, LOCAL_PANEL, OUTPUT_PANEL, ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
+from toxcmp.cli.common import (API_PANEL, ARMS_PANEL, DATA_PANEL, LOCAL_PANEL, OUTPUT_PANEL, ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
                          MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RetriesOpt,
                          RevisionOpt, ThreadsOpt, TimeoutOpt, TokenOpt, command_line, console, err_console, friendly_errors,
                          print_json)
-from .config import default, default_cache_dir
+from toxcmp.config import default, default_cache_dir
 
 OutputDirOpt = Annotated[Path, typer.Option("--output-dir", rich_help_panel=OUTPUT_PANEL, help="Where run dirs go (replaces outputs/backend_comparison).")]
 ThresholdOpt = Annotated[float, typer.Option("--threshold", rich_help_panel=ARMS_PANEL, help="Pass when binary agreement ≥ this.")]
@@ -39,8 +39,8 @@ def plan(
     as_json: JsonOpt = False,
 ) -> None:
     """How many rows a run needs to show an arm equivalent to the reference within --margin, at --power."""
-    from .errors import UsageError
-    from .metrics import rows_for_equivalence
+    from toxcmp.errors import UsageError
+    from toxcmp.analysis.metrics import rows_for_equivalence
 
     for name, value in (("--disagreement", disagreement), ("--floor", floor), ("--power", power), ("--alpha", alpha)):
         if not 0.0 <= value < 1.0:
@@ -106,10 +106,10 @@ def compare(
     """Run two backends on a ToxicChat sample: agreement, causes of disagreement, accuracy.
 
     Exit 0 pass · 1 fail · 2 bad input · 3 inconclusive (too few labels) · 4 backend error or incomplete run · 130 interrupted."""
-    from .backends import BackendConfig
-    from .compare import CompareConfig, run_compare
-    from .config import GenerationConfig
-    from .report import LineObserver, LiveObserver, render_report
+    from toxcmp.backends import BackendConfig
+    from toxcmp.run.compare import CompareConfig, run_compare
+    from toxcmp.config import GenerationConfig
+    from toxcmp.report.console import LineObserver, LiveObserver, render_report
 
     cfg = CompareConfig(
         policy=policy, model=model, revision=revision, dataset=dataset, version=version, split=split,
@@ -156,11 +156,11 @@ def rescore(
     as_json: JsonOpt = False,
 ) -> None:
     """Recompute parsing, metrics and the report from recorded outputs, without calling any model."""
-    from .compare import rescore as run
-    from .verdict import EXIT_CODES
-    from .report import render_report
+    from toxcmp.run.compare import rescore as run
+    from toxcmp.analysis.verdict import EXIT_CODES
+    from toxcmp.report.console import render_report
 
-    from .compare import next_to_source
+    from toxcmp.run.compare import next_to_source
 
     target = None if no_write else (output_dir or next_to_source(paths[0]))
     result = run(paths, policy, unparsed_as, threshold, target, run_id, min_labelled)

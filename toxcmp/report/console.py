@@ -18,8 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from .errors import ExitCode, ToxcmpError, UsageError
-from .scoring import SIDES
+from toxcmp.errors import ExitCode, ToxcmpError, UsageError
+from toxcmp.analysis.scoring import SIDES
 
 RESULTS_FILE = "results.parquet"  # tidy: one row per (example, arm, repeat)
 PAIRS_FILE = "pairs.parquet"  # every arm against the reference, two-sided a_*/b_* columns
@@ -59,7 +59,7 @@ def frame_of(rows: Sequence[dict[str, Any]], schema: dict[str, Any]) -> pl.DataF
 def write_outputs(run_dir: Path, tidy: Sequence[dict[str, Any]], pairs: Sequence[dict[str, Any]],
                   summary: dict[str, Any]) -> None:
     """Atomic writes (temp file + rename): a crash never leaves a half-written parquet behind."""
-    from .html_report import REPORT_FILE, build_html
+    from toxcmp.report.html import REPORT_FILE, build_html
 
     meta = summary.get("metadata", {})
     parquet_meta = {"toxcmp": json.dumps(meta, default=str), "toxcmp_summary": json.dumps(summary, default=str)}
@@ -308,7 +308,7 @@ def arms_table(summary: dict[str, Any]) -> Table | None:
 
 def divergence_line(d: dict[str, Any] | None) -> str | None:
     """Where the two sides' raw texts part, and how the local model scores the partings (plain text)."""
-    from .divergence import DIVERGENCE_SCORE_LIMIT
+    from toxcmp.analysis.divergence import DIVERGENCE_SCORE_LIMIT
 
     if not d or not d.get("n_answered"):
         return None

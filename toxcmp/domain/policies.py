@@ -20,8 +20,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import configs_dir
-from .errors import PolicyError, UnknownNameError
+from toxcmp.config import configs_dir
+from toxcmp.errors import PolicyError, UnknownNameError
 
 REQUIRED_SECTIONS = ("INSTRUCTIONS", "DEFINITIONS", "VIOLATES", "SAFE", "EXAMPLES")
 OUTPUT_KINDS = ("label", "json")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .backends import Backend, OnResponse
-from .cache import ResponseCache, cache_key
-from .models import ModelSpec
-from .prompting import ChatRequest
-from .results import ModelResponse
+from toxcmp.backends import Backend, OnResponse
+from toxcmp.run.cache import ResponseCache, cache_key
+from toxcmp.domain.models import ModelSpec
+from toxcmp.domain.prompting import ChatRequest
+from toxcmp.domain.responses import ModelResponse
 
 
 def resolved_revision(backend: Backend, spec: ModelSpec) -> str | None:

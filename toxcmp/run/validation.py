@@ -5,9 +5,9 @@ from __future__ import annotations
 import difflib
 import re
 
-from .backends import BackendConfig
-from .config import GenerationConfig
-from .errors import UsageError
+from toxcmp.backends import BackendConfig
+from toxcmp.config import GenerationConfig
+from toxcmp.errors import UsageError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

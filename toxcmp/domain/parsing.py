@@ -28,7 +28,7 @@ import json
 import re
 from dataclasses import dataclass, replace
 
-from .policies import Policy
+from toxcmp.domain.policies import Policy
 
 PARSER_VERSION = "2"
 NO_FINAL_ANSWER = "no final answer (output ended in the analysis channel; raise max_new_tokens?)"

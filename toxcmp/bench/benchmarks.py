@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from .backends import BackendConfig
-from .config import GenerationConfig
-from .fake_server import FakeChatServer
-from .models import ModelSpec
-from .prompting import ChatRequest
+from toxcmp.backends import BackendConfig
+from toxcmp.config import GenerationConfig
+from toxcmp.testing.fake_server import FakeChatServer
+from toxcmp.domain.models import ModelSpec
+from toxcmp.domain.prompting import ChatRequest
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class ApiBenchResult:
 
 def bench_api(n_requests: int = 64, delay_s: float = 0.1, high: int = 16) -> ApiBenchResult:
     """Requests/s of the `api` backend at concurrency 1 and `high` against a fixed-delay loopback endpoint."""
-    from .backends.api import ApiBackend
+    from toxcmp.backends.api import ApiBackend
 
     spec = ModelSpec(name="fake-model", model_id="fake-model", revision="bench")
     requests = [ChatRequest(model=spec, messages=(("system", "policy"), ("user", f"text {i}")),
@@ -80,8 +80,8 @@ def bench_report(sources, workdir) -> ReportBenchResult:
     import polars as pl
     from rich.console import Console
 
-    from .compare import rescore
-    from .report import PAIRS_FILE, render_report
+    from toxcmp.run.compare import rescore
+    from toxcmp.report.console import PAIRS_FILE, render_report
 
     built = rescore([Path(s) for s in sources], output_dir=Path(workdir), run_id="bench-report")
     cached_compare_s = _cached_compare(built.rows, Path(workdir))
@@ -107,14 +107,14 @@ def _cached_compare(rows, workdir) -> float:
 
     import polars as pl
 
-    from .backends import get_backend
-    from .cache import ResponseCache
-    from .compare import CompareConfig, run_compare
-    from .runner import cache_keys
-    from .models import resolve_model
-    from .policies import load_policy
-    from .prompting import build_request
-    from .results import ModelResponse
+    from toxcmp.backends import get_backend
+    from toxcmp.run.cache import ResponseCache
+    from toxcmp.run.compare import CompareConfig, run_compare
+    from toxcmp.run.requests import cache_keys
+    from toxcmp.domain.models import resolve_model
+    from toxcmp.domain.policies import load_policy
+    from toxcmp.domain.prompting import build_request
+    from toxcmp.domain.responses import ModelResponse
 
     dataset = Path(workdir) / "dataset.parquet"
     pl.DataFrame({"conv_id": [r["example_id"] for r in rows], "user_input": [r["text"] for r in rows],
@@ -193,10 +193,10 @@ def bench_local(csv_path, rows: int = 64, max_new_tokens: int = 32, policy: str 
     import torch
 
     torch.manual_seed(0)
-    from .backends.local import LocalBackend
-    from .models import resolve_model
-    from .policies import load_policy
-    from .prompting import build_request
+    from toxcmp.backends.local import LocalBackend
+    from toxcmp.domain.models import resolve_model
+    from toxcmp.domain.policies import load_policy
+    from toxcmp.domain.prompting import build_request
 
     texts = pl.read_csv(csv_path, infer_schema=False)["user_input"].head(rows).to_list()
     spec = resolve_model(model)
@@ -252,11 +252,11 @@ def bench_serve(csv_path, rows: int = 16, max_new_tokens: int = 32, policy: str 
     """Does request concurrency help a local `transformers serve`, with and without --continuous-batching?"""
     import polars as pl
 
-    from .backends.api import ApiBackend
-    from .backends.server import local_api_server
-    from .models import resolve_model
-    from .policies import load_policy
-    from .prompting import build_request
+    from toxcmp.backends.api import ApiBackend
+    from toxcmp.backends.server import local_api_server
+    from toxcmp.domain.models import resolve_model
+    from toxcmp.domain.policies import load_policy
+    from toxcmp.domain.prompting import build_request
 
     texts = pl.read_csv(csv_path, infer_schema=False)["user_input"].head(rows).to_list()
     spec = resolve_model(model)
@@ -345,13 +345,13 @@ def bench_busy(dataset, rows: int = 20, seed: int = 7, max_new_tokens: int = 64,
     from contextlib import nullcontext
     from pathlib import Path
 
-    from .backends.local import LocalModelCache
-    from .backends.threads import usable_cores
-    from .compare import CompareConfig, run_compare
+    from toxcmp.backends.local import LocalModelCache
+    from toxcmp.backends.threads import usable_cores
+    from toxcmp.run.compare import CompareConfig, run_compare
 
     command = (f"toxcmp compare --backends api,local --api-server local --model {model} --policy {policy} "
                f"--dataset {dataset} --sample-size {rows} --seed {seed} --max-new-tokens {max_new_tokens}")
-    from .models import materialize, resolve_model
+    from toxcmp.domain.models import materialize, resolve_model
 
     materialize(resolve_model(model))  # a bundled model's one-time conversion is not part of either run
     walls, counters, complete, meta = {}, {}, True, {}
@@ -415,19 +415,19 @@ def bench_sides(dataset, rows: int = 32, max_new_tokens: int = 16, chunk_size: i
     import tempfile
     from pathlib import Path
 
-    from .backends.api import DEFAULT_CONCURRENCY
-    from .backends.local import LocalBackend
-    from .compare import CompareConfig, run_compare
-    from .data import load, sample
-    from .models import resolve_model
-    from .policies import load_policy
-    from .prompting import build_request
+    from toxcmp.backends.api import DEFAULT_CONCURRENCY
+    from toxcmp.backends.local import LocalBackend
+    from toxcmp.run.compare import CompareConfig, run_compare
+    from toxcmp.domain.data import load, sample
+    from toxcmp.domain.models import resolve_model
+    from toxcmp.domain.policies import load_policy
+    from toxcmp.domain.prompting import build_request
 
     spec = resolve_model(model)
     generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        from .backends.threads import plan_threads
+        from toxcmp.backends.threads import plan_threads
 
         local = LocalBackend(BackendConfig(threads=plan_threads([False, True], True).per_side[1]))
         local.load(spec)  # loaded once per process (LocalModelCache): neither timed run pays for it
@@ -496,16 +496,16 @@ def bench_engines(dataset, rows: int = 24, max_new_tokens: int = 32, policy: str
     """local naive vs local prefix vs llama.cpp's server (sequential, 2 in flight) on the same rows, one process."""
     import torch
 
-    from .backends.api import ApiBackend
-    from .backends.local import LocalBackend
+    from toxcmp.backends.api import ApiBackend
+    from toxcmp.backends.local import LocalBackend
     from pathlib import Path
 
-    from .data import read_file
-    from .models import resolve_model
-    from .policies import load_policy
-    from .prompting import build_request
+    from toxcmp.domain.data import read_file
+    from toxcmp.domain.models import resolve_model
+    from toxcmp.domain.policies import load_policy
+    from toxcmp.domain.prompting import build_request
 
-    from .backends.server import gguf_of, llamacpp_version
+    from toxcmp.backends.server import gguf_of, llamacpp_version
 
     texts = read_file(Path(dataset))["user_input"].head(rows).to_list()
     spec = resolve_model(model)

@@ -12,13 +12,13 @@ from typing import Any, Iterable, Sequence
 
 from rapidfuzz.distance import Indel
 
-from . import metrics
-from .divergence import TOKEN_COLUMNS, summarize_divergence, text_fields
-from .diagnosis import CAUSES, Side, cause, cause_counts, fine_outcome, outcome
-from .parsing import NO_FINAL_ANSWER, Verdict, parse_output, parse_verdict
-from .policies import Policy
-from .results import ModelResponse
-from .verdict import DEFAULT_MIN_LABELLED, SideLabels, decide
+from toxcmp.analysis import metrics
+from toxcmp.analysis.divergence import TOKEN_COLUMNS, summarize_divergence, text_fields
+from toxcmp.analysis.diagnosis import CAUSES, Side, cause, cause_counts, fine_outcome, outcome
+from toxcmp.domain.parsing import NO_FINAL_ANSWER, Verdict, parse_output, parse_verdict
+from toxcmp.domain.policies import Policy
+from toxcmp.domain.responses import ModelResponse
+from toxcmp.analysis.verdict import DEFAULT_MIN_LABELLED, SideLabels, decide
 
 SIDES = ("a", "b")
 UNPARSED_AS = ("none", "0", "1")  # "0" is the recorded study's way: no label counts as "not toxic"

@@ -20,8 +20,8 @@ import secrets
 from importlib import resources
 from typing import Any, Sequence
 
-from . import metrics
-from .diagnosis import CAUSES, Side, fine_outcome, outcome
+from toxcmp.analysis import metrics
+from toxcmp.analysis.diagnosis import CAUSES, Side, fine_outcome, outcome
 
 REPORT_FILE = "report.html"
 OUTCOMES = ("0", "1", "refusal", "unparsed", "error")
@@ -255,7 +255,7 @@ def statistics_html(summary: dict[str, Any]) -> str:
     metric_rows.append(["latency p50 (s)", *("—" if b.get("latency_p50_s") is None else f"{b['latency_p50_s']:.3f}"
                                              for b in backends.values())])
     metric_rows.append(["served by", *(", ".join(b.get("served_by") or []) or "—" for b in backends.values())])
-    from .report import divergence_line
+    from toxcmp.report.console import divergence_line
 
     parting = divergence_line(summary.get("divergence"))
     if parting:
@@ -299,7 +299,7 @@ def divergence_html(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> st
 def arms_html(summary: dict[str, Any]) -> str:
     """Every arm against the reference: agreement, κ, McNemar (Holm), accuracy difference, its noise floor and the
     equivalence verdict; the pairwise agreement of all arms and Fleiss' κ."""
-    from .report import equivalence_numbers
+    from toxcmp.report.console import equivalence_numbers
 
     comparisons = summary.get("comparisons") or {}
     if len(comparisons) < 2 and (summary.get("repeats") or 1) < 2:
@@ -355,7 +355,7 @@ def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
     filters = ["All", "Disagree", "Refusal", "Parse failure", "Error", "Near tie", *CAUSES]
     data = {"labels": labels, **page_rows(all_rows), "filters": filters, "reference": summary.get("reference")}
     nonce = secrets.token_urlsafe(16)
-    template = resources.files("toxcmp").joinpath("report_template.html").read_text(encoding="utf-8")
+    template = resources.files("toxcmp.report").joinpath("template.html").read_text(encoding="utf-8")
     fields = {
         "NONCE": nonce,
         "TITLE": html.escape(f"toxcmp · {' vs '.join(labels)} · {meta.get('run_id') or ''}"),
@@ -388,8 +388,8 @@ def rebuild(run_dir: Any) -> Any:
 
     import polars as pl
 
-    from .errors import UsageError
-    from .report import PAIRS_FILE, RESULTS_FILE, SUMMARY_FILE
+    from toxcmp.errors import UsageError
+    from toxcmp.report.console import PAIRS_FILE, RESULTS_FILE, SUMMARY_FILE
 
     run_dir = Path(run_dir)
     source = run_dir / PAIRS_FILE if (run_dir / PAIRS_FILE).is_file() else run_dir / RESULTS_FILE  # older runs: two-sided

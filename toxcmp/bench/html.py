@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import UsageError
+from toxcmp.errors import UsageError
 
 BUDGET_BYTES = 8 * 1024 * 1024
 BUDGET_S = 2.0
@@ -68,8 +68,8 @@ def _load_ms(driver, page: Path) -> float:
 
 
 def bench_html(sources: Sequence[Path], workdir: Path, loads: int = 5) -> HtmlBenchResult:
-    from .compare import rescore
-    from .html_report import REPORT_FILE, build_html
+    from toxcmp.run.compare import rescore
+    from toxcmp.report.html import REPORT_FILE, build_html
 
     result = rescore(list(sources), output_dir=None)
     t0 = time.perf_counter()

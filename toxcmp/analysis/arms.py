@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from . import metrics
-from .policies import Policy
-from .results import ModelResponse
-from .scoring import RESPONSE_FIELDS, SIDES, _num, _prop, derive, response_fields, summarize, verdict_fields
+from toxcmp.analysis import metrics
+from toxcmp.domain.policies import Policy
+from toxcmp.domain.responses import ModelResponse
+from toxcmp.analysis.scoring import RESPONSE_FIELDS, SIDES, _num, _prop, derive, response_fields, summarize, verdict_fields
 
 ARM_KEYS = ("model", "policy", "reasoning_effort", "max_new_tokens")  # options an arm may override
 EXAMPLE_FIELDS = ("example_id", "text", "toxicity", "jailbreaking", "human_annotation", "weight")
@@ -218,7 +218,7 @@ def summarize_arms(assembled: Assembled, arms: Sequence[dict[str, Any]], thresho
                    repeats: int = 1) -> dict[str, Any]:
     """Every statistic of a run. The first comparison's summary is the top level (for two arms: the two-sided
     summary, unchanged); `comparisons`, `noise_floor`, `pairwise_agreement`, `fleiss_kappa` cover every arm."""
-    from .html_report import fine_matrix
+    from toxcmp.report.html import fine_matrix
 
     ref = assembled.reference
     per: dict[str, dict[str, Any]] = {}

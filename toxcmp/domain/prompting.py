@@ -7,10 +7,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import GenerationConfig
-from .errors import UsageError
-from .models import ModelSpec
-from .policies import Policy
+from toxcmp.config import GenerationConfig
+from toxcmp.errors import UsageError
+from toxcmp.domain.models import ModelSpec
+from toxcmp.domain.policies import Policy
 
 
 @dataclass(frozen=True)

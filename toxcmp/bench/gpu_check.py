@@ -25,12 +25,12 @@ def first_divergence(a: list[int], b: list[int]) -> int | None:
 def check(model: str, dtype: str, texts: list[str], max_new_tokens: int, device: str = "cuda") -> dict:
     import torch
 
-    from .backends import BackendConfig
-    from .backends.local import LocalBackend, LocalModelCache, auto_batch_size
-    from .config import GenerationConfig
-    from .models import resolve_model
-    from .policies import load_policy
-    from .prompting import build_request
+    from toxcmp.backends import BackendConfig
+    from toxcmp.backends.local import LocalBackend, LocalModelCache, auto_batch_size
+    from toxcmp.config import GenerationConfig
+    from toxcmp.domain.models import resolve_model
+    from toxcmp.domain.policies import load_policy
+    from toxcmp.domain.prompting import build_request
 
     cuda = device == "cuda"
     spec = resolve_model(model)
@@ -72,12 +72,12 @@ def forced_oom(texts: list[str], naive_tokens: int = 16, model: str = "smollm2-1
     recover."""
     import torch
 
-    from .backends import BackendConfig
-    from .backends.local import LocalBackend, LocalModelCache
-    from .config import GenerationConfig
-    from .models import resolve_model
-    from .policies import load_policy
-    from .prompting import build_request
+    from toxcmp.backends import BackendConfig
+    from toxcmp.backends.local import LocalBackend, LocalModelCache
+    from toxcmp.config import GenerationConfig
+    from toxcmp.domain.models import resolve_model
+    from toxcmp.domain.policies import load_policy
+    from toxcmp.domain.prompting import build_request
 
     spec = resolve_model(model)
     requests = [build_request(load_policy("toxic_chat_claude_1"), t, spec,
@@ -117,8 +117,8 @@ def _user_inputs(dataset: str) -> list[str]:
 
 
 def _available(model: str) -> bool:
-    from .errors import BackendError
-    from .models import bundled_gguf_path, resolve_model
+    from toxcmp.errors import BackendError
+    from toxcmp.domain.models import bundled_gguf_path, resolve_model
 
     spec = resolve_model(model)
     if not spec.is_bundled:

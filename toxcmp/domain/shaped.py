@@ -79,7 +79,7 @@ def shaped_model_dir(name: str, config_file: str, cache_dir: Path | None = None)
     """The built model for a `random_config` alias, built on first use under the models dir."""
     import tomllib
 
-    from .config import configs_dir, models_dir
+    from toxcmp.config import configs_dir, models_dir
 
     path = configs_dir() / "models" / config_file
     with path.open("rb") as fh:

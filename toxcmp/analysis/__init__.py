@@ -1,0 +1,1 @@
+"""Pure functions over rows: scoring, metrics, diagnosis, divergence, arms, the verdict rule."""

@@ -1,0 +1,1 @@
+"""The problem's own terms: data, policies, model aliases, prompting and parsing. Imports nothing above it."""

@@ -1,0 +1,1 @@
+"""Renders what analysis computed: console tables, live observers, the HTML page."""

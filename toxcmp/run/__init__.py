@@ -1,0 +1,1 @@
+"""A comparison run: specs and arms, the cache in front of backends, orchestration, provenance, rescore."""
