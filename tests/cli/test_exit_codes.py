@@ -7,7 +7,7 @@ import pytest
 from toxcmp.config import configs_dir
 from toxcmp.errors import ExitCode
 
-from .conftest import RECORDED, require_shared
+from tests.conftest import RECORDED, require_shared
 
 N50 = RECORDED / "backend_comparison_gpt-oss-safeguard-20b_toxic_chat_claude_1_n50.parquet"
 DEAD_URL = "http://127.0.0.1:9/v1"  # the discard port: nothing listens

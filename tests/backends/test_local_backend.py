@@ -76,7 +76,7 @@ def test_cache_clear_models_frees_loaded_models(cli):
 
 @pytest.fixture(scope="module")
 def tiny_gptoss(tmp_path_factory):
-    from .fixtures.tiny_gptoss import build_tiny_gptoss
+    from tests.helpers.tiny_gptoss import build_tiny_gptoss
 
     return build_tiny_gptoss(tmp_path_factory.mktemp("gpt-oss-tiny") / "model")
 

@@ -18,7 +18,7 @@ from toxcmp.report.html import build_html
 from toxcmp.domain.policies import load_policy
 from toxcmp.analysis.scoring import derive, summarize
 
-from .browser import start_browser
+from tests.helpers.browser import start_browser
 
 N50 = configs_dir() / "recordings" / "backend_comparison_gpt-oss-safeguard-20b_toxic_chat_claude_1_n50.parquet"
 SAMPLE = configs_dir() / "samples" / "toxicchat0124_test_sample.csv"
@@ -168,7 +168,7 @@ def test_the_report_of_a_bundled_model_run(browser, cli, tmp_path):
 
 
 def test_bench_html_measures_a_2000_row_report(cli):
-    from .conftest import RECORDED, require_shared
+    from tests.conftest import RECORDED, require_shared
 
     sources = [require_shared(RECORDED / f"api_{m}_toxic_simple_n2000.parquet") for m in ("gpt-oss-20b", "gpt-oss-safeguard-20b")]
     result = cli("bench", "html", *map(str, sources), "--loads", "1", "--json")

@@ -19,8 +19,8 @@ from toxcmp.domain.policies import load_policy
 from toxcmp.domain.prompting import build_request
 from toxcmp.run.requests import run_requests
 
-from .conftest import TOXICCHAT_CSV, require_shared
-from .processes import listening_addresses, server_dies_with_parent, server_pids
+from tests.conftest import TOXICCHAT_CSV, require_shared
+from tests.helpers.processes import listening_addresses, server_dies_with_parent, server_pids
 
 pytestmark = pytest.mark.slow
 PARITY_ROWS = 24

@@ -27,7 +27,7 @@ def test_the_script_runs_on_the_cpu_and_writes_its_json(tmp_path):
 
     if torch.cuda.is_available():  # pragma: no cover - on a GPU machine the real check runs instead
         pytest.skip("a GPU is present: run scripts/gpu_check.sh itself")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = tmp_path / "gpu_check.json"
     env = dict(os.environ, PYTHON=sys.executable)
     proc = subprocess.run(["bash", str(root / "scripts" / "gpu_check.sh"), "configs/samples/toxicchat0124_test_sample.csv",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from .conftest import TOXICCHAT_CSV, require_shared
+from tests.conftest import TOXICCHAT_CSV, require_shared
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def _run(model_dir, texts, strategy):
 def test_prefix_is_token_identical_to_naive_with_windows_and_sinks(tmp_path, rows, window):
     from toxcmp.backends import shared_prefix
 
-    from .fixtures.tiny_gptoss import build_tiny_gptoss
+    from tests.helpers.tiny_gptoss import build_tiny_gptoss
 
     model_dir = build_tiny_gptoss(tmp_path / "model", sliding_window=window, layers=4, random_sinks=True)
     naive, _, _ = _run(model_dir, rows, "naive")

@@ -13,7 +13,7 @@ from toxcmp.analysis.metrics import classification_report, weighted_proportion, 
 from toxcmp.domain.policies import load_policy
 from toxcmp.analysis.scoring import derive
 
-from .conftest import RECORDED, require_shared
+from tests.conftest import RECORDED, require_shared
 
 N50 = RECORDED / "backend_comparison_gpt-oss-safeguard-20b_toxic_chat_claude_1_n50.parquet"
 N10 = RECORDED / "backend_comparison_gpt-oss-20b_toxic_chat_claude_1_n10.parquet"
@@ -49,7 +49,7 @@ def test_weighted_proportion_hand_computed():
     # hits weights 3 and 1 of total 3+1+1+1 = 6 → p = 4/6; Kish n_eff = 36 / (9+1+1+1) = 3
     p = weighted_proportion([True, True, False, False], [3.0, 1.0, 1.0, 1.0])
     assert p.value == pytest.approx(4 / 6)
-    ci = wilson(2, 3)  # p * n_eff = 2 of n_eff = 3 exactly (non-integer cases: tests/test_metrics.py)
+    ci = wilson(2, 3)  # p * n_eff = 2 of n_eff = 3 exactly (non-integer cases: tests/analysis/test_metrics.py)
     assert (p.low, p.high) == pytest.approx((ci.low, ci.high))
     assert weighted_proportion([True, False], [2.0, 2.0]) == wilson(1, 2)
 

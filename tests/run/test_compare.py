@@ -14,8 +14,8 @@ import toxcmp.backends as backends
 from toxcmp.run.compare import CompareConfig, run_compare
 from toxcmp.report.console import PAIR_SCHEMA, TIDY_SCHEMA
 
-from . import doubles
-from .conftest import TOXICCHAT_CSV, require_shared
+from tests.helpers import doubles
+from tests.conftest import TOXICCHAT_CSV, require_shared
 
 TEXTS = ["hello there", "you idiot", "please refuse this", "ramble on", "flip me", "nice day", "what an idiot",
          "how do I bake bread", "tell me a joke", "good morning", "another idiot remark", "weather today"]
@@ -24,8 +24,8 @@ TRUTH = [0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0]
 
 @pytest.fixture(autouse=True)
 def plugin_backends(monkeypatch):
-    eps = [EntryPoint(name="rule", value="tests.doubles:RuleBackend", group=backends.ENTRY_POINT_GROUP),
-           EntryPoint(name="quirky", value="tests.doubles:QuirkyBackend", group=backends.ENTRY_POINT_GROUP)]
+    eps = [EntryPoint(name="rule", value="tests.helpers.doubles:RuleBackend", group=backends.ENTRY_POINT_GROUP),
+           EntryPoint(name="quirky", value="tests.helpers.doubles:QuirkyBackend", group=backends.ENTRY_POINT_GROUP)]
     monkeypatch.setattr(backends, "entry_points", lambda group: eps if group == backends.ENTRY_POINT_GROUP else [])
     doubles.reset()
     yield

@@ -13,8 +13,8 @@ from rich.console import Console
 from toxcmp.run.compare import CompareConfig, run_compare
 from toxcmp.report.console import LineObserver, LiveObserver, eta_text
 
-from . import doubles
-from .test_compare import plugin_backends  # noqa: F401 - the same rule/quirky entry points, autouse
+from tests.helpers import doubles
+from tests.run.test_compare import plugin_backends  # noqa: F401 - the same rule/quirky entry points, autouse
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from toxcmp.domain.parsing import parse_output
 from toxcmp.domain.policies import load_policy
 
-from .conftest import RECORDED, require_shared
+from tests.conftest import RECORDED, require_shared
 
 # Answers from which the study's parser pulled a label although they are not labels (stories, lists, code,
 # HTML after jailbreak prompts). Identified by (model_name, conv_id prefix); ours must return no label.

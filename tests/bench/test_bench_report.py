@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .conftest import RECORDED, require_shared
+from tests.conftest import RECORDED, require_shared
 
 
 def test_bench_report_runs_a_fully_cached_compare_without_its_servers(cli):

@@ -21,9 +21,9 @@ from toxcmp.domain.models import resolve_model
 from toxcmp.domain.policies import load_policy
 from toxcmp.domain.prompting import build_request
 
-from .processes import alive, listening_addresses, server_dies_with_parent, server_pids
+from tests.helpers.processes import alive, listening_addresses, server_dies_with_parent, server_pids
 
-SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "samples" / "toxicchat0124_test_sample.csv"
+SAMPLE = Path(__file__).resolve().parents[2] / "configs" / "samples" / "toxicchat0124_test_sample.csv"
 
 
 def _llamacpp_installed() -> bool:
@@ -272,7 +272,7 @@ def test_arm_form_is_the_same_backend_with_the_same_cache_identity(llamacpp_run)
 def test_the_page_shows_every_parting_in_chromium(llamacpp_run):
     """In a real browser: the divergence table has one row per parting in pairs.parquet, with its character
     position and its near-tie/real class, and the page is otherwise intact (rows rendered, verdict shown)."""
-    from .browser import start_browser
+    from tests.helpers.browser import start_browser
 
     _, _, run_dir, _, _ = llamacpp_run
     pairs = pl.read_parquet(run_dir / "pairs.parquet").filter(pl.col("diverge_char").is_not_null())

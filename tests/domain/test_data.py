@@ -10,7 +10,7 @@ import pytest
 from toxcmp.domain import data
 from toxcmp.errors import UsageError
 
-from .conftest import TOXICCHAT_CSV, require_shared
+from tests.conftest import TOXICCHAT_CSV, require_shared
 
 
 def _write(tmp_path, name, rows):

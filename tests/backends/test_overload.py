@@ -381,7 +381,7 @@ def test_a_cpu_hog_during_a_run_costs_no_timeout_no_retry_and_leaves_no_orphan(t
 
     from toxcmp.bench.benchmarks import CpuHog
 
-    from .conftest import TOXICCHAT_CSV, require_shared
+    from tests.conftest import TOXICCHAT_CSV, require_shared
 
     require_shared(TOXICCHAT_CSV)
     env = dict(os.environ, TOXCMP_CACHE_DIR=str(tmp_path / "cache"), TOXCMP_MODELS_DIR=str(models_dir),

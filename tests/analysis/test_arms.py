@@ -20,7 +20,7 @@ from toxcmp.analysis.arms import reasoning_effort_checks
 from toxcmp.config import configs_dir
 from toxcmp.domain.models import resolve_model
 
-from .conftest import RECORDED, require_shared
+from tests.conftest import RECORDED, require_shared
 
 N50 = configs_dir() / "recordings" / "backend_comparison_gpt-oss-safeguard-20b_toxic_chat_claude_1_n50.parquet"
 SAMPLE = configs_dir() / "samples" / "toxicchat0124_test_sample.csv"

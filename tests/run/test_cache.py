@@ -169,7 +169,7 @@ def test_third_party_backend_via_entry_point(monkeypatch, cli):
 
     import toxcmp.backends as backends
 
-    plugin = EntryPoint(name="echo", value="tests.test_cache:CountingEchoBackend", group=backends.ENTRY_POINT_GROUP)
+    plugin = EntryPoint(name="echo", value="tests.run.test_cache:CountingEchoBackend", group=backends.ENTRY_POINT_GROUP)
     monkeypatch.setattr(backends, "entry_points", lambda group: [plugin] if group == backends.ENTRY_POINT_GROUP else [])
     assert "echo" in backends.backend_names()
     engine = backends.get_backend("echo")
@@ -328,7 +328,7 @@ def test_local_backend_reports_the_commit_it_loaded(tmp_path):
     import subprocess
     import sys
 
-    from .fixtures.tiny_gptoss import build_tiny_gptoss
+    from tests.helpers.tiny_gptoss import build_tiny_gptoss
 
     model = build_tiny_gptoss(tmp_path / "built")
     probe = ("import json; from toxcmp.backends import BackendConfig; from toxcmp.backends.local import LocalBackend;"

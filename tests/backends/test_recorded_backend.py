@@ -14,7 +14,7 @@ import pytest
 
 from toxcmp.testing.fake_server import FakeChatServer, Reply, completion
 
-from .conftest import RECORDED, TOXICCHAT_CSV, require_shared
+from tests.conftest import RECORDED, TOXICCHAT_CSV, require_shared
 
 N50_NAME = "backend_comparison_gpt-oss-safeguard-20b_toxic_chat_claude_1_n50.parquet"
 MODEL = "openai/gpt-oss-safeguard-20b"
