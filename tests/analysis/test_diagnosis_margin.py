@@ -69,7 +69,10 @@ def test_near_tie_threshold():
 
 def test_compare_attaches_margins_to_label_disagreements(loaded_request):
     """The run-level plumbing: a label flip with a local side gets the local model's margin and its kind."""
-    from toxcmp.run.compare import Arm, BackendSpec, SilentObserver, add_margins
+    from toxcmp.run.arms import Arm
+    from toxcmp.run.specs import BackendSpec
+    from toxcmp.run.config import SilentObserver
+    from toxcmp.run.local_scoring import add_margins
     from toxcmp.domain.policies import load_policy
 
     _, _, request = loaded_request

@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from toxcmp.run.compare import rescore
+from toxcmp.run.rescore import rescore
 from toxcmp.analysis.diagnosis import Side, cause, outcome
 from toxcmp.analysis.metrics import classification_report, weighted_proportion, wilson
 from toxcmp.domain.policies import load_policy

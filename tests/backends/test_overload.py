@@ -114,7 +114,7 @@ def test_a_remote_server_keeps_eight_in_flight_by_default():
 def test_the_cli_defaults_are_auto_not_numbers(cli, tmp_path, monkeypatch):
     """--concurrency, --timeout and --threads left out reach the backends as None (auto), so a backend can tell
     them from a user's explicit value."""
-    from toxcmp.run import compare as compare_module
+    from toxcmp.run import orchestrate as compare_module
 
     seen = []
     real = compare_module.run_compare

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from toxcmp.run.compare import prepare_run_dir
+from toxcmp.run.arms import prepare_run_dir
 from toxcmp.errors import UsageError
 from toxcmp.testing.fake_server import FakeChatServer, Reply, completion
 

@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from toxcmp.run.compare import CompareConfig, run_compare
+from toxcmp.run.config import CompareConfig
+from toxcmp.run.orchestrate import run_compare
 from toxcmp.report.console import LineObserver, LiveObserver, eta_text
 
 from tests.helpers import doubles

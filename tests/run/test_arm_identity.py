@@ -23,7 +23,8 @@ def test_local_cache_identity_covers_strategy_dtype_device_and_batch_size():
 
 
 def test_run_id_changes_with_every_result_changing_option(cli, tmp_path):
-    from toxcmp.run.compare import CompareConfig, arm_identity, default_run_id
+    from toxcmp.run.config import CompareConfig
+    from toxcmp.run.arms import arm_identity, default_run_id
     from toxcmp.domain.models import resolve_model
     from toxcmp.domain.policies import load_policy
 

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 import toxcmp.backends as backends
-from toxcmp.run.compare import CompareConfig, run_compare
+from toxcmp.run.config import CompareConfig
+from toxcmp.run.orchestrate import run_compare
 from toxcmp.report.console import PAIR_SCHEMA, TIDY_SCHEMA
 
 from tests.helpers import doubles

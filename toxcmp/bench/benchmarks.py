@@ -80,7 +80,7 @@ def bench_report(sources, workdir) -> ReportBenchResult:
     import polars as pl
     from rich.console import Console
 
-    from toxcmp.run.compare import rescore
+    from toxcmp.run.rescore import rescore
     from toxcmp.report.console import PAIRS_FILE, render_report
 
     built = rescore([Path(s) for s in sources], output_dir=Path(workdir), run_id="bench-report")
@@ -109,7 +109,8 @@ def _cached_compare(rows, workdir) -> float:
 
     from toxcmp.backends import get_backend
     from toxcmp.run.cache import ResponseCache
-    from toxcmp.run.compare import CompareConfig, run_compare
+    from toxcmp.run.config import CompareConfig
+    from toxcmp.run.orchestrate import run_compare
     from toxcmp.run.requests import cache_keys
     from toxcmp.domain.models import resolve_model
     from toxcmp.domain.policies import load_policy
@@ -347,7 +348,8 @@ def bench_busy(dataset, rows: int = 20, seed: int = 7, max_new_tokens: int = 64,
 
     from toxcmp.backends.local import LocalModelCache
     from toxcmp.backends.threads import usable_cores
-    from toxcmp.run.compare import CompareConfig, run_compare
+    from toxcmp.run.config import CompareConfig
+    from toxcmp.run.orchestrate import run_compare
 
     command = (f"toxcmp compare --backends api,local --api-server local --model {model} --policy {policy} "
                f"--dataset {dataset} --sample-size {rows} --seed {seed} --max-new-tokens {max_new_tokens}")
@@ -417,7 +419,8 @@ def bench_sides(dataset, rows: int = 32, max_new_tokens: int = 16, chunk_size: i
 
     from toxcmp.backends.api import DEFAULT_CONCURRENCY
     from toxcmp.backends.local import LocalBackend
-    from toxcmp.run.compare import CompareConfig, run_compare
+    from toxcmp.run.config import CompareConfig
+    from toxcmp.run.orchestrate import run_compare
     from toxcmp.domain.data import load, sample
     from toxcmp.domain.models import resolve_model
     from toxcmp.domain.policies import load_policy

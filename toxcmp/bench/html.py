@@ -68,7 +68,7 @@ def _load_ms(driver, page: Path) -> float:
 
 
 def bench_html(sources: Sequence[Path], workdir: Path, loads: int = 5) -> HtmlBenchResult:
-    from toxcmp.run.compare import rescore
+    from toxcmp.run.rescore import rescore
     from toxcmp.report.html import REPORT_FILE, build_html
 
     result = rescore(list(sources), output_dir=None)

@@ -157,7 +157,7 @@ def render(
     from toxcmp.domain.prompting import build_request
 
     if run is not None:
-        from toxcmp.run.compare import request_from_run
+        from toxcmp.run.replay import request_from_run
 
         request, _, note = request_from_run(run, example, prompt_hash)
         if note:

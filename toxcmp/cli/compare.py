@@ -107,7 +107,8 @@ def compare(
 
     Exit 0 pass · 1 fail · 2 bad input · 3 inconclusive (too few labels) · 4 backend error or incomplete run · 130 interrupted."""
     from toxcmp.backends import BackendConfig
-    from toxcmp.run.compare import CompareConfig, run_compare
+    from toxcmp.run.config import CompareConfig
+    from toxcmp.run.orchestrate import run_compare
     from toxcmp.config import GenerationConfig
     from toxcmp.report.console import LineObserver, LiveObserver, render_report
 
@@ -156,11 +157,11 @@ def rescore(
     as_json: JsonOpt = False,
 ) -> None:
     """Recompute parsing, metrics and the report from recorded outputs, without calling any model."""
-    from toxcmp.run.compare import rescore as run
+    from toxcmp.run.rescore import rescore as run
     from toxcmp.analysis.verdict import EXIT_CODES
     from toxcmp.report.console import render_report
 
-    from toxcmp.run.compare import next_to_source
+    from toxcmp.run.rescore import next_to_source
 
     target = None if no_write else (output_dir or next_to_source(paths[0]))
     result = run(paths, policy, unparsed_as, threshold, target, run_id, min_labelled)

@@ -18,10 +18,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from toxcmp.errors import UsageError
 from toxcmp.domain.parsing import PARSER_VERSION
 from toxcmp.domain.prompting import ChatRequest
 from toxcmp.domain.responses import ModelResponse
+from toxcmp.errors import UsageError
 
 log = logging.getLogger(__name__)
 _SCHEMA = 2  # 2: keyed on the resolved revision

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Sequence
 
 from toxcmp.backends import Backend, OnResponse
-from toxcmp.run.cache import ResponseCache, cache_key
 from toxcmp.domain.models import ModelSpec
 from toxcmp.domain.prompting import ChatRequest
 from toxcmp.domain.responses import ModelResponse
+from toxcmp.run.cache import ResponseCache, cache_key
 
 
 def resolved_revision(backend: Backend, spec: ModelSpec) -> str | None:

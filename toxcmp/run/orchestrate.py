@@ -1,0 +1,349 @@
+"""The run: sample → every arm, `repeats` times (cache in front) → tidy rows → pairs → summary → files.
+
+Rows are produced chunk by chunk, so the live view streams and an interrupted run still writes every finished
+example. Each response is cached the moment it arrives, so rerunning the same command resumes at zero cost."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from toxcmp import phases
+from toxcmp.analysis.arms import (
+    DEFAULT_MARGIN,
+    assemble,
+    pair_row,
+    summarize_arms,
+    tidy_row,
+)
+from toxcmp.analysis.scoring import UNPARSED_AS
+from toxcmp.analysis.verdict import DEFAULT_MIN_LABELLED
+from toxcmp.backends import SPAWNED_SERVERS, Backend, BackendConfig, get_backend
+from toxcmp.backends.threads import plan_threads
+from toxcmp.config import default_cache_dir
+from toxcmp.domain.data import (
+    check_source,
+    describe,
+    is_file_source,
+    load,
+    sample,
+)
+from toxcmp.domain.prompting import ChatRequest, build_request
+from toxcmp.domain.responses import ModelResponse
+from toxcmp.errors import BackendError, ToxcmpError, UsageError
+from toxcmp.run.arms import (
+    Arm,
+    build_arm,
+    default_run_id,
+    pick_reference,
+    prepare_run_dir,
+    validate_run_id,
+)
+from toxcmp.run.cache import ResponseCache
+from toxcmp.run.config import CompareConfig, Observer, RunResult, SilentObserver
+from toxcmp.run.local_scoring import add_divergences, add_margins
+from toxcmp.run.provenance import _now, previous_invocations, run_metadata
+from toxcmp.run.requests import cache_keys, model_identity, run_requests
+from toxcmp.run.specs import BackendSpec, parse_backend_specs
+from toxcmp.run.validation import check_generation
+
+
+def _empty_text_response(backend: str, model: str) -> ModelResponse:
+    return ModelResponse(content="", reasoning="", raw_text="", backend=backend, model=model, latency_s=0.0,
+                         error="input text is empty")
+
+
+def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResult:
+    from toxcmp.report.console import write_outputs  # noqa: PLC0415 - keeps rich/pyarrow off the library import path
+
+    observer = observer or SilentObserver()
+    if cfg.unparsed_as not in UNPARSED_AS:
+        raise UsageError(f"--unparsed-as must be one of {', '.join(UNPARSED_AS)}", "the study's way is 0")
+    if not 0.0 <= cfg.threshold <= 1.0:
+        raise UsageError(f"--threshold must be in [0, 1] (got {cfg.threshold})", "e.g. --threshold 0.95")
+    if not 0.0 <= cfg.min_labelled <= 1.0:
+        raise UsageError(f"--min-labelled must be in [0, 1] (got {cfg.min_labelled})", "e.g. --min-labelled 0.5")
+    if not 0.0 < cfg.margin < 1.0:
+        raise UsageError(f"--margin must be in (0, 1) (got {cfg.margin})", "e.g. --margin 0.02")
+    if cfg.repeats < 1:
+        raise UsageError(f"--repeats must be at least 1 (got {cfg.repeats})", "e.g. --repeats 2")
+    if cfg.chunk_size < 1:
+        raise UsageError("--chunk-size must be positive", "e.g. --chunk-size 16")
+    if cfg.run_id:
+        validate_run_id(cfg.run_id)
+    specs = parse_backend_specs(cfg.backends)
+    cache_dir = Path(cfg.backend.cache_dir or default_cache_dir())
+    base = replace(cfg.backend, cache_dir=cache_dir)
+    check_generation(cfg.generation)
+    check_source(cfg.dataset)
+    if is_file_source(cfg.dataset) and (cfg.version or cfg.split):
+        raise UsageError("--dataset-version/--split choose a Hub config and split; a file has neither",
+                         f"drop them, or pass a Hub id instead of {cfg.dataset}")
+    built = [build_arm(s, cfg, base) for s in specs]  # every precondition before any data or model is loaded
+    ref_index = pick_reference([a for a, _ in built], cfg.reference)
+    arms = [built[ref_index][0]] + [a for i, (a, _) in enumerate(built) if i != ref_index]  # the reference first
+    notes: list[str | None] = [note for _, note in built]
+    together = cfg.concurrent_sides and not sides_compete([a.spec for a in arms], [a.config for a in arms])
+    threads = plan_threads([_uses_this_machine(a.spec, a.config) for a in arms], together, base.threads)
+    # an arm's own `threads=` (backend spec) wins over --threads and the plan
+    arms = [replace(a, config=replace(a.config, threads=a.config.threads or n)) if n else a
+            for a, n in zip(arms, threads.per_side)]
+    engines: list[Backend] = [get_backend(a.spec.name, a.config) for a in arms]
+    cache = None
+    try:
+        unreachable = {}
+        for k, (engine, arm) in enumerate(zip(engines, arms)):
+            if hasattr(engine, "preflight") and getattr(engine, "base_url", None):
+                try:
+                    engine.preflight(arm.config.served_model or arm.model.model_id)  # a dead server is found at once
+                except BackendError as exc:
+                    unreachable[k] = exc
+        frame, info = load(cfg.dataset, cfg.version or "toxicchat0124", cfg.split or "test")
+        picked = sample(frame, info, cfg.sample_size, cfg.seed, cfg.human_only, cfg.stratify)
+        examples = picked.frame.to_dicts()
+        requests = [arm_requests(arm, examples) for arm in arms]
+        cache = ResponseCache(cache_dir) if cfg.use_cache else None
+        for k, exc in unreachable.items():  # a server that is down only matters when something is not cached
+            live = [r for r in requests[k] if r is not None]
+            if not all(all_cached(engines[k], live, cache, r) for r in range(cfg.repeats)):
+                raise exc
+            notes.append(f"{arms[k].label}: {exc.message}; every answer is in the cache, so the run goes on")
+        sample_meta = describe(picked)
+        run_id = cfg.run_id or default_run_id(cfg, arms[0].model, arms[0].policy, sample_meta, specs,
+                                              [a.config for a in arms])
+        run_dir = prepare_run_dir(Path(cfg.output_dir), run_id)
+        meta = run_metadata(cfg, arms, engines, sample_meta, run_id)
+    except BaseException:
+        for engine in engines:
+            engine.close()
+        if cache is not None:
+            cache.close()
+        raise
+    for note in (*notes, info.note, picked.note):
+        if note:
+            observer.log(note)
+    labels = [a.label for a in arms]
+    tidy: list[dict[str, Any]] = []
+    stats = {label: {"calls": 0, "seconds": 0.0, "cached": 0} for label in labels}
+    status, reason = "complete", None
+    started = time.time()
+    meta["threads"] = dict(threads.record, sides={label: a.config.threads if n else None
+                                                  for label, a, n in zip(labels, arms, threads.per_side)})
+    meta["scheduling"] = {"sides": "concurrent" if together else "sequential",
+                          "why": scheduling_reason([a.spec for a in arms], [a.config for a in arms], cfg.concurrent_sides)}
+    observer.start(len(examples), labels[:2], meta)
+    if together:
+        observer.log("the arms use different resources: running them at the same time")
+    slots = [(k, r) for k in range(len(arms)) for r in range(cfg.repeats)]
+
+    def make_record(i: int, answers: Sequence[ModelResponse]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        rows = [tidy_row(examples[i], arms[k].label, r, answer, arms[k].policy, arms[k].model.harmony, cfg.unparsed_as)
+                for (k, r), answer in zip(slots, answers)]
+        sides = ((arms[0].policy, arms[0].model.harmony), (arms[1].policy, arms[1].model.harmony))
+        return rows, pair_row(rows[0], rows[cfg.repeats], sides, cfg.unparsed_as)  # what the live view shows
+
+    step = ChunkStep([engines[k] for k, _ in slots], [labels[k] for k, _ in slots], [requests[k] for k, _ in slots],
+                     examples, cache, stats, observer, make_record, [arms[k].model.model_id for k, _ in slots],
+                     together, repeats=[r for _, r in slots])
+    records: list[tuple[list[dict[str, Any]], dict[str, Any]]] = []
+    try:
+        with phases.handler(observer.phase):
+            for lo in range(0, len(examples), cfg.chunk_size):
+                step.run(list(range(lo, min(lo + cfg.chunk_size, len(examples)))), records)
+    except KeyboardInterrupt:
+        step.flush(records)
+        status, reason = "interrupted", f"interrupted after {len(records)} of {len(examples)} examples"
+        observer.log(reason + "; writing the finished rows")
+    except Exception as exc:  # noqa: BLE001 - any backend failure: keep the rows so far, then report it
+        step.flush(records)
+        reason = exc.one_line() if isinstance(exc, ToxcmpError) else f"{type(exc).__name__}: {exc}".splitlines()[0]
+        status = "failed"
+        observer.log(f"backend failure after {len(records)} of {len(examples)} examples: {reason}")
+    finally:
+        for engine in engines:
+            try:
+                engine.close()
+            except Exception:  # noqa: BLE001 - closing must not hide the run's own outcome
+                pass
+        if cache is not None:
+            cache.close()
+        observer.stop()
+    for rows, _ in records:
+        tidy.extend(rows)
+    assembled = assemble(tidy, labels, labels[0], {a.label: (a.policy, a.model.harmony) for a in arms}, cfg.unparsed_as)
+    if status == "complete" and cfg.margins:
+        for k in range(1, len(arms)):
+            try:
+                add_margins(assembled.comparisons[labels[k]], (arms[0], arms[k]), requests[0], requests[k], examples,
+                            observer)
+            except Exception as exc:  # noqa: BLE001 - a diagnosis extra must never cost the run its results
+                observer.log(f"margin scoring skipped: {type(exc).__name__}: {exc}")
+            try:
+                add_divergences(assembled.comparisons[labels[k]], (arms[0], arms[k]), requests[0], requests[k],
+                                examples, observer)
+            except Exception as exc:  # noqa: BLE001
+                observer.log(f"divergence scoring skipped: {type(exc).__name__}: {exc}")
+    meta["reliability"] = {label: engine.reliability() for label, engine in zip(labels, engines)
+                           if callable(getattr(engine, "reliability", None))}
+    meta["model"]["identity"] = {}
+    for arm, engine in zip(arms, engines):  # after the run: a local backend reports what it actually loaded
+        try:
+            meta["model"]["identity"][arm.label] = model_identity(engine, arm.model)
+        except Exception as exc:  # noqa: BLE001 - provenance must not cost the run its results
+            meta["model"]["identity"][arm.label] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+    elapsed = round(time.time() - started, 3)
+    invocations = previous_invocations(run_dir) + [{"started_at": meta["started_at"], "elapsed_s": elapsed,
+                                                    "status": status, "calls": {k: v["calls"] for k, v in stats.items()},
+                                                    "command": cfg.command}]
+    meta.update({"finished_at": _now(), "elapsed_s": elapsed, "status": status, "reason": reason,
+                 "throughput": {k: _eps(v) for k, v in stats.items()}, "invocations": invocations,
+                 "first_started_at": invocations[0]["started_at"],
+                 "total_elapsed_s": round(sum(i["elapsed_s"] for i in invocations), 3)})
+    summary = finalize_summary(assembled, tidy, cfg.threshold, meta, cfg.unparsed_as, cfg.min_labelled, cfg.margin,
+                               cfg.repeats)
+    pairs = [row for rows in assembled.comparisons.values() for row in rows]
+    write_outputs(run_dir, tidy, pairs, summary)
+    return RunResult(assembled.comparisons[labels[1]], summary, run_dir, status, reason, tidy=tidy, pairs=pairs)
+
+
+def arm_requests(arm: Arm, examples: Sequence[dict[str, Any]]) -> list[ChatRequest | None]:
+    out: list[ChatRequest | None] = []
+    for ex in examples:
+        try:
+            out.append(build_request(arm.policy, ex["text"], arm.model, arm.generation, example_id=ex["example_id"]))
+        except UsageError:
+            out.append(None)  # empty text: recorded as a per-example error, never sent
+    return out
+
+
+def all_cached(engine: Backend, requests: Sequence[ChatRequest], cache: ResponseCache | None, repeat: int = 0) -> bool:
+    if cache is None:
+        return False
+    return all(cache.get(key) is not None for key in cache_keys(engine, requests, repeat))
+
+
+class ChunkStep:
+    """One chunk through every slot (an arm × a repeat), the cache in front. An example is emitted the moment its
+    last slot answers; finished examples join `records` in example order (also when the chunk is cut short by
+    Ctrl-C or a failure). With `together`, each arm runs in its own thread (its repeats one after the other)."""
+
+    def __init__(self, engines, labels, requests, examples, cache, stats, observer, make_record, model_ids, together,
+                 repeats):
+        self.engines, self.labels, self.requests, self.examples = engines, labels, requests, examples
+        self.cache, self.stats, self.observer, self.make_record = cache, stats, observer, make_record
+        self.model_ids, self.together, self.repeats = model_ids, together, repeats
+        self.lock = threading.Lock()
+        self.pending: dict[int, Any] = {}
+        self.done = 0
+
+    def run(self, chunk: list[int], records: list[Any]) -> None:
+        self.answers: list[dict[int, ModelResponse]] = [{} for _ in self.engines]
+        for k, engine in enumerate(self.engines):  # empty texts are never sent: an error response at once
+            for i in chunk:
+                if self.requests[k][i] is None:
+                    self._answer(k, i, _empty_text_response(engine.name, self.model_ids[k]))
+        groups: dict[int, list[int]] = {}
+        for k, engine in enumerate(self.engines):
+            groups.setdefault(id(engine), []).append(k)
+        if self.together:
+            errors: list[BaseException] = []
+            threads = [threading.Thread(target=self._slots_guarded, args=(ks, chunk, errors), daemon=True)
+                       for ks in groups.values()]
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.1)  # short waits keep the main thread able to take Ctrl-C
+            if errors:
+                raise errors[0]
+        else:
+            for k in range(len(self.engines)):
+                self._slot(k, chunk)
+        self.flush(records)
+
+    def _slots_guarded(self, slots: list[int], chunk: list[int], errors: list[BaseException]) -> None:
+        try:
+            for k in slots:
+                self._slot(k, chunk)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which reports it
+            errors.append(exc)
+
+    def _slot(self, k: int, chunk: list[int]) -> None:
+        live = [i for i in chunk if self.requests[k][i] is not None]
+        if not live:
+            return
+        label = self.labels[k]
+        repeat = f" (repeat {self.repeats[k] + 1})" if self.repeats[k] else ""
+        self.observer.phase(f"{label}: answering {len(live)} example(s){repeat}", detail=True)
+        t0 = time.perf_counter()
+        got = run_requests(self.engines[k], [self.requests[k][i] for i in live], self.cache,
+                           on_response=lambda j, response: self._answer(k, live[j], response), repeat=self.repeats[k])
+        elapsed = time.perf_counter() - t0
+        fresh = sum(not r.cached for r in got)
+        with self.lock:
+            self.stats[label]["calls"] += fresh
+            self.stats[label]["cached"] += len(got) - fresh
+            self.stats[label]["seconds"] += elapsed if fresh else 0.0
+
+    def _answer(self, k: int, i: int, response: ModelResponse) -> None:
+        with self.lock:
+            self.answers[k][i] = response
+            if not all(i in slot for slot in self.answers):
+                return
+            record = self.make_record(i, [slot[i] for slot in self.answers])
+            self.pending[i] = record
+            self.done += 1
+            self.observer.row(record[1], self.done, self.stats)
+
+    def flush(self, records: list[Any]) -> None:
+        with self.lock:
+            records.extend(self.pending[i] for i in sorted(self.pending))
+            self.pending.clear()
+
+
+def sides_compete(specs: Sequence[BackendSpec], configs: Sequence[BackendConfig]) -> bool:
+    """Two sides compete when both compute on this machine's CPU (or the same GPU): a local model and a spawned
+    local server, or two local models. A recording computes nothing; a remote or user-run server is not ours to
+    schedule."""
+    return sum(_uses_this_machine(s, c) for s, c in zip(specs, configs)) > 1
+
+
+def _uses_this_machine(spec: BackendSpec, config: BackendConfig) -> bool:
+    if spec.name == "local":
+        return True
+    return spec.name == "api" and config.api_server in SPAWNED_SERVERS and not config.base_url
+
+
+def scheduling_reason(specs, configs, allowed: bool) -> str:
+    if not allowed:
+        return "--sequential-sides"
+    if sides_compete(specs, configs):
+        return "both sides compute on this machine"
+    return "the sides use different resources"
+
+
+def finalize_summary(assembled, tidy: Sequence[dict[str, Any]], threshold: float, meta: dict[str, Any],
+                     unparsed_as: str, min_labelled: float = DEFAULT_MIN_LABELLED, margin: float = DEFAULT_MARGIN,
+                     repeats: int = 1) -> dict[str, Any]:
+    summary = summarize_arms(assembled, meta.get("arms") or [], threshold, min_labelled, margin,
+                             status=meta.get("status") or "complete", repeats=repeats)
+    summary["n_errors"] = len({r["example_id"] for r in tidy if r.get("error")})  # examples with any failed answer
+    summary["unparsed_as"] = unparsed_as
+    summary["status"] = meta.get("status") or "complete"
+    summary["metadata"] = meta
+    reliability = meta.get("reliability") or {}
+    for side in summary["backends"].values():  # this invocation's network counters, beside the rows' retries
+        counters = reliability.get(side["label"]) or {}
+        side["timeouts"] = int(counters.get("timeouts") or 0)
+        side["breaker_trips"] = int(counters.get("breaker_trips") or 0)
+        side["retry_budget_refused"] = int(counters.get("retry_budget_refused") or 0)
+    return summary
+
+
+def _eps(stat: dict[str, Any]) -> dict[str, Any]:
+    eps = stat["calls"] / stat["seconds"] if stat["seconds"] else None
+    return {"calls": stat["calls"], "cached": stat["cached"], "seconds": round(stat["seconds"], 3),
+            "examples_per_s": round(eps, 3) if eps else None}

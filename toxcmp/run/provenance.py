@@ -1,0 +1,69 @@
+"""What a run records about itself: versions, commit, arms, invocations."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from toxcmp import __version__
+from toxcmp.run.arms import Arm
+from toxcmp.run.config import CompareConfig
+
+
+def previous_invocations(run_dir: Path) -> list[dict[str, Any]]:
+    """Earlier invocations of the same run (a resume keeps the history: when it started, what each one did)."""
+    try:
+        meta = json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError):
+        return []
+    if meta.get("invocations"):
+        return list(meta["invocations"])
+    if meta.get("started_at"):
+        return [{"started_at": meta["started_at"], "elapsed_s": meta.get("elapsed_s") or 0.0,
+                 "status": meta.get("status"), "calls": {}, "command": None}]
+    return []
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        root = Path(__file__).resolve().parents[2]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "transformers", "huggingface_hub", "polars", "datasets", "rapidfuzz", "diskcache"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def run_metadata(cfg: CompareConfig, arms: Sequence[Arm], engines, sample_meta, run_id) -> dict[str, Any]:
+    """Provenance; never contains the token (BackendConfig.token is not copied). The reference arm comes first."""
+    spec, policy = arms[0].model, arms[0].policy
+    return {
+        "toxcmp_version": __version__, "git_commit": _git_commit(), "run_id": run_id, "started_at": _now(),
+        "backends": [{"label": a.label, "spec": a.spec.text, "name": a.spec.name, "options": dict(a.spec.options),
+                      "endpoint": e.endpoint} for a, e in zip(arms, engines)],
+        "model": {"name": spec.name, "model_id": spec.model_id, "revision": spec.revision, "harmony": spec.harmony},
+        "policy": {"name": policy.name, "sha256": policy.sha256},
+        "generation": cfg.generation.to_dict(), "sample_seed": cfg.seed, "dataset": sample_meta, "command": cfg.command,
+        "arms": [a.describe() for a in arms], "reference": arms[0].label, "repeats": cfg.repeats, "margin": cfg.margin,
+        "api": {"provider": cfg.backend.provider, "base_url": cfg.backend.base_url, "api_server": cfg.backend.api_server},
+        "threshold": cfg.threshold, "unparsed_as": cfg.unparsed_as, "libraries": library_versions(),
+    }
