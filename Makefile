@@ -1,5 +1,5 @@
 # make demo: set up .venv and run the main job on the embedded default model.
-# make test: set up .venv and run the whole test suite (slow tests included).
+# make test: set up .venv and run the whole test suite (slow tests included): a parallel pass, then the serial tests.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -51,8 +51,21 @@ $(LLAMACPP_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[llamacpp]'
 	touch $(LLAMACPP_STAMP)
 
+# Two passes: everything not marked `serial` on 2 workers (a test file stays on one worker, so its module fixtures
+# run once), then the `serial` tests alone (real servers, clocks, reused ports). Both always run; the target fails
+# if either fails, and a pass that selects nothing (pytest's exit 5) is not a failure. The converted bundled models
+# are shared by both passes and every worker (TOXCMP_TEST_MODELS_DIR, removed afterwards unless you set it).
+PYTEST_WORKERS ?= 2
+
 test: setup llamacpp
-	$(BIN)/python -m pytest -q
+	@models="$${TOXCMP_TEST_MODELS_DIR:-}"; \
+	if [ -z "$$models" ]; then models=$$(mktemp -d "$${TMPDIR:-/tmp}/toxcmp-test-models.XXXXXX"); \
+		trap 'rm -rf "$$models"' EXIT; fi; \
+	export TOXCMP_TEST_MODELS_DIR="$$models"; \
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not serial"; parallel=$$?; \
+	$(BIN)/python -m pytest -q -m serial; serial=$$?; \
+	echo "make test: parallel pass exit $$parallel, serial pass exit $$serial (5: no tests selected, fine)"; \
+	for rc in $$parallel $$serial; do [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache

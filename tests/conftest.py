@@ -27,9 +27,18 @@ def require_shared(path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
-    """Converted bundled models are shared by the whole session (the GGUF conversion takes ~30 s)."""
-    path = Path(os.environ.get("TOXCMP_TEST_MODELS_DIR") or tmp_path_factory.mktemp("models"))
-    return path
+    """Converted bundled models are shared by the whole session (the GGUF conversion takes ~30 s).
+
+    Under pytest-xdist every worker is a session of its own: they share the run's base temp dir (its parent)
+    instead of converting once each; `materialize` converts into a temp dir and renames, so two workers converting
+    at once is safe. `make test` sets TOXCMP_TEST_MODELS_DIR so the parallel and the serial pass share it too."""
+    if os.environ.get("TOXCMP_TEST_MODELS_DIR"):
+        return Path(os.environ["TOXCMP_TEST_MODELS_DIR"])
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        path = tmp_path_factory.getbasetemp().parent / "models"
+        path.mkdir(exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("models")
 
 
 @pytest.fixture(autouse=True)

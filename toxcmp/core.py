@@ -7,17 +7,16 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
-from toxcmp.backends import SPAWNED_SERVERS, BackendConfig, get_backend
+from toxcmp.backends import BackendConfig, build_options, get_backend
 from toxcmp.run.cache import ResponseCache
 from toxcmp.config import GenerationConfig, default, default_cache_dir
-from toxcmp.errors import UsageError
 from toxcmp.domain.models import ModelSpec, resolve_model
 from toxcmp.domain.parsing import NO_FINAL_ANSWER, parse_verdict
 from toxcmp.domain.policies import Policy, load_policy
 from toxcmp.domain.prompting import build_request
 from toxcmp.domain.responses import ClassificationResult, ModelResponse
 from toxcmp.run.requests import run_requests
-from toxcmp.run.validation import check_backend_config, check_generation
+from toxcmp.run.validation import check_generation
 
 
 class InferenceBackend(str, Enum):
@@ -39,47 +38,17 @@ def split_options(options: dict[str, Any]) -> tuple[GenerationConfig, BackendCon
     return generation, backend_config, {k: options[k] for k in _OTHER_KEYS if k in options}
 
 
-def resolve_api_route(spec: ModelSpec, config: BackendConfig, alternative: str) -> tuple[BackendConfig, str | None]:
-    """Decide `--api-server auto` and check the route: a bundled model exists only on this machine, so with no
-    base URL the api side starts its own local server for it (and says so); an explicit `none` refuses."""
-    if config.api_server not in (None, "auto", *SPAWNED_SERVERS):
-        raise UsageError(f"unknown --api-server {config.api_server!r}", "use auto, local, llamacpp or none")
-    if config.api_server == "llamacpp":
-        if config.base_url:
-            raise UsageError("--api-server llamacpp starts its own server; it does not go with --base-url",
-                             "drop --base-url, or use --api-server none to send to the server at that URL")
-        from toxcmp.backends.server import gguf_of, llamacpp_version
-
-        gguf_of(spec)  # a GGUF to serve, and the package to serve it, before any data or model is loaded
-        llamacpp_version()
-        return config, None
-    if config.api_server == "auto":
-        if spec.only_here and not config.base_url:
-            return replace(config, api_server="local"), (
-                f"{spec.name} exists only on this machine: the api side starts a local transformers serve for it "
-                "(--api-server none to refuse)")
-        config = replace(config, api_server=None)
-    if spec.only_here and not config.base_url and config.api_server not in SPAWNED_SERVERS:
-        raise UsageError(f"{spec.name} is a bundled model that no Inference Provider serves",
-                         f"add --api-server local (or --base-url URL), {alternative}")
-    return config, None
-
-
 def respond(policy: Policy, text: str, spec: ModelSpec, backend: str, generation: GenerationConfig,
             config: BackendConfig, use_cache: bool = True, api_server: str | None = "auto",
             notify: Callable[[str], None] | None = None) -> ModelResponse:
     """One request through one backend, the cache in front; a spawned API server is stopped on every exit."""
     check_generation(generation)
-    check_backend_config(config)
+    options = build_options(backend, replace(config, api_server=None if api_server in (None, "", "none") else api_server))
     request = build_request(policy, text, spec, generation)
-    config = replace(config, api_server=None if api_server in (None, "", "none") else api_server)
-    if backend == InferenceBackend.API.value:
-        config, note = resolve_api_route(spec, config, "or use --backend local")
-        if note and notify:
-            notify(note)
-    else:
-        config = replace(config, api_server=None)
-    engine = get_backend(backend, config)
+    options, note = options.resolve(spec, "or use --backend local")
+    if note and notify:
+        notify(note)
+    engine = get_backend(backend, options)
     cache = ResponseCache(Path(config.cache_dir or default_cache_dir())) if use_cache else None
     try:
         return run_requests(engine, [request], cache)[0]

@@ -163,6 +163,7 @@ def test_an_old_two_sided_run_dir_still_rescores(cli, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # the api arm is a spawned transformers serve
 def test_three_live_arms_with_repeats_on_the_shipped_rows(cli, tmp_path):
     """local as reference, api through a spawned transformers serve, and a second local configuration; 24 rows,
     two repeats each: the floor per arm, the pairwise matrix and the equivalence verdicts are reported."""

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from toxcmp.backends import BackendConfig
-from toxcmp.backends.local import LocalBackend, render_prompt
+from toxcmp.backends.local import LocalBackend
+from toxcmp.backends.local_model import render_prompt
 from toxcmp.config import GenerationConfig
 from toxcmp.analysis.diagnosis import NEAR_TIE_NATS, Margin, label_margin
 from toxcmp.domain.models import resolve_model

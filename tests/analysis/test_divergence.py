@@ -68,7 +68,7 @@ def test_summary_counts_and_positions_by_hand():
 def test_a_recording_without_raw_text_claims_nothing_about_it():
     """The study files hold final answers only (raw output ''): no 'raw texts identical' claim, no positions."""
     from toxcmp.domain.policies import load_policy
-    from toxcmp.report.console import divergence_line
+    from toxcmp.report.text import divergence_line
     from toxcmp.analysis.scoring import derive
 
     side = {"content": "0", "reasoning": "", "raw": "", "error": None}
@@ -86,7 +86,8 @@ def test_token_divergence_matches_generate_scores_on_smollm2():
     import torch
 
     from toxcmp.backends import BackendConfig
-    from toxcmp.backends.local import LocalBackend, render_prompt
+    from toxcmp.backends.local import LocalBackend
+    from toxcmp.backends.local_model import render_prompt
     from toxcmp.config import GenerationConfig
     from toxcmp.analysis.divergence import token_divergence
     from toxcmp.domain.models import resolve_model
@@ -134,7 +135,8 @@ def test_a_token_boundary_fork_on_the_same_text_is_the_parting_not_the_later_cha
     import torch
 
     from toxcmp.backends import BackendConfig
-    from toxcmp.backends.local import LocalBackend, render_prompt
+    from toxcmp.backends.local import LocalBackend
+    from toxcmp.backends.local_model import render_prompt
     from toxcmp.config import GenerationConfig, configs_dir
     from toxcmp.analysis.divergence import retokenized_divergence, token_divergence
     from toxcmp.domain.models import resolve_model

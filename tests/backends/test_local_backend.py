@@ -8,7 +8,7 @@ import re
 import pytest
 
 from toxcmp import InferenceBackend, classify, get_model_response
-from toxcmp.backends.local import LocalModelCache
+from toxcmp.backends.local_model import LocalModelCache
 
 pytestmark = pytest.mark.slow
 

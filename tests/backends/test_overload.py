@@ -20,13 +20,17 @@ import pytest
 
 from toxcmp import phases
 from toxcmp.backends import BackendConfig, get_backend
-from toxcmp.backends import api as api_module
+from toxcmp.backends.http import resilience as api_module
 from toxcmp.backends.threads import plan_threads, torch_threads_env
 from toxcmp.config import GenerationConfig
 from toxcmp.testing.fake_server import FakeChatServer, Reply, completion
 from toxcmp.domain.models import ModelSpec
 from toxcmp.domain.policies import load_policy
 from toxcmp.domain.prompting import build_request
+
+# serial: timeouts, breaker pauses and CPU-seconds are measured against the clock; a real transformers serve and a
+# CPU hog run here too
+pytestmark = pytest.mark.serial
 
 SPEC = ModelSpec(name="fake-model", model_id="fake-model", revision="test")
 MODEL = "org/fake-classifier"
@@ -379,7 +383,7 @@ def test_a_cpu_hog_during_a_run_costs_no_timeout_no_retry_and_leaves_no_orphan(t
     """The issue's command, smaller for CI (8 rows, 32 new tokens), with a busy loop on one core the whole time."""
     import psutil
 
-    from toxcmp.bench.benchmarks import CpuHog
+    from toxcmp.bench.busy import CpuHog
 
     from tests.conftest import TOXICCHAT_CSV, require_shared
 
@@ -425,7 +429,7 @@ def test_a_cpu_hog_during_a_run_costs_no_timeout_no_retry_and_leaves_no_orphan(t
 
 
 def test_the_cpu_hog_stops_by_itself():
-    from toxcmp.bench.benchmarks import CpuHog
+    from toxcmp.bench.busy import CpuHog
 
     with CpuHog(cores=1, seconds=0.5) as hog:
         assert all(p.poll() is None for p in hog.procs)  # busy

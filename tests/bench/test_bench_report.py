@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import RECORDED, require_shared
+
+pytestmark = pytest.mark.serial  # benchmarks measure time
 
 
 def test_bench_report_runs_a_fully_cached_compare_without_its_servers(cli):

@@ -7,6 +7,8 @@ import pytest
 
 from toxcmp.bench.gpu_check import first_divergence
 
+pytestmark = pytest.mark.serial  # benchmarks measure time; the script runs a model
+
 
 def test_first_divergence():
     assert first_divergence([1, 2, 3], [1, 2, 3]) is None

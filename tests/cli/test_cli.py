@@ -36,6 +36,9 @@ def test_policies_and_backends_listing(cli):
     assert shown.exit_code == 0 and "DEFINITIONS" in shown.output
     backends = json.loads(cli("backends", "list", "--json").stdout)
     assert set(backends) >= {"api", "local"}
+    assert backends["api"]["options"]["served_model"]["changes_answer"] is True  # what each backend declares
+    assert backends["api"]["options"]["concurrency"]["changes_answer"] is False
+    assert "token" not in backends["api"]["options"] and backends["local"]["options"]["strategy"]["default"] == "prefix"
 
 
 def _assert_one_line_error(result, *needles):

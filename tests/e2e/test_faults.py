@@ -21,6 +21,10 @@ import pytest
 from toxcmp.run.cache import ResponseCache
 from toxcmp.testing.fake_server import FakeChatServer, Reply, completion
 
+# serial: servers restarted on the port they had (another worker could take it), a 30 s storm timed by the clock,
+# Ctrl-C and SIGKILL of real transformers serve processes
+pytestmark = pytest.mark.serial
+
 MODEL = "org/fake-classifier"
 TEXTS = [f"message {i}" + (" you idiot" if i % 3 == 0 else " hello") for i in range(12)]
 

@@ -53,6 +53,7 @@ def test_a_non_harmony_model_echoing_markers_is_never_split(echo):
     assert split_output(echo, harmony=False).format == "plain"
 
 
+@pytest.mark.serial  # a wall-clock bound
 @pytest.mark.parametrize("kind", ["label", "json", "prose"])
 def test_one_megabyte_outputs_parse_quickly(kind):
     body = {"label": "0" * 1_000_000, "json": '{"label": "' + "a" * 1_000_000 + '"}',

@@ -23,6 +23,9 @@ from toxcmp.domain.prompting import build_request
 
 from tests.helpers.processes import alive, listening_addresses, server_dies_with_parent, server_pids
 
+# serial: real llama.cpp servers, an orphan check that counts every llama.cpp server on the machine, and a speed bench
+pytestmark = pytest.mark.serial
+
 SAMPLE = Path(__file__).resolve().parents[2] / "configs" / "samples" / "toxicchat0124_test_sample.csv"
 
 
@@ -76,7 +79,7 @@ def test_cache_identity_names_engine_settings_and_file(monkeypatch):
     """llama.cpp answers are never served from (or into) transformers-serve cache entries, and a change of
     llama-cpp-python version or server settings is a different identity."""
     require_llamacpp()
-    from toxcmp.backends import api as api_module
+    from toxcmp.backends import spawned as api_module
     from toxcmp.run.cache import cache_key
     from toxcmp.domain.models import bundled_gguf_path, file_sha256
 

@@ -71,9 +71,32 @@ class QuirkyBackend(RuleBackend):
 
 
 def reset() -> None:
-    for cls in (RuleBackend, QuirkyBackend):
+    for cls in (RuleBackend, QuirkyBackend, SwitchBackend):
         cls.calls = 0
         cls.interrupt_at = None
         cls.fail_at = None
         cls.delay_s = 0.0
         cls.announce = None
+
+
+from dataclasses import dataclass  # noqa: E402
+
+from toxcmp.backends.options import BackendOptions, option  # noqa: E402
+
+
+@dataclass(frozen=True)
+class SwitchOptions(BackendOptions):
+    flip: bool = option(False, changes_answer=True, help="answer the opposite label")
+    pause_s: float = option(0.0, changes_answer=False, help="seconds to wait per request")
+
+
+class SwitchBackend(RuleBackend):
+    """An entry-point backend that declares its own options: `flip` changes every answer (so it must be part of
+    the cache identity); `pause_s` changes none."""
+
+    Options = SwitchOptions
+    calls = 0
+
+    def answer(self, text: str) -> str:
+        label = super().answer(text)
+        return {"0": "1", "1": "0"}[label] if self.config.flip else label

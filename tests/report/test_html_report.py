@@ -167,6 +167,7 @@ def test_the_report_of_a_bundled_model_run(browser, cli, tmp_path):
     assert _shown_ids(browser) == parse_failures
 
 
+@pytest.mark.serial  # measures load and interaction times in the browser
 def test_bench_html_measures_a_2000_row_report(cli):
     from tests.conftest import RECORDED, require_shared
 
@@ -199,3 +200,77 @@ def test_a_multi_arm_report_switches_comparisons(browser, tmp_path):
     assert _shown_ids(browser) == []  # the copy never disagrees with the reference
     _click_filter(browser, "All")
     assert len(_shown_ids(browser)) == 50 and browser.find_element("id", "hb").text == "B: copy"
+
+
+REFUSAL = "I'm sorry, but I can't help with that."
+
+
+def _three_arm_page() -> str:
+    """ref answers 0 1 0 0; x: 0 0 refusal 0; y: 1 1 0 and an answer that is no label. Every truth is 0."""
+    from toxcmp.analysis.arms import assemble, summarize_arms
+    from toxcmp.analysis.scoring import verdict_fields
+
+    policy = load_policy("toxic_simple")
+    answers = {"ref": ["0", "1", "0", "0"], "x": ["0", "0", REFUSAL, "0"], "y": ["1", "1", "0", "garbage text"]}
+    tidy = []
+    for arm, texts in answers.items():
+        for i, answer in enumerate(texts):
+            row = {"example_id": f"e{i}", "text": f"text {i}", "toxicity": 0, "weight": 1.0, "arm": arm, "repeat": 0,
+                   "raw": answer, "content": answer, "reasoning": "", "latency_s": 0.1 * (i + 1), "cached": False,
+                   "error": None}
+            tidy.append(row | verdict_fields(row, policy, False))
+    assembled = assemble(tidy, list(answers), "ref", {arm: (policy, False) for arm in answers})
+    summary = summarize_arms(assembled, [{"label": arm} for arm in answers], 0.95, 0.5, kappa_resamples=20)
+    return build_html([r for rows in assembled.comparisons.values() for r in rows], summary)
+
+
+def _section(page: str, cls: str, arm: str) -> str:
+    import re
+
+    found = re.findall(rf'<(?:section|div) class="{cls}" data-arm="{arm}">(.*?)</(?:section|div)>', page, re.S)
+    assert len(found) == 1, (cls, arm, len(found))
+    return found[0]
+
+
+def _tables(section: str) -> list[list[list[str]]]:
+    import re
+
+    return [[re.findall(r"<t[dh]>(.*?)</t[dh]>", tr) for tr in re.findall(r"<tr>(.*?)</tr>", table)]
+            for table in re.findall(r"<table[^>]*>(.*?)</table>", section, re.S)]
+
+
+def test_the_page_shows_every_comparisons_matrices():
+    page = _three_arm_page()
+    # by hand, reference (rows) against the arm (columns), labels in outcome order
+    x_outcomes = [["A ↓ / B →", "0", "1", "refusal"], ["0", "2", "0", "1"], ["1", "1", "0", "0"],
+                  ["refusal", "0", "0", "0"]]
+    y_outcomes = [["A ↓ / B →", "0", "1", "unparsed"], ["0", "1", "1", "1"], ["1", "0", "1", "0"],
+                  ["unparsed", "0", "0", "0"]]
+    x, y = _section(page, "comparison matrices", "x"), _section(page, "comparison matrices", "y")
+    assert page.index('data-arm="x"') < page.index('data-arm="y"')  # the headline first
+    assert "x against the reference ref" in x and "outcomes: ref (rows) vs x (columns)" in x
+    # toxic_simple's fine-grained categories are its labels: the transitions count as the outcomes do, and the
+    # fine labels go by frequency (x: "0" 6 times, "1" and "refusal" once each; y: "0" 4, "1" 3, "unparsed" 1)
+    assert _tables(x) == [x_outcomes, x_outcomes]
+    assert _tables(y) == [y_outcomes, y_outcomes]
+
+
+def test_the_page_shows_every_comparisons_charts():
+    import re
+
+    from toxcmp.report.html import _H, _PAD
+
+    page = _three_arm_page()
+    # by hand: x agrees on e0, not e1 (label flip) nor e2 (refusal), then e3; y not e0 (flip), e1, e2, not e3 (parse)
+    for arm, causes, running in (
+            ("x", {"error": 0, "refusal": 1, "parse": 0, "label_flip": 1, "fine_grain_only": 0}, [1, 1 / 2, 1 / 3, 2 / 4]),
+            ("y", {"error": 0, "refusal": 0, "parse": 1, "label_flip": 1, "fine_grain_only": 0}, [0, 1 / 2, 2 / 3, 2 / 4])):
+        charts = _section(page, "charts comparison", arm)
+        captions = re.findall(r"<figcaption>(.*?)</figcaption>", charts)
+        assert len(captions) == 4 and all(c.startswith(f"{arm} vs ref: ") for c in captions)
+        bars = dict((label, int(value)) for value, label in
+                    re.findall(r'<text [^>]*>(\d+)</text><text [^>]*>([a-z_]+)</text>', charts))
+        assert bars == causes, arm
+        (line,) = re.findall(r'<polyline points="([^"]+)"', charts)  # its running agreement, over its 4 rows
+        shown = [(_H - _PAD - float(point.split(",")[1])) / (_H - 2 * _PAD) for point in line.split()]
+        assert shown == pytest.approx(running, abs=1e-3), arm

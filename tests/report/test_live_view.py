@@ -12,10 +12,13 @@ from rich.console import Console
 
 from toxcmp.run.config import CompareConfig
 from toxcmp.run.orchestrate import run_compare
-from toxcmp.report.console import LineObserver, LiveObserver, eta_text
+from toxcmp.report.live import LineObserver, LiveObserver, eta_text
 
 from tests.helpers import doubles
 from tests.run.test_compare import plugin_backends  # noqa: F401 - the same rule/quirky entry points, autouse
+
+
+pytestmark = pytest.mark.serial  # the view is read against wall time: per-row delays, redraws, an ETA
 
 
 @pytest.fixture
@@ -68,3 +71,37 @@ def test_plain_lines_do_not_wrap_off_a_terminal(dataset, tmp_path):
     run_compare(cfg, LineObserver(console))
     first = buffer.getvalue().splitlines()[0]
     assert first.startswith("compare: 8 examples") and first.endswith("x" * 60) and len(first) > 80
+
+
+@pytest.fixture
+def quirky_dataset(tmp_path):
+    """rule answers 0 1 0 0 0 0; quirky: 0 1 refusal 1 0 unparsed (it refuses, flips and rambles)."""
+    path = tmp_path / "quirks.csv"
+    texts = ["hello", "you idiot", "please refuse this", "flip me", "nice day", "ramble on"]
+    pl.DataFrame({"conv_id": [f"id{i:02d}" for i in range(6)], "user_input": texts,
+                  "toxicity": [0, 1, 0, 0, 0, 0]}).write_csv(path)
+    return path
+
+
+def test_a_three_arm_live_view_shows_every_arm_against_the_reference(quirky_dataset, tmp_path):
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=140)
+    cfg = CompareConfig(backends="rule,quirky,rule[label=rule2]", dataset=str(quirky_dataset), output_dir=tmp_path,
+                        chunk_size=6)
+    run_compare(cfg, LiveObserver(console))
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buffer.getvalue())
+    for header in ("A rule", "B quirky", "C rule2", "latency A/B/C"):
+        assert header in text, header
+    # by hand: quirky agrees on hello, idiot and nice day (3 of 6); rule2 is rule again (6 of 6)
+    assert "agreement with rule: quirky 3/6 (50.0%) · rule2 6/6 (100.0%)" in text
+    # "flip me": truth 0, rule 0, quirky 1, rule2 0 → quirky disagrees, rule2 agrees
+    assert re.search(r"id03\s*│\s*0\s*│\s*0\s*│\s*1\s*│\s*0\s*│\s*✗ ✓\s*│", text), text[-2000:]
+
+
+def test_plain_lines_of_a_three_arm_run_show_each_comparison(quirky_dataset, tmp_path):
+    buffer = io.StringIO()
+    cfg = CompareConfig(backends="rule,quirky,rule[label=rule2]", dataset=str(quirky_dataset), output_dir=tmp_path)
+    run_compare(cfg, LineObserver(Console(file=buffer, force_terminal=False, width=200)))
+    lines = buffer.getvalue().splitlines()
+    assert lines[0].startswith("compare: 6 examples · rule vs quirky vs rule2 · run ")
+    assert lines[-1].startswith("[6/6] agreement with rule: quirky 3/6 (50.0%) · rule2 6/6 (100.0%) · ")

@@ -23,22 +23,28 @@ def test_local_cache_identity_covers_strategy_dtype_device_and_batch_size():
 
 
 def test_run_id_changes_with_every_result_changing_option(cli, tmp_path):
-    from toxcmp.run.config import CompareConfig
-    from toxcmp.run.arms import arm_identity, default_run_id
     from toxcmp.domain.models import resolve_model
     from toxcmp.domain.policies import load_policy
+    from toxcmp.run.arms import arm_identity, build_arm, default_run_id
+    from toxcmp.run.config import CompareConfig
+    from toxcmp.run.specs import parse_backend_spec
 
     spec, policy = resolve_model("smollm2-135m"), load_policy("toxic_simple")
     meta = {"content_sha256": "x"}
-    specs = []
+
+    def run_id(cfg, settings):
+        specs = [parse_backend_spec("local")]
+        return default_run_id(cfg, spec, policy, meta, specs, [build_arm(specs[0], cfg, settings)[0]])
+
     base = BackendConfig()
-    ids = {default_run_id(CompareConfig(), spec, policy, meta, specs, [base])}
+    ids = {run_id(CompareConfig(), base)}
     for config in ({"dtype": "bfloat16"}, {"device": "cpu"}, {"strategy": "naive"}):
-        ids.add(default_run_id(CompareConfig(), spec, policy, meta, specs, [BackendConfig(**config)]))
+        ids.add(run_id(CompareConfig(), BackendConfig(**config)))
     for cfg in (CompareConfig(unparsed_as="0"), CompareConfig(threshold=0.9), CompareConfig(min_labelled=0.2)):
-        ids.add(default_run_id(cfg, spec, policy, meta, specs, [base]))
+        ids.add(run_id(cfg, base))
     assert len(ids) == 7
-    assert "token" not in arm_identity(BackendConfig(token="hf_secret"))
+    arm = build_arm(parse_backend_spec("api[base_url=http://127.0.0.1:9]"), CompareConfig(), BackendConfig(token="hf_secret"))[0]
+    assert "hf_secret" not in json.dumps(arm_identity("api", arm.options)) and "token" not in arm.describe()["identity"]
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from toxcmp.domain.models import resolve_model
 from toxcmp.domain.policies import load_policy
 from toxcmp.domain.prompting import build_request
 from toxcmp.domain.responses import ModelResponse
-from toxcmp.run.requests import run_requests
+from toxcmp.run.requests import cache_keys, run_requests
 
 
 class CountingEchoBackend:
@@ -22,6 +22,9 @@ class CountingEchoBackend:
     name = "echo"
 
     def __init__(self, config: BackendConfig | None = None):
+        from toxcmp.backends.options import BackendOptions
+
+        self.options = BackendOptions()  # declares no options of its own
         self.calls = 0
         self.fail = False
 
@@ -85,7 +88,7 @@ def test_corrupted_entry_is_ignored_and_recomputed(tmp_path):
     backend = CountingEchoBackend()
     req = _request("x")
     run_requests(backend, [req], cache)
-    key = cache_key(backend.name, backend.endpoint, req)
+    [key] = cache_keys(backend, [req])  # the key run_requests stored it under
     cache._cache.set(key, "{not json")
     again = run_requests(backend, [req], cache)
     assert backend.calls == 2 and again[0].content == "x" and not again[0].cached
@@ -227,7 +230,8 @@ def _gguf_sha256() -> str:
 
 def test_bundled_model_resolves_to_its_gguf_hash_on_both_backends_without_loading():
     from toxcmp.backends.api import ApiBackend
-    from toxcmp.backends.local import LocalBackend, LocalModelCache
+    from toxcmp.backends.local import LocalBackend
+    from toxcmp.backends.local_model import LocalModelCache
     from toxcmp.run.requests import model_identity
 
     spec = resolve_model("smollm2-135m")

@@ -13,7 +13,7 @@ import pytest
 import toxcmp.backends as backends
 from toxcmp.run.config import CompareConfig
 from toxcmp.run.orchestrate import run_compare
-from toxcmp.report.console import PAIR_SCHEMA, TIDY_SCHEMA
+from toxcmp.results.schema import PAIR_SCHEMA, TIDY_SCHEMA
 
 from tests.helpers import doubles
 from tests.conftest import TOXICCHAT_CSV, require_shared
@@ -198,11 +198,12 @@ def test_stratified_run_records_weights(dataset, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a real transformers serve
 def test_real_compare_api_server_local_vs_local_text_identity_is_inconclusive_and_resumes(cli, tmp_path):
     """SmolLM2 greedy through a real `transformers serve` and through local `generate`: identical text, but
     SmolLM2 answers the user instead of classifying, so no labels: the verdict must be inconclusive, never PASS."""
     require_shared(TOXICCHAT_CSV)
-    from toxcmp.backends.local import LocalModelCache
+    from toxcmp.backends.local_model import LocalModelCache
 
     out = tmp_path / "out"
     args = ["compare", "--model", "smollm2-135m", "--api-server", "local", "--dataset", str(TOXICCHAT_CSV),
@@ -229,7 +230,7 @@ def test_live_view_in_a_terminal_shows_progress_rows_and_agreement(dataset, tmp_
 
     from rich.console import Console
 
-    from toxcmp.report.console import LiveObserver
+    from toxcmp.report.live import LiveObserver
 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=120)
@@ -258,3 +259,29 @@ def test_an_unexpected_backend_exception_still_keeps_the_rows(cli, dataset, tmp_
     (run_dir,) = (tmp_path / "out").iterdir()
     assert pl.read_parquet(run_dir / "pairs.parquet").height == 4
     assert json.loads((run_dir / "summary.json").read_text())["metadata"]["status"] == "failed"
+
+
+def test_a_three_arm_run_returns_every_comparison_and_names_its_headline(dataset, tmp_path):
+    cfg = CompareConfig(backends="rule,quirky,rule[label=rule2]", dataset=str(dataset), output_dir=tmp_path)
+    result = run_compare(cfg)
+    assert list(result.comparisons) == ["quirky", "rule2"]
+    assert result.rows is result.comparisons["quirky"]  # `rows` is the headline comparison
+    # by hand: quirky refuses id02, rambles on id03 and flips id04; rule2 answers as rule does
+    assert [r["example_id"] for r in result.comparisons["quirky"] if not r["binary_match"]] == ["id02", "id03", "id04"]
+    assert len(result.comparisons["rule2"]) == 12 and all(r["binary_match"] for r in result.comparisons["rule2"])
+    assert {r["arm"] for r in result.pairs} == {"quirky", "rule2"} and len(result.pairs) == 24
+    headline = result.summary["headline"]
+    assert (headline["arm"], headline["reference"]) == ("quirky", "rule")
+    assert result.summary["binary_agreement"]["successes"] == 9  # the top level is the headline's 9 of 12
+    on_disk = json.loads((result.run_dir / "summary.json").read_text())
+    assert on_disk["schema_version"] == 2 and on_disk["headline"] == headline
+    for name in ("results.parquet", "pairs.parquet"):
+        assert pl.read_parquet_metadata(result.run_dir / name)["toxcmp_schema_version"] == "2"
+
+
+def test_plain_progress_of_a_three_arm_run_shows_both_comparisons(cli, dataset, tmp_path):
+    args = _args(dataset, tmp_path / "out")
+    args[2] = "rule,quirky,rule[label=rule2]"
+    result = cli(*args)
+    progress = [line for line in result.output.splitlines() if line.startswith("[")]
+    assert progress[-1].startswith("[12/12] agreement with rule: quirky 9/12 (75.0%) · rule2 12/12 (100.0%)"), progress

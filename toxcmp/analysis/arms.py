@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from toxcmp.analysis import metrics
+from toxcmp.analysis.matrices import fine_matrix
 from toxcmp.domain.policies import Policy
 from toxcmp.domain.responses import ModelResponse
 from toxcmp.analysis.scoring import RESPONSE_FIELDS, SIDES, _num, _prop, derive, response_fields, summarize, verdict_fields
@@ -217,9 +218,8 @@ def summarize_arms(assembled: Assembled, arms: Sequence[dict[str, Any]], thresho
                    margin: float = DEFAULT_MARGIN, status: str = "complete", kappa_resamples: int = 2000,
                    repeats: int = 1) -> dict[str, Any]:
     """Every statistic of a run. The first comparison's summary is the top level (for two arms: the two-sided
-    summary, unchanged); `comparisons`, `noise_floor`, `pairwise_agreement`, `fleiss_kappa` cover every arm."""
-    from toxcmp.report.html import fine_matrix
-
+    summary, unchanged), the headline comparison the written summary names in `headline`; `comparisons`,
+    `noise_floor`, `pairwise_agreement`, `fleiss_kappa` cover every arm; `verdict` is the weakest arm's."""
     ref = assembled.reference
     per: dict[str, dict[str, Any]] = {}
     for label, rows in assembled.comparisons.items():

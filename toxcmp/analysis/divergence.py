@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from toxcmp.analysis.diagnosis import NEAR_TIE_NATS
+from toxcmp.domain.tokens import eos_ids
 
 CONTEXT_CHARS = 40  # of each continuation, from the first divergent character
 DIVERGENCE_SCORE_LIMIT = 1000  # partings the local model scores per comparison (a replay up to each)
@@ -117,8 +118,6 @@ def replayed_divergence(model: Any, tokenizer: Any, prompt: str, local_text: str
                         other_stopped: bool = True) -> Any:
     """`token_divergence` along the replayed local path; NOT_REPLAYED when the replay is not the local text."""
     import torch
-
-    from toxcmp.backends.local import eos_ids
 
     local, other = comparable(local_text), comparable(other_text)
     at_char = first_divergence(local, other)

@@ -1,8 +1,11 @@
-"""Backend protocol and registry.
+"""Backend protocol, optional abilities and the registry.
 
 A backend turns a batch of chat requests into responses. It knows nothing about policies, labels or datasets.
-Built-in backends are lazy factories (torch/transformers are imported only when `local` is used); third-party
-packages register more under the entry-point group `toxcmp.backends` (`name = "module:Class"`).
+Each backend declares its options (`Options`, a `BackendOptions` subclass: types, defaults, which ones change
+answers); the cache key and the run id are derived from that declaration. What only some backends can do is a
+Protocol below, checked with `isinstance`, never by name. Built-in backends are lazy factories (torch and
+transformers are imported only when `local` is used); third-party packages register more under the entry-point
+group `toxcmp.backends` (`name = "module:Class"`). How to add one: `toxcmp/backends/HOWTO.md`.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
-from toxcmp.errors import BackendError, UnknownNameError
+from toxcmp.backends.options import BackendOptions
+from toxcmp.domain.models import ModelSpec
 from toxcmp.domain.prompting import ChatRequest
 from toxcmp.domain.responses import ModelResponse
+from toxcmp.errors import BackendError, UnknownNameError
 
 ENTRY_POINT_GROUP = "toxcmp.backends"
 OnResponse = Callable[[int, ModelResponse], None]
@@ -25,14 +30,13 @@ _BUILTIN: dict[str, str] = {
     "local": "toxcmp.backends.local:LocalBackend",
     "recorded": "toxcmp.backends.recorded:RecordedBackend",
 }
-
-
-SPAWNED_SERVERS = ("local", "llamacpp")  # --api-server values that start a server on 127.0.0.1
+_INSTALL_HINTS = {"toxcmp.backends.local": "pip install 'toxcmp[local]'"}
 
 
 @dataclass(frozen=True)
 class BackendConfig:
-    """Options for every backend; each reads the ones it understands."""
+    """Run-wide settings: what the command line (or a library caller) sets for every arm. Each backend takes the
+    keys its own `Options` declare and ignores the rest; an arm's spec overrides them for that arm."""
 
     # local
     device: str = "auto"
@@ -62,6 +66,7 @@ class BackendConfig:
 @runtime_checkable
 class Backend(Protocol):
     name: str
+    options: BackendOptions  # its declared `Options` (a class attribute; `BackendOptions` when it declares none)
 
     @property
     def endpoint(self) -> str:
@@ -73,6 +78,42 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+# -- optional abilities ------------------------------------------------------------------------------------
+@runtime_checkable
+class Preflight(Protocol):
+    def check_reachable(self, spec: ModelSpec) -> None:
+        """Fail fast (BackendError) when the answers cannot come: a dead server, a model it does not serve."""
+
+
+@runtime_checkable
+class ResolvesRevision(Protocol):
+    def resolved_revision(self, spec: ModelSpec) -> str:
+        """What `spec.revision` means now for this backend (a commit, a file hash): part of the cache key."""
+
+
+@runtime_checkable
+class ReportsReliability(Protocol):
+    def reliability(self) -> dict[str, Any]:
+        """Counters and choices of this run (retries, timeouts, breaker trips, concurrency) for provenance."""
+
+
+@runtime_checkable
+class SpawnsServer(Protocol):
+    def start_server(self, requests: Sequence[ChatRequest]) -> None:
+        """Start the server it answers from now (a benchmark keeps start-up out of its clock)."""
+
+
+@runtime_checkable
+class ScoresTokens(Protocol):
+    """Holds the model in process: can score any text under it (label margins, token divergences)."""
+
+    def load(self, spec: ModelSpec) -> Any: ...
+
+    def prompt_for(self, loaded: Any, request: ChatRequest) -> str:
+        """The exact text the model is given for `request`."""
+
+
+# -- registry ----------------------------------------------------------------------------------------------
 def registry() -> dict[str, str]:
     found = dict(_BUILTIN)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -84,16 +125,55 @@ def backend_names() -> list[str]:
     return sorted(registry())
 
 
-def get_backend(name: str, config: BackendConfig | None = None) -> Backend:
+def backend_class(name: str) -> type:
+    """The class registered as `name` (imported, not instantiated)."""
     target = registry().get(name)
     if target is None:
         raise UnknownNameError("backend", name, backend_names())
     module_name, _, attr = target.partition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        return getattr(importlib.import_module(module_name), attr)
     except ImportError as exc:
-        extra = {"local": "pip install 'toxcmp[local]'", "api": "pip install huggingface_hub"}.get(name, "")
-        raise BackendError(f"backend {name!r} cannot be imported: {exc}", extra or "install its package") from exc
-    backend = factory(config or BackendConfig())
+        raise BackendError(f"backend {name!r} cannot be imported: {exc}",
+                           _INSTALL_HINTS.get(module_name, "install its package")) from exc
+
+
+def options_class(name: str) -> type[BackendOptions]:
+    """What backend `name` declares it takes (`BackendOptions` for a backend that declares nothing more)."""
+    return getattr(backend_class(name), "Options", BackendOptions)
+
+
+def describe_options(name: str) -> dict[str, dict[str, Any]]:
+    """Backend `name`'s declared options: default, whether it changes answers, what it is for."""
+    declared = options_class(name).declared()
+    return {key: {"default": None if f.metadata["secret"] else _plain_default(f), "changes_answer":
+                  f.metadata["changes_answer"], "help": f.metadata["help"]}
+            for key, f in sorted(declared.items()) if not f.metadata["secret"]}
+
+
+def _plain_default(f: Any) -> Any:
+    return str(f.default) if isinstance(f.default, Path) else f.default
+
+
+def build_options(name: str, settings: Any = None, written: Mapping[str, str] | None = None,
+                  where: str = "") -> BackendOptions:
+    """Backend `name`'s options: run-wide `settings` for the keys it declares, then `written` (a spec's strings)."""
+    return options_class(name).build(settings, written, where)
+
+
+def get_backend(name: str, config: Any = None) -> Backend:
+    """An instance of backend `name`, given its options or run-wide settings (a `BackendConfig`)."""
+    cls = backend_class(name)
+    options_cls = getattr(cls, "Options", BackendOptions)
+    options = config if isinstance(config, options_cls) else options_cls.build(config)
+    backend = cls(options)
     backend.name = name
+    if not isinstance(getattr(backend, "options", None), BackendOptions):  # a backend may refine its own
+        backend.options = options
     return backend
+
+
+def identity(backend: Backend) -> dict[str, Any]:
+    """What makes this backend's answers its own: where they come from and every option it declares as
+    answer-changing. The cache key is built on it."""
+    return {"endpoint": backend.endpoint, "options": backend.options.identity()}

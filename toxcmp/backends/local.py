@@ -3,137 +3,69 @@
 from __future__ import annotations
 
 import logging
-import threading
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from toxcmp.errors import ContextLengthError
-from toxcmp.domain.models import ModelSpec, cached_commit, is_commit, materialize, resolved_revision
+from toxcmp.backends import OnResponse
+from toxcmp.backends.local_model import (
+    LoadedModel,
+    LocalModelCache,
+    render_prompt,
+    resolve_device,
+)
+from toxcmp.backends.options import BackendOptions, choice, option
+from toxcmp.domain.models import (
+    ModelSpec,
+    resolved_revision,
+)
 from toxcmp.domain.parsing import split_output
 from toxcmp.domain.prompting import ChatRequest
 from toxcmp.domain.responses import ModelResponse
-from toxcmp.backends import BackendConfig, OnResponse
+from toxcmp.domain.tokens import eos_ids
+from toxcmp.errors import ContextLengthError
 
 log = logging.getLogger(__name__)
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def resolve_dtype(dtype: str, device: str) -> Any:
-    import torch
-
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, dtype)
-
-
-@dataclass
-class LoadedModel:
-    model: Any
-    tokenizer: Any
-    device: str
-    dtype: str
-    source: str
-    commit: str | None  # what was loaded: the Hub commit, "sha256:…" of a bundled GGUF, None for a local directory
-    context_length: int
-
-
-class LocalModelCache:
-    """Process-wide: one load per (model, revision, dtype, device)."""
-
-    _lock = threading.Lock()
-    _models: dict[tuple[str, str, str, str], LoadedModel] = {}
-    loads = 0  # how many real loads happened; tests use it to prove models are not loaded twice
-
-    @classmethod
-    def get(cls, spec: ModelSpec, device: str, dtype: str, cache_dir=None, commit: str | None = None) -> LoadedModel:
-        """`commit`: the Hub commit to pin a first load to (what the caller keyed its cache on)."""
-        key = (spec.model_id, spec.revision, dtype, device)
-        with cls._lock:
-            if key not in cls._models:
-                from toxcmp import phases
-
-                phases.phase(f"local: loading {spec.name} on {device}")
-                cls._models[key] = _load(spec, device, dtype, cache_dir, commit)
-                cls.loads += 1
-            return cls._models[key]
-
-    @classmethod
-    def peek(cls, spec: ModelSpec, device: str, dtype: str) -> LoadedModel | None:
-        """The loaded model, if it is loaded; never loads."""
-        with cls._lock:
-            return cls._models.get((spec.model_id, spec.revision, dtype, device))
-
-    @classmethod
-    def clear(cls) -> int:
-        with cls._lock:
-            n = len(cls._models)
-            cls._models.clear()
-        try:
-            import gc
-
-            import torch
-
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
-        return n
-
-    @classmethod
-    def loaded(cls) -> list[tuple[str, str, str, str]]:
-        return list(cls._models)
-
-
-def _load(spec: ModelSpec, device: str, dtype: str, cache_dir, commit: str | None = None) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    source = materialize(spec, cache_dir)
-    hub = not (spec.only_here or spec.local_path)
-    # A Hub load is pinned to the commit the cache was keyed on, so what is loaded is what the answers are filed
-    # under even if the branch moves meanwhile; without one, the commit is resolved here.
-    if hub and not is_commit(commit):
-        commit = resolved_revision(spec, local_cache=True)
-    commit = commit if hub and is_commit(commit) else None
-    revision = (commit or spec.revision) if hub else None
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
-    torch_dtype = resolve_dtype(dtype, device)
-    kwargs: dict[str, Any] = {"revision": revision, "dtype": torch_dtype if dtype != "auto" or device == "cpu" else "auto"}
-    if device.startswith("cuda"):
-        kwargs["device_map"] = device
-    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    if not device.startswith("cuda"):
-        model = model.to(device)
-    model.eval()
-    config = model.config
-    context = getattr(config, "max_position_embeddings", None) or getattr(tokenizer, "model_max_length", 2048)
-    if spec.only_here:
-        commit = resolved_revision(spec, ask_hub=False)
-    elif hub and commit is None:
-        commit = getattr(config, "_commit_hash", None) or cached_commit(spec.model_id, spec.revision)
-    return LoadedModel(model=model, tokenizer=tokenizer, device=device, dtype=str(model.dtype).replace("torch.", ""),
-                       source=source, commit=commit, context_length=int(context))
-
-
-def render_prompt(tokenizer: Any, request: ChatRequest) -> str:
-    """The exact text the model is fed (chat template applied, generation prompt added)."""
-    return tokenizer.apply_chat_template(request.chat_messages(), add_generation_prompt=True, tokenize=False,
-                                         **request.template_options())
-
-
 STRATEGIES = ("prefix", "batched", "naive")
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class LocalOptions(BackendOptions):
+    # The whole configuration is the identity: strategies are meant to be token-identical, and comparing them is
+    # how that is checked, so one strategy never answers from another's cache entries (nor one batch size).
+    device: str = option("auto", changes_answer=True, help="auto, cpu, mps, cuda or cuda:N")
+    dtype: str = option("auto", changes_answer=True, help=", ".join(DTYPES))
+    batch_size: str = option("auto", changes_answer=True, help="auto (memory-aware) or a number")
+    strategy: str = option("prefix", changes_answer=True,
+                           help="prefix (batched + shared policy-prefix KV cache), batched, or naive (the reference)")
+
+    def check(self, suffix: str = "") -> None:
+        super().check(suffix)
+        choice(self.dtype, DTYPES, "dtype", suffix, flag="--dtype")
+        if not _DEVICE.match(self.device or ""):
+            from toxcmp.errors import UsageError
+
+            raise UsageError(f"unknown device {self.device!r}{suffix}", "use auto, cpu, mps, cuda or cuda:N")
+        choice(self.strategy, STRATEGIES, "strategy", suffix, flag="--strategy")
+        if self.batch_size != "auto" and not (str(self.batch_size).isdigit() and int(self.batch_size) > 0):
+            from toxcmp.errors import UsageError
+
+            raise UsageError(f"--batch-size must be auto or a positive number (got {self.batch_size!r}){suffix}",
+                             "e.g. --batch-size 8")
+
+    def computes_here(self) -> bool:
+        return True
+
+
 MAX_AUTO_BATCH = 64
 
 
@@ -155,15 +87,13 @@ class PrefixCache:
 
 class LocalBackend:
     name = "local"
+    Options = LocalOptions
     _prefix_warned: set[str] = set()  # say once per process and model that prefix reuse is off
 
-    def __init__(self, config: BackendConfig):
-        self.config = config
-        self.device = resolve_device(config.device)
-        if config.strategy not in STRATEGIES:
-            from toxcmp.errors import UsageError
-
-            raise UsageError(f"unknown --strategy {config.strategy!r}", f"use one of: {', '.join(STRATEGIES)}")
+    def __init__(self, config: Any = None):
+        """`config`: `LocalOptions`, or run-wide settings (a `BackendConfig`) to take them from."""
+        self.config = self.options = config if isinstance(config, LocalOptions) else LocalOptions.build(config)
+        self.device = resolve_device(self.config.device)
         self.batch_size = parse_batch_size(config.batch_size)
         self._prefixes: dict[tuple, PrefixCache | None] = {}
         self._resolved: dict[ModelSpec, str] = {}
@@ -172,8 +102,6 @@ class LocalBackend:
 
     @property
     def endpoint(self) -> str:
-        # The whole configuration is the identity: strategies are meant to be token-identical, and comparing
-        # them is how that is checked, so one strategy never answers from another's cache entries.
         return f"transformers:{self.device}:{self.config.dtype}:{self.config.strategy}:bs={self.config.batch_size}"
 
     @property
@@ -206,6 +134,9 @@ class LocalBackend:
 
     def render(self, request: ChatRequest) -> str:
         return render_prompt(self.load(request.model).tokenizer, request)
+
+    def prompt_for(self, loaded: LoadedModel, request: ChatRequest) -> str:
+        return render_prompt(loaded.tokenizer, request)
 
     def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse | None = None) -> list[ModelResponse]:
         self._apply_threads()
@@ -493,18 +424,6 @@ def _generate_kwargs(tok: Any, gen) -> dict[str, Any]:
 
 def _eos_ids(loaded: LoadedModel) -> set[int]:
     return eos_ids(loaded.model, loaded.tokenizer)
-
-
-def eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    """Every token id that ends generation: the generation config's and the tokenizer's."""
-    ids: set[int] = set()
-    gen_eos = getattr(model.generation_config, "eos_token_id", None)
-    for value in (gen_eos, tokenizer.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, (list, tuple)):
-            ids.update(int(v) for v in value)
-    return ids
 
 
 def _error_message(exc: Exception) -> str:

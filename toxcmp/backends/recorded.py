@@ -19,12 +19,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from toxcmp.errors import UsageError
+from toxcmp.domain import recordings
 from toxcmp.domain.prompting import ChatRequest
 from toxcmp.domain.responses import ModelResponse
-from toxcmp.backends import BackendConfig, OnResponse
+from toxcmp.backends import OnResponse
+from toxcmp.backends.options import BackendOptions, option
 
 RESULTS_FILE = "results.parquet"
 
@@ -85,19 +87,16 @@ def load_recording(path: Path, side: str | None) -> tuple[dict[str, RecordedAnsw
                                 float(r[f"{prefix}_latency_s"] or 0.0), r.get(f"{prefix}_finish_reason"),
                                 r.get(f"{prefix}_served_by")))
                 for r in frame.iter_rows(named=True) if not r.get(f"{prefix}_error")]
-    elif {"api_response", "local_response"} <= columns:
+    elif recordings.is_pair(columns):
         side = (side or "").lower()
-        if side not in ("api", "local"):
+        if side not in recordings.PAIR_SIDES:
             raise UsageError(f"{path.name} holds two sides; pick one", "add side=api or side=local")
-        rows = [(r.get("conv_id"), r["text"],
-                 RecordedAnswer(r[f"{side}_response"] or "", r.get(f"{side}_reasoning") or "", "", 0.0, None, side))
-                for r in frame.iter_rows(named=True)]
-    elif {"raw_model_response", "user_input"} <= columns:
+        rows = [(a.conv_id, a.text, RecordedAnswer(a.content, a.reasoning, "", 0.0, None, a.served_by))
+                for a in recordings.read_pair(frame, side)]
+    elif recordings.is_single(columns):
         side = side or "single"
-        rows = [(r.get("conv_id"), r["user_input"],
-                 RecordedAnswer(r["raw_model_response"] or "", r.get("model_reasoning") or "", "", 0.0, None,
-                                r.get("model_used")))
-                for r in frame.iter_rows(named=True)]
+        rows = [(a.conv_id, a.text, RecordedAnswer(a.content, a.reasoning, "", 0.0, None, a.served_by))
+                for a in recordings.read_single(frame)]
     else:
         raise UsageError(f"unrecognised recording layout in {path}",
                          "pass a toxcmp run dir, a study backend_comparison parquet, or a study api_* parquet")
@@ -131,13 +130,31 @@ def _toxcmp_side(path: Path, side: str | None) -> tuple[str, str]:
                      f"add side=a or side=b{' (a = ' + labels[0] + ', b = ' + labels[1] + ')' if len(labels) == 2 else ''}")
 
 
+@dataclass(frozen=True)
+class RecordedOptions(BackendOptions):
+    recording: str | None = option(None, changes_answer=True,
+                                   help="a toxcmp run dir or results.parquet, or a study parquet")
+    side: str | None = option(None, changes_answer=True,
+                              help="which arm of the recording: a/b, an arm label, or api/local (study files)")
+
+    aliases = {"path": "recording", "file": "recording"}
+
+    @classmethod
+    def default_label(cls, text: str, written: dict[str, str]) -> str:
+        """What reports call an arm of this backend that has no `label=`: the side it replays."""
+        return f"recorded:{written.get('side') or Path(written.get('recording') or '?').stem}"
+
+
 class RecordedBackend:
     name = "recorded"
+    Options = RecordedOptions
 
-    def __init__(self, config: BackendConfig):
-        self.path = _resolve_file(config.recording)
+    def __init__(self, config: Any = None):
+        """`config`: `RecordedOptions`, or run-wide settings (a `BackendConfig`) to take them from."""
+        self.options = config if isinstance(config, RecordedOptions) else RecordedOptions.build(config)
+        self.path = _resolve_file(self.options.recording)
         self.sha256 = file_sha256(self.path)
-        self.answers, self.side = load_recording(self.path, config.side)
+        self.answers, self.side = load_recording(self.path, self.options.side)
 
     @property
     def endpoint(self) -> str:

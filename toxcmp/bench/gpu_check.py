@@ -26,7 +26,8 @@ def check(model: str, dtype: str, texts: list[str], max_new_tokens: int, device:
     import torch
 
     from toxcmp.backends import BackendConfig
-    from toxcmp.backends.local import LocalBackend, LocalModelCache, auto_batch_size
+    from toxcmp.backends.local import LocalBackend, auto_batch_size
+    from toxcmp.backends.local_model import LocalModelCache
     from toxcmp.config import GenerationConfig
     from toxcmp.domain.models import resolve_model
     from toxcmp.domain.policies import load_policy
@@ -73,7 +74,8 @@ def forced_oom(texts: list[str], naive_tokens: int = 16, model: str = "smollm2-1
     import torch
 
     from toxcmp.backends import BackendConfig
-    from toxcmp.backends.local import LocalBackend, LocalModelCache
+    from toxcmp.backends.local import LocalBackend
+    from toxcmp.backends.local_model import LocalModelCache
     from toxcmp.config import GenerationConfig
     from toxcmp.domain.models import resolve_model
     from toxcmp.domain.policies import load_policy

@@ -7,10 +7,11 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from toxcmp.bench.result import BenchResult
 from toxcmp.errors import UsageError
 
 BUDGET_BYTES = 8 * 1024 * 1024
@@ -18,7 +19,7 @@ BUDGET_S = 2.0
 
 
 @dataclass(frozen=True)
-class HtmlBenchResult:
+class HtmlBenchResult(BenchResult):
     rows: int
     bytes: int
     build_s: float
@@ -32,7 +33,7 @@ class HtmlBenchResult:
         return self.bytes < BUDGET_BYTES and self.interactive_ms / 1000 < BUDGET_S
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"within_budget": self.within_budget, "budget_bytes": BUDGET_BYTES, "budget_s": BUDGET_S}
+        return super().to_dict() | {"within_budget": self.within_budget, "budget_bytes": BUDGET_BYTES, "budget_s": BUDGET_S}
 
 
 def start_chromium(width: int = 1300, height: int = 1600):

@@ -120,5 +120,13 @@ def command_line(ctx: typer.Context) -> str:
     return shlex.join(words)
 
 
+def clip(text: str, limit: int = 600) -> str:
+    """`text` stripped, cut at `limit` characters (saying how long it was) and escaped for rich markup."""
+    from rich.markup import escape
+
+    text = text.strip()
+    return escape(text if len(text) <= limit else text[:limit] + f"… ({len(text)} chars)")
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")

@@ -110,7 +110,8 @@ def compare(
     from toxcmp.run.config import CompareConfig
     from toxcmp.run.orchestrate import run_compare
     from toxcmp.config import GenerationConfig
-    from toxcmp.report.console import LineObserver, LiveObserver, render_report
+    from toxcmp.report.console import render_report
+    from toxcmp.report.live import LineObserver, LiveObserver
 
     cfg = CompareConfig(
         policy=policy, model=model, revision=revision, dataset=dataset, version=version, split=split,

@@ -21,10 +21,12 @@ from importlib import resources
 from typing import Any, Sequence
 
 from toxcmp.analysis import metrics
-from toxcmp.analysis.diagnosis import CAUSES, Side, fine_outcome, outcome
+from toxcmp.analysis.diagnosis import CAUSES, cause_counts
+from toxcmp.analysis.matrices import fine_matrix, outcome_matrix
+from toxcmp.report.text import divergence_line, equivalence_numbers
+from toxcmp.results.schema import headline_of
 
 REPORT_FILE = "report.html"
-OUTCOMES = ("0", "1", "refusal", "unparsed", "error")
 _SIDE_KEYS = ("backend", "outcome", "binary", "fine", "parse_error", "refusal", "error", "content", "reasoning",
               "latency_s", "served_by", "prompt_hash", "cached", "finish_reason")
 
@@ -78,34 +80,6 @@ def page_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             item["sides"].append(side_index[key])
         out.append(item)
     return {"rows": out, "sides": sides, "texts": texts}
-
-
-def _side(row: dict[str, Any], p: str) -> Side:
-    return Side(row.get(f"{p}_binary"), row.get(f"{p}_fine"), bool(row.get(f"{p}_parse_ok")),
-                bool(row.get(f"{p}_refusal")), row.get(f"{p}_error"))
-
-
-def outcome_matrix(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Counts of (A's outcome, B's outcome): labels, refusals, unparsed answers and errors."""
-    counts: dict[tuple[str, str], int] = {}
-    for r in rows:
-        key = (outcome(_side(r, "a")), outcome(_side(r, "b")))
-        counts[key] = counts.get(key, 0) + 1
-    labels = [o for o in OUTCOMES if any(o in k for k in counts)]
-    return {"labels": labels, "cells": [[counts.get((x, y), 0) for y in labels] for x in labels]}
-
-
-def fine_matrix(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Fine-grained category transitions from A to B (labels by frequency)."""
-    counts: dict[tuple[str, str], int] = {}
-    freq: dict[str, int] = {}
-    for r in rows:
-        key = (fine_outcome(_side(r, "a")), fine_outcome(_side(r, "b")))
-        counts[key] = counts.get(key, 0) + 1
-        for k in key:
-            freq[k] = freq.get(k, 0) + 1
-    labels = sorted(freq, key=lambda k: (-freq[k], k))
-    return {"labels": labels, "cells": [[counts.get((x, y), 0) for y in labels] for x in labels]}
 
 
 def histogram(values: Sequence[float], bins: int, lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
@@ -255,12 +229,14 @@ def statistics_html(summary: dict[str, Any]) -> str:
     metric_rows.append(["latency p50 (s)", *("—" if b.get("latency_p50_s") is None else f"{b['latency_p50_s']:.3f}"
                                              for b in backends.values())])
     metric_rows.append(["served by", *(", ".join(b.get("served_by") or []) or "—" for b in backends.values())])
-    from toxcmp.report.console import divergence_line
-
     parting = divergence_line(summary.get("divergence"))
     if parting:
         agreement.append(("where the raw texts part", parting))
-    return (_table(["agreement between the sides", "value (95% CI)"], agreement, "stats")
+    headline = headline_of(summary)
+    title = (f"<h3>the headline comparison: {html.escape(headline['arm'])} against the reference "
+             f"{html.escape(headline['reference'])}</h3>"
+             if headline and len(summary.get("comparisons") or {}) > 1 else "")
+    return (title + _table(["agreement between the sides", "value (95% CI)"], agreement, "stats")
             + _table(["each side against the human labels", *[f"{p.upper()}: {lab}" for p, lab in zip(backends, labels)]],
                      metric_rows, "stats"))
 
@@ -268,9 +244,10 @@ def statistics_html(summary: dict[str, Any]) -> str:
 DIVERGENCE_ROWS_SHOWN = 200
 
 
-def divergence_html(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
-    """Every row whose raw texts part: where (character, token), both continuations from there, and the local
-    model's log-probabilities of both next tokens (near tie or real)."""
+def divergence_html(rows: Sequence[dict[str, Any]], labels: Sequence[str], named: bool = False) -> str:
+    """Every row of one comparison whose raw texts part: where (character, token), both continuations from
+    there, and the local model's log-probabilities of both next tokens (near tie or real). `named`: say which
+    comparison (a run with several)."""
     parted = [r for r in rows if r.get("diverge_char") is not None]
     if not parted:
         return ""
@@ -291,7 +268,8 @@ def divergence_html(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> st
     more = len(parted) - len(body)
     table = _table(["example", "char", "token", f"A {labels[0]} from there", f"B {labels[-1]} from there",
                     "A next token (local log p)", "B next token (local log p)", "kind"], body, "divergence")
-    return (f'<h2>Where the texts part ({len(parted)} rows)</h2><figure>{chart}<figcaption>first divergent '
+    which = f": {html.escape(labels[-1])} against {html.escape(labels[0])}" if named else ""
+    return (f'<h2>Where the texts part{which} ({len(parted)} rows)</h2><figure>{chart}<figcaption>first divergent '
             f'character per row</figcaption></figure>' + table
             + (f"<p>{more} more in pairs.parquet</p>" if more > 0 else ""))
 
@@ -299,8 +277,6 @@ def divergence_html(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> st
 def arms_html(summary: dict[str, Any]) -> str:
     """Every arm against the reference: agreement, κ, McNemar (Holm), accuracy difference, its noise floor and the
     equivalence verdict; the pairwise agreement of all arms and Fleiss' κ."""
-    from toxcmp.report.console import equivalence_numbers
-
     comparisons = summary.get("comparisons") or {}
     if len(comparisons) < 2 and (summary.get("repeats") or 1) < 2:
         return ""
@@ -330,30 +306,70 @@ def arms_html(summary: dict[str, Any]) -> str:
             + (f"; {html.escape(str(fk['reason']))}" if fk.get("reason") else "") + ")</p>")
 
 
-def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
-    meta = summary.get("metadata") or {}
+def comparisons_of(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(reference, arm, its pair rows) for every comparison, the headline first, then the run's arm order. Rows
+    without an `arm` (an older two-sided run, rows scored without arms) are the headline's."""
+    headline = headline_of(summary) or {}
     backends = summary.get("backends") or {}
-    labels = [b.get("label", p) for p, b in backends.items()] or ["A", "B"]
-    all_rows = rows
-    rows = [r for r in rows if r.get("arm") in (None, labels[-1])]  # matrices and charts: the headline comparison
-    verdict = summary.get("verdict") or ("pass" if summary.get("passed") else "fail")
-    causes = summary.get("causes") or {c: 0 for c in CAUSES}
+    reference = headline.get("reference") or (backends.get("a") or {}).get("label") or "A"
+    first = headline.get("arm") or (backends.get("b") or {}).get("label") or "B"
+    grouped: dict[str, list[dict[str, Any]]] = {first: []}
+    for arm in summary.get("comparisons") or {}:
+        grouped.setdefault(arm, [])
+    for r in rows:
+        grouped.setdefault(r.get("arm") or first, []).append(r)
+    return [(reference, arm, arm_rows) for arm, arm_rows in grouped.items() if arm_rows or arm == first]
+
+
+def _comparison_title(reference: str, arm: str) -> str:
+    return f"<h3>{html.escape(arm)} against the reference {html.escape(reference)}</h3>"
+
+
+def matrices_html(reference: str, arm: str, rows: Sequence[dict[str, Any]], named: bool) -> str:
+    """One comparison's outcome matrix and fine-grained category transitions (reference rows, arm columns)."""
+    h = "h4" if named else "h3"
+    body = (f"<{h}>outcomes: {html.escape(reference)} (rows) vs {html.escape(arm)} (columns)</{h}>"
+            + _matrix(outcome_matrix(rows), "A", "B")
+            + f"<{h}>fine-grained category transitions</{h}>" + _matrix(fine_matrix(rows), "A", "B"))
+    return (f'<section class="comparison matrices" data-arm="{html.escape(arm)}">'
+            + (_comparison_title(reference, arm) if named else "") + body + "</section>")
+
+
+def charts_html(reference: str, arm: str, rows: Sequence[dict[str, Any]], causes: dict[str, int], named: bool) -> str:
+    """One comparison's charts: causes, latency per side, similarity, running agreement."""
     latencies = [(f"{p.upper()}: {lab}", histogram([r.get(f"{p}_latency_s") for r in rows if not r.get(f"{p}_cached")], 20))
-                 for p, lab in zip(("a", "b"), labels)]
+                 for p, lab in zip(("a", "b"), (reference, arm))]
     sims = [("final answer", histogram([r.get("content_similarity") for r in rows], 20, 0.0, 1.0)),
             ("reasoning", histogram([r.get("reasoning_similarity") for r in rows], 20, 0.0, 1.0))]
-    charts = "".join(f'<figure>{svg}<figcaption>{html.escape(cap)}</figcaption></figure>' for svg, cap in (
+    which = f"{arm} vs {reference}: " if named else ""
+    figures = "".join(f'<figure>{svg}<figcaption>{html.escape(which + cap)}</figcaption></figure>' for svg, cap in (
         (bar_chart(list(causes.items()), "disagreement causes"), "why the sides disagree (rows per cause)"),
         (histogram_chart(latencies, "latency per side", " s"), "latency per side (fresh answers only)"),
         (histogram_chart(sims, "similarity of the two sides"), "content and reasoning similarity (0–1)"),
         (running_chart(running_agreement(rows), "running agreement"),
          "binary agreement vs sample size, with its 95% Wilson band"),
     ))
-    matrices = (f"<h3>outcomes: {html.escape(labels[0])} (rows) vs {html.escape(labels[-1])} (columns)</h3>"
-                + _matrix(outcome_matrix(rows), "A", "B")
-                + "<h3>fine-grained category transitions</h3>" + _matrix(fine_matrix(rows), "A", "B"))
+    return ((_comparison_title(reference, arm) if named else "")
+            + f'<div class="charts comparison" data-arm="{html.escape(arm)}">{figures}</div>')
+
+
+def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
+    meta = summary.get("metadata") or {}
+    backends = summary.get("backends") or {}
+    labels = [b.get("label", p) for p, b in backends.items()] or ["A", "B"]
+    verdict = summary.get("verdict") or ("pass" if summary.get("passed") else "fail")
+    comparisons = comparisons_of(rows, summary)  # every comparison's matrices and charts, the headline first
+    named = len(comparisons) > 1
+    stored = summary.get("comparisons") or {}
+    matrices, charts, partings = [], [], []
+    for k, (reference, arm, arm_rows) in enumerate(comparisons):
+        causes = ((stored.get(arm) or {}).get("causes") or (summary.get("causes") if k == 0 else None)
+                  or (cause_counts([r.get("cause") for r in arm_rows]) if arm_rows else {c: 0 for c in CAUSES}))
+        matrices.append(matrices_html(reference, arm, arm_rows, named))
+        charts.append(charts_html(reference, arm, arm_rows, causes, named))
+        partings.append(divergence_html(arm_rows, (reference, arm), named))
     filters = ["All", "Disagree", "Refusal", "Parse failure", "Error", "Near tie", *CAUSES]
-    data = {"labels": labels, **page_rows(all_rows), "filters": filters, "reference": summary.get("reference")}
+    data = {"labels": labels, **page_rows(rows), "filters": filters, "reference": summary.get("reference")}
     nonce = secrets.token_urlsafe(16)
     template = resources.files("toxcmp.report").joinpath("template.html").read_text(encoding="utf-8")
     fields = {
@@ -366,9 +382,9 @@ def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
                                 f"{(meta.get('model') or {}).get('model_id') or (meta.get('model') or {}).get('name')} · "
                                 f"n = {summary.get('n')} · unparsed count as {summary.get('unparsed_as', 'none')}"),
         "PROVENANCE": html.escape(json.dumps(meta, indent=2, ensure_ascii=False, default=str)),
-        "STATISTICS": arms_html(summary) + statistics_html(summary) + divergence_html(rows, labels),
-        "MATRICES": matrices,
-        "CHARTS": charts,
+        "STATISTICS": arms_html(summary) + statistics_html(summary) + "".join(partings),
+        "MATRICES": "".join(matrices),
+        "CHARTS": "".join(charts),
         "DATA": embed_json(data),
     }
     # one pass: text put into the page is never scanned again for placeholders
@@ -383,31 +399,16 @@ def embed_json(data: Any) -> str:
 
 
 def rebuild(run_dir: Any) -> Any:
-    """(Re)write `report.html` of a run dir from its results.parquet and summary.json; returns its path."""
+    """(Re)write `report.html` of a run dir from its pairs (or older results) parquet and summary.json; returns its
+    path."""
     from pathlib import Path
 
-    import polars as pl
-
-    from toxcmp.errors import UsageError
-    from toxcmp.report.console import PAIRS_FILE, RESULTS_FILE, SUMMARY_FILE
+    from toxcmp.results.io import read_run, write_text
 
     run_dir = Path(run_dir)
-    source = run_dir / PAIRS_FILE if (run_dir / PAIRS_FILE).is_file() else run_dir / RESULTS_FILE  # older runs: two-sided
-    try:
-        rows = pl.read_parquet(source).to_dicts()
-    except Exception as exc:  # noqa: BLE001 - missing or unreadable: the same one line
-        raise UsageError(f"{run_dir} is not a toxcmp run dir ({type(exc).__name__})",
-                         "pass a dir written by toxcmp compare or rescore") from None
-    if not rows or "a_content" not in rows[0]:
-        raise UsageError(f"{run_dir} is not a toxcmp run dir", "pass a dir written by toxcmp compare or rescore")
-    try:
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read {run_dir / SUMMARY_FILE}: {exc}", "rescore the run to rebuild it") from None
+    rows, summary = read_run(run_dir)
     target = run_dir / REPORT_FILE
-    tmp = run_dir / f".{REPORT_FILE}.tmp"
-    tmp.write_text(build_html(rows, summary), encoding="utf-8")
-    tmp.replace(target)
+    write_text(target, build_html(rows, summary))
     return target
 
 

@@ -9,18 +9,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from toxcmp.analysis.arms import (
-    DEFAULT_MARGIN,
-)
-from toxcmp.backends import BackendConfig
+from toxcmp.analysis.arms import DEFAULT_MARGIN
+from toxcmp.backends import BackendConfig, BackendOptions
 from toxcmp.config import GenerationConfig
-from toxcmp.core import resolve_api_route
 from toxcmp.domain.models import ModelSpec, resolve_model
 from toxcmp.domain.policies import Policy, load_policy
 from toxcmp.errors import UsageError
 from toxcmp.run.config import CompareConfig
 from toxcmp.run.specs import BackendSpec
-from toxcmp.run.validation import check_backend_config, check_generation
+from toxcmp.run.validation import check_generation
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -32,23 +29,20 @@ def validate_run_id(run_id: str) -> str:
     return run_id
 
 
-RESULT_CHANGING_KEYS = ("device", "dtype", "batch_size", "strategy", "base_url", "provider", "api_server",
-                        "served_model", "endpoint_label", "recording", "side")
-
-
-def arm_identity(config: BackendConfig) -> dict[str, Any]:
-    """The options of one arm that can change its answers (never the token, the cache dir or timeouts)."""
-    return {k: getattr(config, k) for k in RESULT_CHANGING_KEYS}
+def arm_identity(backend: str, options: BackendOptions) -> dict[str, Any]:
+    """The options of one arm that can change its answers, as its backend declares them (never the token, the
+    cache dir or timeouts)."""
+    return {"backend": backend, **options.identity()}
 
 
 def default_run_id(cfg: CompareConfig, spec: ModelSpec, policy: Policy, sample_meta: dict[str, Any],
-                   specs: Sequence[BackendSpec], configs: Sequence[BackendConfig]) -> str:
+                   specs: Sequence[BackendSpec], arms: Sequence["Arm"]) -> str:
     """Deterministic: the same command maps to the same directory, so a rerun resumes and overwrites it. Every
     option that can change a result or the verdict is part of it, so two different runs never share a dir."""
     identity = {"policy": policy.sha256, "model": spec.model_id, "revision": spec.revision,
                 "data": sample_meta["content_sha256"], "size": cfg.sample_size, "seed": cfg.seed,
                 "human_only": cfg.human_only, "stratify": cfg.stratify, "backends": [s.text for s in specs],
-                "arms": [arm_identity(c) for c in configs], "generation": cfg.generation.to_dict(),
+                "arms": [arm_identity(a.spec.name, a.options) for a in arms], "generation": cfg.generation.to_dict(),
                 "unparsed_as": cfg.unparsed_as, "threshold": cfg.threshold, "min_labelled": cfg.min_labelled}
     if cfg.repeats != 1 or cfg.margin != DEFAULT_MARGIN or cfg.reference is not None:  # two-arm ids stay as they were
         identity.update(repeats=cfg.repeats, margin=cfg.margin, reference=cfg.reference)
@@ -86,7 +80,7 @@ class Arm:
     model: ModelSpec
     policy: Policy
     generation: GenerationConfig
-    config: BackendConfig
+    options: BackendOptions  # its backend's own, as declared
 
     @property
     def label(self) -> str:
@@ -94,14 +88,15 @@ class Arm:
 
     def describe(self) -> dict[str, Any]:
         return {"label": self.label, "spec": self.spec.text, "backend": self.spec.name,
-                "identity": arm_identity(self.config), "model": self.model.name, "model_id": self.model.model_id,
+                "identity": arm_identity(self.spec.name, self.options), "model": self.model.name, "model_id": self.model.model_id,
                 "revision": self.model.revision, "harmony": self.model.harmony, "policy": self.policy.name,
                 "policy_sha256": self.policy.sha256, "reasoning_effort": self.generation.reasoning_effort,
                 "max_new_tokens": self.generation.max_new_tokens}
 
 
 def build_arm(spec: BackendSpec, cfg: CompareConfig, base: BackendConfig) -> tuple[Arm, str | None]:
-    """Checks every option of one arm (before any data or model is loaded) and resolves its api route."""
+    """Checks every option of one arm (before any data or model is loaded) and lets its backend settle what
+    depends on the model (e.g. which server to start)."""
     options = dict(spec.options)
     model = resolve_model(options.get("model") or cfg.model, cfg.revision)
     policy = load_policy(options.get("policy") or cfg.policy)
@@ -115,15 +110,8 @@ def build_arm(spec: BackendSpec, cfg: CompareConfig, base: BackendConfig) -> tup
             raise UsageError(f"max_new_tokens must be a number in {spec.text!r}", "e.g. max_new_tokens=256") from None
     generation = replace(cfg.generation, **overrides)
     check_generation(generation)
-    try:
-        config = spec.config(base)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"bad option in backend spec {spec.text!r}: {exc}", "options are key=value") from None
-    check_backend_config(config, f"in {spec.text!r}")
-    note = None
-    if spec.name == "api":
-        config, note = resolve_api_route(model, config, "for the api backend")
-    return Arm(spec, model, policy, generation, config), note
+    options, note = spec.build(base).resolve(model, f"for {spec.text!r}")
+    return Arm(spec, model, policy, generation, options), note
 
 
 def pick_reference(arms: Sequence[Arm], wanted: str | None) -> int:

@@ -1,6 +1,7 @@
 """On-disk response cache (diskcache, SQLite-backed, safe across processes).
 
-Key = sha256 of backend name, endpoint/provider, model id + requested revision + resolved revision (the commit or
+Key = sha256 of backend name, the backend's identity (its endpoint and every option it declares as
+answer-changing: provider, base URL, served model, server kind, strategy, dtype, …), model id + requested revision + resolved revision (the commit or
 file hash the backend says the revision means now, so an updated model is not answered from the cache), the
 rendered request (messages and template options), generation config and parser version. Values are JSON strings of `ModelResponse` fields;
 anything that does not decode back to one is treated as corrupted: deleted and recomputed. Errors are never
@@ -17,6 +18,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from toxcmp.domain.parsing import PARSER_VERSION
 from toxcmp.domain.prompting import ChatRequest
@@ -24,14 +26,15 @@ from toxcmp.domain.responses import ModelResponse
 from toxcmp.errors import UsageError
 
 log = logging.getLogger(__name__)
-_SCHEMA = 2  # 2: keyed on the resolved revision
+_SCHEMA = 3  # 2: keyed on the resolved revision; 3: on the backend's declared identity
 
 
-def cache_key(backend: str, endpoint: str, request: ChatRequest, resolved_revision: str | None = None,
+def cache_key(backend: str, identity: Any, request: ChatRequest, resolved_revision: str | None = None,
               repeat: int = 0) -> str:
-    """`resolved_revision`: what the backend says `request.model.revision` means now; the requested one if unknown.
+    """`identity`: what makes the backend's answers its own (`toxcmp.backends.identity`; any JSON value).
+    `resolved_revision`: what the backend says `request.model.revision` means now; the requested one if unknown.
     `repeat`: the k-th independent answer to the same request (`--repeats`); repeat 0 keeps the plain key."""
-    payload = {"schema": _SCHEMA, "backend": backend, "endpoint": endpoint, "parser": PARSER_VERSION,
+    payload = {"schema": _SCHEMA, "backend": backend, "identity": identity, "parser": PARSER_VERSION,
                "request": request.payload(), "resolved_revision": resolved_revision or request.model.revision}
     if repeat:
         payload["repeat"] = repeat

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from toxcmp.analysis.arms import (
     DEFAULT_MARGIN,
@@ -53,8 +53,12 @@ class CompareConfig:
 
 
 class Observer(Protocol):
+    """What a run tells while it runs. `start` gets every arm's label (the reference first); `row` gets each
+    finished example's pair rows, one per comparison (every other arm against the reference), by arm label in
+    arm order: the first is the headline comparison."""
+
     def start(self, total: int, labels: Sequence[str], meta: dict[str, Any]) -> None: ...
-    def row(self, row: dict[str, Any], done: int, stats: dict[str, Any]) -> None: ...
+    def row(self, rows: Mapping[str, dict[str, Any]], done: int, stats: dict[str, Any]) -> None: ...
     def log(self, message: str) -> None: ...
     def phase(self, message: str, detail: bool = False) -> None: ...  # detail: step status, live view only
     def stop(self) -> None: ...
@@ -64,7 +68,7 @@ class SilentObserver:
     def start(self, total, labels, meta):  # noqa: D102
         pass
 
-    def row(self, row, done, stats):  # noqa: D102
+    def row(self, rows, done, stats):  # noqa: D102
         pass
 
     def log(self, message):  # noqa: D102
@@ -79,13 +83,18 @@ class SilentObserver:
 
 @dataclass
 class RunResult:
-    rows: list[dict[str, Any]]  # pair rows of the first arm against the reference (the two-sided rows)
+    """A finished (or interrupted) run. `rows` is the headline comparison, the one `summary["headline"]` names
+    and the summary's top level describes: the first arm after the reference, in the two-sided `a_*`/`b_*`
+    shape. `comparisons` holds every comparison's pair rows by arm label (the headline's first)."""
+
+    rows: list[dict[str, Any]]  # the headline comparison's pair rows (the first arm against the reference)
     summary: dict[str, Any]
     run_dir: Path
     status: str  # "complete", "interrupted", "failed"
     reason: str | None = None
     tidy: list[dict[str, Any]] = field(default_factory=list)  # one row per (example, arm, repeat)
     pairs: list[dict[str, Any]] = field(default_factory=list)  # every arm against the reference
+    comparisons: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # arm label → its pair rows
 
     @property
     def exit_code(self) -> int:

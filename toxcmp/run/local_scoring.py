@@ -5,25 +5,24 @@ from __future__ import annotations
 from typing import Sequence
 
 from toxcmp.analysis.scoring import SIDES
+from toxcmp.backends import ScoresTokens, backend_class, get_backend
 from toxcmp.run.arms import Arm
 
 
 def local_side(pair: Sequence[Arm]) -> int | None:
-    """Which side of a comparison is the `local` backend (its model can score both sides), if either."""
-    return next((i for i, arm in enumerate(pair) if arm.spec.name == "local"), None)
+    """Which side of a comparison holds its model in process (it can score both sides' texts), if either."""
+    return next((i for i, arm in enumerate(pair) if issubclass(backend_class(arm.spec.name), ScoresTokens)), None)
 
 
 def with_local_model(todo, arm: Arm, requests, examples):
-    """(row, loaded model, exact prompt) for each row of `todo`, with the local arm's model and its request."""
-    from toxcmp.backends.local import LocalBackend, render_prompt
-
-    backend = LocalBackend(arm.config)
+    """(row, loaded model, exact prompt) for each row of `todo`, with the in-process arm's model and request."""
+    backend = get_backend(arm.spec.name, arm.options)
     by_id = {ex["example_id"]: req for ex, req in zip(examples, requests)}
     for row in todo:
         request = by_id.get(row["example_id"])
         if request is not None:
             loaded = backend.load(request.model)
-            yield row, loaded, render_prompt(loaded.tokenizer, request)
+            yield row, loaded, backend.prompt_for(loaded, request)
 
 
 def add_margins(rows, pair: Sequence[Arm], requests_a, requests_b, examples, observer) -> None:

@@ -21,7 +21,7 @@ from toxcmp.analysis.arms import (
 )
 from toxcmp.analysis.scoring import UNPARSED_AS
 from toxcmp.analysis.verdict import DEFAULT_MIN_LABELLED
-from toxcmp.backends import SPAWNED_SERVERS, Backend, BackendConfig, get_backend
+from toxcmp.backends import Backend, Preflight, ReportsReliability, get_backend
 from toxcmp.backends.threads import plan_threads
 from toxcmp.config import default_cache_dir
 from toxcmp.domain.data import (
@@ -47,7 +47,7 @@ from toxcmp.run.config import CompareConfig, Observer, RunResult, SilentObserver
 from toxcmp.run.local_scoring import add_divergences, add_margins
 from toxcmp.run.provenance import _now, previous_invocations, run_metadata
 from toxcmp.run.requests import cache_keys, model_identity, run_requests
-from toxcmp.run.specs import BackendSpec, parse_backend_specs
+from toxcmp.run.specs import parse_backend_specs
 from toxcmp.run.validation import check_generation
 
 
@@ -57,8 +57,6 @@ def _empty_text_response(backend: str, model: str) -> ModelResponse:
 
 
 def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResult:
-    from toxcmp.report.console import write_outputs  # noqa: PLC0415 - keeps rich/pyarrow off the library import path
-
     observer = observer or SilentObserver()
     if cfg.unparsed_as not in UNPARSED_AS:
         raise UsageError(f"--unparsed-as must be one of {', '.join(UNPARSED_AS)}", "the study's way is 0")
@@ -86,19 +84,19 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     ref_index = pick_reference([a for a, _ in built], cfg.reference)
     arms = [built[ref_index][0]] + [a for i, (a, _) in enumerate(built) if i != ref_index]  # the reference first
     notes: list[str | None] = [note for _, note in built]
-    together = cfg.concurrent_sides and not sides_compete([a.spec for a in arms], [a.config for a in arms])
-    threads = plan_threads([_uses_this_machine(a.spec, a.config) for a in arms], together, base.threads)
+    together = cfg.concurrent_sides and not arms_compete(arms)
+    threads = plan_threads([a.options.computes_here() for a in arms], together, base.threads)
     # an arm's own `threads=` (backend spec) wins over --threads and the plan
-    arms = [replace(a, config=replace(a.config, threads=a.config.threads or n)) if n else a
+    arms = [replace(a, options=replace(a.options, threads=a.options.threads or n)) if n else a
             for a, n in zip(arms, threads.per_side)]
-    engines: list[Backend] = [get_backend(a.spec.name, a.config) for a in arms]
+    engines: list[Backend] = [get_backend(a.spec.name, a.options) for a in arms]
     cache = None
     try:
         unreachable = {}
         for k, (engine, arm) in enumerate(zip(engines, arms)):
-            if hasattr(engine, "preflight") and getattr(engine, "base_url", None):
+            if isinstance(engine, Preflight):
                 try:
-                    engine.preflight(arm.config.served_model or arm.model.model_id)  # a dead server is found at once
+                    engine.check_reachable(arm.model)  # a dead server is found at once
                 except BackendError as exc:
                     unreachable[k] = exc
         frame, info = load(cfg.dataset, cfg.version or "toxicchat0124", cfg.split or "test")
@@ -112,8 +110,7 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
                 raise exc
             notes.append(f"{arms[k].label}: {exc.message}; every answer is in the cache, so the run goes on")
         sample_meta = describe(picked)
-        run_id = cfg.run_id or default_run_id(cfg, arms[0].model, arms[0].policy, sample_meta, specs,
-                                              [a.config for a in arms])
+        run_id = cfg.run_id or default_run_id(cfg, arms[0].model, arms[0].policy, sample_meta, specs, arms)
         run_dir = prepare_run_dir(Path(cfg.output_dir), run_id)
         meta = run_metadata(cfg, arms, engines, sample_meta, run_id)
     except BaseException:
@@ -130,20 +127,23 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     stats = {label: {"calls": 0, "seconds": 0.0, "cached": 0} for label in labels}
     status, reason = "complete", None
     started = time.time()
-    meta["threads"] = dict(threads.record, sides={label: a.config.threads if n else None
+    meta["threads"] = dict(threads.record, sides={label: a.options.threads if n else None
                                                   for label, a, n in zip(labels, arms, threads.per_side)})
     meta["scheduling"] = {"sides": "concurrent" if together else "sequential",
-                          "why": scheduling_reason([a.spec for a in arms], [a.config for a in arms], cfg.concurrent_sides)}
-    observer.start(len(examples), labels[:2], meta)
+                          "why": scheduling_reason(arms, cfg.concurrent_sides)}
+    observer.start(len(examples), labels, meta)
     if together:
         observer.log("the arms use different resources: running them at the same time")
     slots = [(k, r) for k in range(len(arms)) for r in range(cfg.repeats)]
 
-    def make_record(i: int, answers: Sequence[ModelResponse]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def make_record(i: int, answers: Sequence[ModelResponse]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+        """An example's tidy rows, and what the live view shows: its pair row in every comparison (each arm's
+        repeat 0 against the reference's), by arm label in arm order."""
         rows = [tidy_row(examples[i], arms[k].label, r, answer, arms[k].policy, arms[k].model.harmony, cfg.unparsed_as)
                 for (k, r), answer in zip(slots, answers)]
-        sides = ((arms[0].policy, arms[0].model.harmony), (arms[1].policy, arms[1].model.harmony))
-        return rows, pair_row(rows[0], rows[cfg.repeats], sides, cfg.unparsed_as)  # what the live view shows
+        sides = [(a.policy, a.model.harmony) for a in arms]
+        return rows, {arms[k].label: pair_row(rows[0], rows[k * cfg.repeats], (sides[0], sides[k]), cfg.unparsed_as)
+                      for k in range(1, len(arms))}
 
     step = ChunkStep([engines[k] for k, _ in slots], [labels[k] for k, _ in slots], [requests[k] for k, _ in slots],
                      examples, cache, stats, observer, make_record, [arms[k].model.model_id for k, _ in slots],
@@ -187,7 +187,7 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
             except Exception as exc:  # noqa: BLE001
                 observer.log(f"divergence scoring skipped: {type(exc).__name__}: {exc}")
     meta["reliability"] = {label: engine.reliability() for label, engine in zip(labels, engines)
-                           if callable(getattr(engine, "reliability", None))}
+                           if isinstance(engine, ReportsReliability)}
     meta["model"]["identity"] = {}
     for arm, engine in zip(arms, engines):  # after the run: a local backend reports what it actually loaded
         try:
@@ -205,8 +205,9 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     summary = finalize_summary(assembled, tidy, cfg.threshold, meta, cfg.unparsed_as, cfg.min_labelled, cfg.margin,
                                cfg.repeats)
     pairs = [row for rows in assembled.comparisons.values() for row in rows]
-    write_outputs(run_dir, tidy, pairs, summary)
-    return RunResult(assembled.comparisons[labels[1]], summary, run_dir, status, reason, tidy=tidy, pairs=pairs)
+    write_run_files(run_dir, tidy, pairs, summary)
+    return RunResult(assembled.comparisons[labels[1]], summary, run_dir, status, reason, tidy=tidy, pairs=pairs,
+                     comparisons=assembled.comparisons)
 
 
 def arm_requests(arm: Arm, examples: Sequence[dict[str, Any]]) -> list[ChatRequest | None]:
@@ -304,23 +305,17 @@ class ChunkStep:
             self.pending.clear()
 
 
-def sides_compete(specs: Sequence[BackendSpec], configs: Sequence[BackendConfig]) -> bool:
-    """Two sides compete when both compute on this machine's CPU (or the same GPU): a local model and a spawned
+def arms_compete(arms: Sequence[Arm]) -> bool:
+    """Two arms compete when both compute on this machine's CPU (or the same GPU): a local model and a spawned
     local server, or two local models. A recording computes nothing; a remote or user-run server is not ours to
-    schedule."""
-    return sum(_uses_this_machine(s, c) for s, c in zip(specs, configs)) > 1
+    schedule. Each backend's options say which they are."""
+    return sum(a.options.computes_here() for a in arms) > 1
 
 
-def _uses_this_machine(spec: BackendSpec, config: BackendConfig) -> bool:
-    if spec.name == "local":
-        return True
-    return spec.name == "api" and config.api_server in SPAWNED_SERVERS and not config.base_url
-
-
-def scheduling_reason(specs, configs, allowed: bool) -> str:
+def scheduling_reason(arms: Sequence[Arm], allowed: bool) -> str:
     if not allowed:
         return "--sequential-sides"
-    if sides_compete(specs, configs):
+    if arms_compete(arms):
         return "both sides compute on this machine"
     return "the sides use different resources"
 
@@ -340,7 +335,18 @@ def finalize_summary(assembled, tidy: Sequence[dict[str, Any]], threshold: float
         side["timeouts"] = int(counters.get("timeouts") or 0)
         side["breaker_trips"] = int(counters.get("breaker_trips") or 0)
         side["retry_budget_refused"] = int(counters.get("retry_budget_refused") or 0)
-    return summary
+    from toxcmp.results.schema import stamped  # noqa: PLC0415 - keeps polars off the library import path
+
+    return stamped(summary)  # schema_version, and the headline: which comparison the top level describes
+
+
+def write_run_files(run_dir: Path, tidy: Sequence[dict[str, Any]], pairs: Sequence[dict[str, Any]],
+                    summary: dict[str, Any]) -> None:
+    """The run dir's data files (results layer), then its page built from them (report layer)."""
+    from toxcmp.report.html import REPORT_FILE, build_html  # noqa: PLC0415 - keeps rich/pyarrow off the library import path
+    from toxcmp.results.io import write_outputs  # noqa: PLC0415
+
+    write_outputs(run_dir, tidy, pairs, summary, pages={REPORT_FILE: lambda: build_html(pairs, summary)})
 
 
 def _eps(stat: dict[str, Any]) -> dict[str, Any]:

@@ -54,16 +54,15 @@ def library_versions() -> dict[str, str]:
 
 
 def run_metadata(cfg: CompareConfig, arms: Sequence[Arm], engines, sample_meta, run_id) -> dict[str, Any]:
-    """Provenance; never contains the token (BackendConfig.token is not copied). The reference arm comes first."""
+    """Provenance; never contains the token (options declared secret are not recorded). The reference arm comes first."""
     spec, policy = arms[0].model, arms[0].policy
     return {
         "toxcmp_version": __version__, "git_commit": _git_commit(), "run_id": run_id, "started_at": _now(),
         "backends": [{"label": a.label, "spec": a.spec.text, "name": a.spec.name, "options": dict(a.spec.options),
-                      "endpoint": e.endpoint} for a, e in zip(arms, engines)],
+                      "settings": a.options.recorded(), "endpoint": e.endpoint} for a, e in zip(arms, engines)],
         "model": {"name": spec.name, "model_id": spec.model_id, "revision": spec.revision, "harmony": spec.harmony},
         "policy": {"name": policy.name, "sha256": policy.sha256},
         "generation": cfg.generation.to_dict(), "sample_seed": cfg.seed, "dataset": sample_meta, "command": cfg.command,
         "arms": [a.describe() for a in arms], "reference": arms[0].label, "repeats": cfg.repeats, "margin": cfg.margin,
-        "api": {"provider": cfg.backend.provider, "base_url": cfg.backend.base_url, "api_server": cfg.backend.api_server},
         "threshold": cfg.threshold, "unparsed_as": cfg.unparsed_as, "libraries": library_versions(),
     }

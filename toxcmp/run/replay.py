@@ -17,9 +17,9 @@ def request_from_run(run_dir: Path, example_id: str | None = None, prompt_hash: 
     request, default the reference), rebuilt from the run's own provenance; and a note when the policy or the
     model files changed since the run (the hash then differs)."""
     from toxcmp.config import GenerationConfig
-    from toxcmp.report.console import read_results
+    from toxcmp.results.io import read_results
 
-    rows, meta, layout = read_results([Path(run_dir)])
+    rows, meta, layout, _ = read_results([Path(run_dir)])
     if not layout.startswith("toxcmp"):
         raise UsageError(f"{run_dir} is not a toxcmp run", "pass a run dir written by toxcmp compare")
     if not example_id and not prompt_hash:

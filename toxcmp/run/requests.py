@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from toxcmp.backends import Backend, OnResponse
+from toxcmp.backends import Backend, OnResponse, ResolvesRevision, identity
 from toxcmp.domain.models import ModelSpec
 from toxcmp.domain.prompting import ChatRequest
 from toxcmp.domain.responses import ModelResponse
@@ -13,8 +13,7 @@ from toxcmp.run.cache import ResponseCache, cache_key
 
 def resolved_revision(backend: Backend, spec: ModelSpec) -> str | None:
     """What the backend says `spec.revision` means now (a commit, a file hash); None when it cannot say."""
-    resolve = getattr(backend, "resolved_revision", None)
-    return resolve(spec) if callable(resolve) else None
+    return backend.resolved_revision(spec) if isinstance(backend, ResolvesRevision) else None
 
 
 def model_identity(backend: Backend, spec: ModelSpec) -> dict[str, str | None]:
@@ -28,7 +27,8 @@ def cache_keys(backend: Backend, requests: Sequence[ChatRequest], repeat: int = 
     for request in requests:
         if request.model not in resolved:
             resolved[request.model] = resolved_revision(backend, request.model)
-    return [cache_key(backend.name, backend.endpoint, r, resolved[r.model], repeat) for r in requests]
+    who = identity(backend)
+    return [cache_key(backend.name, who, r, resolved[r.model], repeat) for r in requests]
 
 
 def run_requests(backend: Backend, requests: Sequence[ChatRequest], cache: ResponseCache | None = None,

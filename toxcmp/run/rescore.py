@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,16 +17,18 @@ from toxcmp.domain.policies import Policy, load_policy
 from toxcmp.errors import UsageError
 from toxcmp.run.arms import _safe_name, prepare_run_dir
 from toxcmp.run.config import DEFAULT_OUTPUT_DIR
-from toxcmp.run.orchestrate import finalize_summary
+from toxcmp.run.orchestrate import finalize_summary, write_run_files
 from toxcmp.run.provenance import _now
 
 
 @dataclass
 class RescoreResult:
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # the headline comparison's pair rows (see RunResult)
     summary: dict[str, Any]
     layout: str
     run_dir: Path | None
+    comparisons: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # arm label → its pair rows
+    source_schema_version: int = 1  # of the rescored files (1: written before versions, or a study file)
 
 
 def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str = "none", threshold: float = 0.95,
@@ -34,11 +36,11 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
             min_labelled: float = DEFAULT_MIN_LABELLED, margin: float | None = None) -> RescoreResult:
     """Re-parse recorded outputs and recompute every statistic; no model is called. `output_dir=None`: no files."""
     from toxcmp.analysis.scoring import verdict_fields
-    from toxcmp.report.console import read_results, write_outputs
+    from toxcmp.results.io import read_results
 
     if unparsed_as not in UNPARSED_AS:
         raise UsageError(f"--unparsed-as must be one of {', '.join(UNPARSED_AS)}", "the study's way is 0")
-    tidy, meta, layout = read_results([Path(p) for p in paths])
+    tidy, meta, layout, source_version = read_results([Path(p) for p in paths])
     arms_meta = recorded_arms(tidy, meta)
     notes = []
     sides: dict[str, tuple[Policy, bool | None]] = {}
@@ -62,6 +64,7 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
     carry_divergences(Path(paths[0]), assembled)
     first_policy = sides[reference][0]
     meta = dict(meta, arms=arms_meta, rescored_at=_now(), rescored_with=__version__, rescore_layout=layout,
+                rescore_source_schema_version=source_version,
                 rescore_notes=list(dict.fromkeys(notes)),
                 policy=dict(meta.get("policy") or {}, name=first_policy.name, rescored_sha256=first_policy.sha256))
     margin = margin if margin is not None else float(meta.get("margin") or DEFAULT_MARGIN)
@@ -73,8 +76,9 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
         source = Path(paths[0])
         default_id = (meta.get("run_id") or source.stem) + "-rescored"
         run_dir = prepare_run_dir(Path(output_dir), run_id or _safe_name(default_id)[:128])
-        write_outputs(run_dir, tidy, pairs, summary)
-    return RescoreResult(assembled.comparisons[labels[1]], summary, layout, run_dir)
+        write_run_files(run_dir, tidy, pairs, summary)
+    return RescoreResult(assembled.comparisons[labels[1]], summary, layout, run_dir, assembled.comparisons,
+                         source_version)
 
 
 def carry_margins(source: Path, assembled) -> None:
@@ -82,7 +86,7 @@ def carry_margins(source: Path, assembled) -> None:
     the label disagreements that are still label disagreements."""
     import polars as pl
 
-    from toxcmp.report.console import PAIRS_FILE, RESULTS_FILE
+    from toxcmp.results.schema import PAIRS_FILE, RESULTS_FILE
 
     run_dir = source if source.is_dir() else source.parent
     candidates = [run_dir / PAIRS_FILE, run_dir / RESULTS_FILE]
@@ -107,7 +111,7 @@ def carry_divergences(source: Path, assembled) -> None:
     import polars as pl
 
     from toxcmp.analysis.divergence import TOKEN_COLUMNS
-    from toxcmp.report.console import PAIRS_FILE
+    from toxcmp.results.schema import PAIRS_FILE
 
     path = (source if source.is_dir() else source.parent) / PAIRS_FILE
     if not path.is_file() or "divergence_kind" not in pl.read_parquet_schema(path):

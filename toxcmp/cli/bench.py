@@ -1,0 +1,248 @@
+"""`toxcmp bench ...`: each subcommand runs `toxcmp.bench.<name>` (api, local, serve, engines, html, busy, sides,
+report) and prints its ratios against the baseline measured in the same process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from toxcmp.cli.common import JsonOpt, ModelOpt, PolicyOpt, ThreadsOpt, console, friendly_errors, print_json
+from toxcmp.errors import ExitCode, UsageError
+
+bench_app = typer.Typer(help="Benchmarks (ratios against a baseline run in the same process).", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("api")
+@friendly_errors
+def bench_api(
+    requests: Annotated[int, typer.Option("--requests", min=1, help="Requests per concurrency level.")] = 64,
+    delay: Annotated[float, typer.Option("--delay", min=0.0, help="Seconds the endpoint waits per request.")] = 0.1,
+    as_json: JsonOpt = False,
+) -> None:
+    """api backend requests/s at concurrency 1 vs 16 against a fixed-delay loopback endpoint."""
+    from toxcmp.bench.api import bench_api as run
+
+    result = run(requests, delay)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    console.print(f"[dim]{result.note}[/]")
+    console.print(f"{result.requests} requests, {result.delay_s:g}s delay each: "
+                  f"c1 {result.rps_c1:.1f} req/s · c16 {result.rps_c16:.1f} req/s · "
+                  f"speedup [bold]{result.speedup:.1f}×[/] (ideal 16×) · errors {result.errors} · retries {result.retries}")
+
+
+@bench_app.command("local")
+@friendly_errors
+def bench_local(
+    rows: Annotated[int, typer.Option("--rows", min=1, help="ToxicChat rows.")] = 64,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Fixed generation budget.")] = 32,
+    policy: PolicyOpt = "toxic_chat_claude_1",
+    model: ModelOpt = "smollm2-135m",
+    batch_size: Annotated[str, typer.Option("--batch-size", help="auto or N.")] = "auto",
+    dataset: Annotated[Path, typer.Option("--dataset", help="CSV with user_input.")] = Path("../shared/data/toxicchat0124/test.csv"),
+    as_json: JsonOpt = False,
+) -> None:
+    """local backend: naive per-example generate vs batched vs batched + shared prefix KV (same process)."""
+    from toxcmp.bench.local import bench_local as run
+
+    if not dataset.is_file():
+        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
+    result = run(dataset, rows, max_new_tokens, policy, model, batch_size,
+                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    console.print(f"{result.rows} rows · {result.policy} · max_new_tokens {result.max_new_tokens} · "
+                  f"{result.threads} threads · prompts {result.prompt_tokens} tokens, shared prefix {result.prefix_tokens}")
+    console.print(f"naive {result.naive_eps:.2f} ex/s · batched {result.batched_eps:.2f} ex/s "
+                  f"({result.batched_speedup:.1f}×) · batched + prefix {result.prefix_eps:.2f} ex/s "
+                  f"([bold]{result.speedup:.1f}×[/] naive; goal ≥ 5×)")
+    console.print(f"outputs identical to naive: batched {result.identical_batched}/{result.rows}, "
+                  f"prefix {result.identical_prefix}/{result.rows} · peak RSS {result.peak_rss_mb:.0f} MB · "
+                  f"matmul peak {result.matmul_peak_gflops:.0f} GFLOP/s · MFU " +
+                  ", ".join(f"{k} {v:.1%}" for k, v in result.mfu.items()))
+    if not result.identical:
+        raise typer.Exit(ExitCode.FAIL)
+
+
+@bench_app.command("serve")
+@friendly_errors
+def bench_serve(
+    rows: Annotated[int, typer.Option("--rows", min=1, help="ToxicChat rows.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 32,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=2, help="Concurrency compared against 1.")] = 8,
+    dataset: Annotated[Path, typer.Option("--dataset", help="CSV with user_input.")] = Path("../shared/data/toxicchat0124/test.csv"),
+    as_json: JsonOpt = False,
+) -> None:
+    """api --api-server local: concurrency 1 vs N, with and without `transformers serve --continuous-batching`."""
+    from toxcmp.bench.serve import bench_serve as run
+
+    if not dataset.is_file():
+        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
+    result = run(dataset, rows, max_new_tokens, concurrency=concurrency,
+                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    for mode, levels in result.eps.items():
+        c1, cn = levels["c1"], levels[f"c{concurrency}"]
+        console.print(f"{mode}: c1 {c1:.2f} ex/s · c{concurrency} {cn:.2f} ex/s · {cn / c1:.2f}×")
+    console.print(f"same answers in every configuration: {result.identical}")
+
+
+@bench_app.command("engines")
+@friendly_errors
+def bench_engines(
+    rows: Annotated[int, typer.Option("--rows", min=1, help="Rows of the dataset.")] = 24,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 32,
+    policy: PolicyOpt = "toxic_chat_claude_1",
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads of both engines \[default: torch's].")] = None,
+    dataset: Annotated[Path, typer.Option("--dataset", help="CSV or parquet with user_input.")] = Path(
+        "configs/samples/toxicchat0124_test_sample.csv"),
+    as_json: JsonOpt = False,
+) -> None:
+    """The CPU peer: local naive and prefix vs llama.cpp's server (sequential, 2 in flight) on the bundled GGUF."""
+    from toxcmp.bench.engines import bench_engines as run
+
+    if not dataset.is_file():
+        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV or parquet with a user_input column")
+    result = run(dataset, rows, max_new_tokens, policy, threads=threads,
+                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    e, r = result.eps, result.ratios
+    console.print(f"{result.rows} rows · {result.policy} · max_new_tokens {result.max_new_tokens} · {result.threads} threads")
+    console.print(f"local naive {e['local_naive']:.2f} ex/s · local prefix {e['local_prefix']:.2f} ex/s · llama.cpp "
+                  f"sequential {e['llamacpp_sequential']:.2f} ex/s · llama.cpp 2 in flight {e['llamacpp_parallel']:.2f} ex/s")
+    console.print(f"local prefix / llama.cpp [bold]{r['local_prefix_vs_llamacpp']:.2f}×[/] (goal > 1) · local naive / "
+                  f"llama.cpp {r['local_naive_vs_llamacpp']:.2f}× · prefix / naive {r['local_prefix_vs_local_naive']:.2f}× "
+                  f"· llama.cpp 2 in flight / sequential {r['llamacpp_parallel_vs_sequential']:.2f}×")
+    console.print(f"identical to local naive: local prefix {result.identical_prefix}/{result.rows} (tokens), "
+                  f"llama.cpp {result.identical_llamacpp}/{result.rows} (final answers)")
+    if result.identical_prefix != result.rows:
+        raise typer.Exit(ExitCode.FAIL)
+
+
+@bench_app.command("html")
+@friendly_errors
+def bench_html(
+    sources: Annotated[Optional[list[Path]], typer.Argument(help="Recorded outputs \\[default: the two 2,000-row study parquets in ../shared/data].")] = None,
+    loads: Annotated[int, typer.Option("--loads", min=1, help="Page loads per measurement (median).")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Size and time-to-interactive of a 2,000-row report.html in headless Chromium (goal: < 8 MB, < 2 s)."""
+    import tempfile
+
+    from toxcmp.bench.html import bench_html as run
+
+    sources = sources or _study_n2000()
+    with tempfile.TemporaryDirectory() as workdir:
+        result = run(sources, Path(workdir), loads)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    mark = "[green]within[/]" if result.within_budget else "[red]over[/]"
+    console.print(f"{result.rows} rows: report.html {result.bytes / 1e6:.2f} MB (built in {result.build_s:.2f}s) · "
+                  f"interactive in {result.interactive_ms:.0f} ms vs {result.baseline_ms:.0f} ms for a one-row report "
+                  f"(baseline) = {result.ratio:.1f}× · {mark} the 8 MB / 2 s budget (median of {result.loads} loads)")
+
+
+def _study_n2000() -> list[Path]:
+    shared = Path("../shared/data/gptoss_recorded")
+    sources = [shared / "api_gpt-oss-20b_toxic_simple_n2000.parquet",
+               shared / "api_gpt-oss-safeguard-20b_toxic_simple_n2000.parquet"]
+    if not all(s.is_file() for s in sources):
+        raise UsageError("the default 2,000-row study parquets are not at ../shared/data/gptoss_recorded",
+                         "pass a run dir or recorded parquets as arguments")
+    return sources
+
+
+@bench_app.command("busy")
+@friendly_errors
+def bench_busy(
+    rows: Annotated[int, typer.Option("--rows", "--sample-size", min=1, help="Rows (the issue's command: 20).")] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 7,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 64,
+    hog_cores: Annotated[int, typer.Option("--hog-cores", min=1, help="Cores the CPU hog keeps busy.")] = 1,
+    threads: ThreadsOpt = None,
+    dataset: Annotated[Path, typer.Option("--dataset", help="CSV with user_input.")] = Path("../shared/data/toxicchat0124/test.csv"),
+    as_json: JsonOpt = False,
+) -> None:
+    """compare --backends api,local --api-server local, idle and under a CPU hog in one process (goal ≤ 2.5×)."""
+    from toxcmp.bench.busy import bench_busy as run
+
+    if not dataset.is_file():
+        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
+    result = run(dataset, rows, seed, max_new_tokens, hog_cores=hog_cores, threads=threads,
+                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        mark = "[green]within[/]" if result.ratio <= result.goal else "[red]over[/]"
+        console.print(f"{result.rows} rows · {result.max_new_tokens} new tokens · {result.usable_cores} usable cores · "
+                      f"threads {result.threads.get('sides')} · sides {result.scheduling}")
+        console.print(f"idle {result.idle_s:.1f}s · {result.hog_cores}-core hog {result.hog_s:.1f}s · "
+                      f"[bold]{result.ratio:.2f}×[/] ({mark} the {result.goal:g}× goal) · complete: {result.complete}")
+    if not result.complete:
+        raise typer.Exit(ExitCode.FAIL)
+
+
+@bench_app.command("sides")
+@friendly_errors
+def bench_sides(
+    rows: Annotated[int, typer.Option("--rows", min=1, help="Rows.")] = 32,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 16,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1)] = 16,
+    delay: Annotated[Optional[float], typer.Option("--delay", min=0.0, help="Endpoint delay per request \\[default: calibrated to the local side].")] = None,
+    dataset: Annotated[Path, typer.Option("--dataset", help="CSV with user_input.")] = Path("../shared/data/toxicchat0124/test.csv"),
+    as_json: JsonOpt = False,
+) -> None:
+    """compare api (fixed-delay loopback endpoint) + local: sides at the same time vs one after the other (goal ≥ 1.6×)."""
+    from toxcmp.bench.sides import bench_sides as run
+
+    if not dataset.is_file():
+        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
+    result = run(dataset, rows, max_new_tokens, chunk_size, delay,
+                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        console.print(f"[dim]{result.note}[/]")
+        mark = "[green]meets[/]" if result.speedup >= result.goal else "[red]misses[/]"
+        console.print(f"{result.rows} rows · endpoint delay {result.delay_s:g}s · sequential {result.sequential_s:.1f}s · "
+                      f"concurrent {result.concurrent_s:.1f}s · [bold]{result.speedup:.2f}×[/] (ideal {result.ideal:.2f}×; "
+                      f"{mark} the {result.goal:g}× goal) · same answers: {result.same_rows}")
+    if not result.same_rows:
+        raise typer.Exit(ExitCode.FAIL)
+
+
+@bench_app.command("report")
+@friendly_errors
+def bench_report(
+    sources: Annotated[Optional[list[Path]], typer.Argument(help="Recorded outputs to build the run from \\[default: the two 2,000-row study parquets in ../shared/data].")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Time re-rendering the full report of a cached run (goal: < 5 s for 2,000 rows)."""
+    import tempfile
+
+    from toxcmp.bench.report import bench_report as run
+
+    sources = sources or _study_n2000()
+    with tempfile.TemporaryDirectory() as workdir:
+        result = run(sources, workdir)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    mark = "[green]within[/]" if result.within_budget else "[red]over[/]"
+    console.print(f"{result.rows} rows: compare with every response cached {result.cached_compare_s:.2f}s · "
+                  f"read parquet {result.read_s:.3f}s (baseline) · rescore {result.rescore_s:.2f}s · "
+                  f"render {result.render_s:.2f}s · total [bold]{result.total_s:.2f}s[/] = {result.ratio_to_read:.0f}× the "
+                  f"read · {mark} the {result.budget_s:g}s budget")

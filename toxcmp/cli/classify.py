@@ -1,0 +1,156 @@
+"""`toxcmp classify` and `toxcmp render`: one text through a policy (its verdict panel), or the prompt and API request
+body built for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.panel import Panel
+from rich.table import Table
+
+from toxcmp.cli.common import (ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
+                               MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RetriesOpt,
+                               RevisionOpt, ThreadsOpt, TimeoutOpt, TokenOpt, clip, console, err_console,
+                               friendly_errors, print_json)
+from toxcmp.config import default, default_cache_dir
+from toxcmp.errors import ExitCode, UsageError
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(classify)
+    app.command()(render)
+
+
+def read_input_text(text: Optional[str], file: Optional[Path]) -> str:
+    if file is not None:
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {file}: {exc.strerror}", "check the path") from None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{file} is not UTF-8 (invalid byte at offset {exc.start})",
+                             "re-encode it, e.g. iconv -f latin1 -t utf-8") from None
+    if text is None:
+        raise UsageError("no text given", "pass TEXT or --file PATH")
+    return text
+
+
+@friendly_errors
+def classify(
+    text: Annotated[Optional[str], typer.Argument(help="Text to classify.")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read the text from a UTF-8 file.")] = None,
+    policy: PolicyOpt = default("policy", "toxic_simple"),
+    backend: Annotated[str, typer.Option("--backend", "-b", help="api or local (or a plugin).")] = default("backend", "api"),
+    model: ModelOpt = default("model", "smollm2-135m"),
+    revision: RevisionOpt = None,
+    max_new_tokens: MaxNewTokensOpt = None,
+    reasoning_effort: ReasoningOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    provider: ProviderOpt = "auto",
+    token: TokenOpt = None,
+    api_server: ApiServerOpt = "auto",
+    concurrency: ConcurrencyOpt = None,
+    timeout: TimeoutOpt = None,
+    max_retries: RetriesOpt = 4,
+    threads: ThreadsOpt = None,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Classify one text: binary label, fine-grained label, parse status, reasoning, content."""
+    from toxcmp.backends import BackendConfig
+    from toxcmp.config import GenerationConfig
+    from toxcmp.core import respond, verdict_result
+    from toxcmp.domain.models import resolve_model
+    from toxcmp.domain.policies import load_policy
+
+    body = read_input_text(text, file)
+    policy_obj = load_policy(policy)
+    spec = resolve_model(model, revision)
+    generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort)
+    config = BackendConfig(device=device, dtype=dtype, base_url=base_url, provider=provider, token=token,
+                           concurrency=concurrency, timeout_s=timeout, max_retries=max_retries, threads=threads,
+                           cache_dir=cache_dir or default_cache_dir())
+    response = respond(policy_obj, body, spec, backend, generation, config, use_cache=not no_cache,
+                       api_server=api_server, notify=lambda note: err_console.print(note, soft_wrap=True))
+    result = verdict_result(response, policy_obj)
+    if as_json:
+        data = result.to_dict()
+        print_json(dict({k: data[k] for k in ("binary_label", "fine_grain_label", "parse_ok", "parse_error", "refusal",
+                                         "content", "reasoning", "backend", "model", "policy", "cached",
+                                         "latency_s", "served_by", "prompt_hash", "error")},
+                    retries=response.retries))
+    else:
+        console.print(verdict_panel(result))
+    if result.error:
+        raise typer.Exit(ExitCode.BACKEND)
+
+
+def verdict_panel(result) -> Panel:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    label = "—" if result.binary_label is None else ("[red]1 (violates)[/]" if result.binary_label else "[green]0 (safe)[/]")
+    status = "[green]ok[/]" if result.parse_ok else f"[yellow]{'refusal' if result.refusal else 'failed'}[/]: {result.parse_error}"
+    rows = [("binary label", label), ("fine-grained", result.fine_grain_label or "—"), ("parse", status),
+            ("content", clip(result.content)), ("reasoning", clip(result.reasoning) or "—"),
+            ("backend", f"{result.backend} ({result.served_by or '?'})"), ("model", result.model),
+            ("policy", result.policy), ("latency", f"{result.latency_s:.2f}s"), ("cached", str(result.cached))]
+    if result.error:
+        rows.append(("error", f"[red]{result.error}[/]"))
+    for key, value in rows:
+        table.add_row(key, value)
+    return Panel(table, title="toxcmp classify", expand=False)
+
+
+@friendly_errors
+def render(
+    text: Annotated[Optional[str], typer.Argument(help="Text to render (or use --run).")] = None,
+    run: Annotated[Optional[Path], typer.Option("--run", help="A run dir: render the prompt it sent (with --example or --prompt-hash).")] = None,
+    example: Annotated[Optional[str], typer.Option("--example", help="With --run: the example id.")] = None,
+    prompt_hash: Annotated[Optional[str], typer.Option("--prompt-hash", help="With --run: a prompt hash (or its first characters).")] = None,
+    policy: PolicyOpt = default("policy", "toxic_simple"),
+    model: ModelOpt = default("model", "smollm2-135m"),
+    revision: RevisionOpt = None,
+    max_new_tokens: MaxNewTokensOpt = None,
+    reasoning_effort: ReasoningOpt = None,
+    cache_dir: CacheDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the prompt the local backend feeds and the request body the API backend sends."""
+    from toxcmp.backends import BackendConfig
+    from toxcmp.backends.local import LocalBackend
+    from toxcmp.config import GenerationConfig
+    from toxcmp.domain.models import resolve_model
+    from toxcmp.domain.policies import load_policy
+    from toxcmp.domain.prompting import build_request
+
+    if run is not None:
+        from toxcmp.run.replay import request_from_run
+
+        request, _, note = request_from_run(run, example, prompt_hash)
+        if note:
+            err_console.print(f"note: {note}", soft_wrap=True)
+        spec, generation = request.model, request.generation
+    else:
+        if text is None:
+            raise UsageError("no text given", "pass TEXT, or --run RUN_DIR with --example ID or --prompt-hash HASH")
+        spec = resolve_model(model, revision)
+        generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort)
+        request = build_request(load_policy(policy), text, spec, generation)
+    prompt = LocalBackend(BackendConfig(cache_dir=cache_dir or default_cache_dir())).render(request)
+    body = {"model": spec.model_id, "messages": request.chat_messages(), "max_tokens": generation.max_new_tokens,
+            "temperature": generation.temperature, "seed": generation.seed, **request.template_options()}
+    if as_json:
+        print_json({"prompt_hash": request.prompt_hash, "local_prompt": prompt, "api_request": body})
+        return
+    console.print(Panel(clip(prompt, 100_000), title=f"local prompt (hash {request.prompt_hash[:12]})"))
+    import json as _json
+
+    console.print(Panel(clip(_json.dumps(body, indent=2, ensure_ascii=False), 100_000), title="api request body"))

@@ -1,0 +1,38 @@
+"""Plain-text phrases the console report and the page share (no markup, no rich, no HTML)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from toxcmp.analysis.divergence import DIVERGENCE_SCORE_LIMIT
+
+
+def equivalence_numbers(eq: dict[str, Any]) -> str:
+    """Δ = the arm's disagreement minus the reference's own (its floor), with the TOST's 90 % interval."""
+    if eq.get("difference") is None:
+        return "no rows"
+    lo, hi = eq.get("ci90") or (None, None)
+    ci = "" if lo is None else f", 90% CI [{lo:+.3f}, {hi:+.3f}]"
+    floor = "" if eq.get("floor_measured") else "; floor not measured (--repeats 2)"
+    return f"Δ {eq['difference']:+.3f}{ci}{floor}"
+
+
+def divergence_line(d: dict[str, Any] | None) -> str | None:
+    """Where the two sides' raw texts part, and how the local model scores the partings (plain text)."""
+    if not d or not d.get("n_answered"):
+        return None
+    if not d["n_differ"]:
+        return f"raw texts identical in all {d['n_answered']} answered rows (end-of-turn markers aside)"
+    c = d["char_positions"]
+    text = (f"raw texts (end-of-turn markers aside) part in {d['n_differ']} of {d['n_answered']} answered rows, at character "
+            f"{c['min']}–{c['max']} (median {c['median']:g})")
+    t = d.get("token_positions")
+    if t:
+        text += f", generated token {t['min']}–{t['max']} (median {t['median']:g})"
+    if d.get("scored"):
+        text += (f"; local model at the parting: {d['near_tie']} near tie(s), {d['real']} real "
+                 f"(near tie: |Δ log p| < 1 nat)")
+    if d.get("unscored"):
+        text += (f"; {d['unscored']} not scored (no local side, --no-margin, one side only ran longer, or past "
+                 f"the first {DIVERGENCE_SCORE_LIMIT} partings)")
+    return text
