@@ -11,7 +11,7 @@ from toxcmp.backends import BackendConfig, build_options, get_backend
 from toxcmp.run.cache import ResponseCache
 from toxcmp.config import GenerationConfig, default, default_cache_dir
 from toxcmp.domain.models import ModelSpec, resolve_model
-from toxcmp.domain.parsing import NO_FINAL_ANSWER, parse_verdict
+from toxcmp.domain.parsing import read_answer, verdict_of
 from toxcmp.domain.policies import Policy, load_policy
 from toxcmp.domain.prompting import build_request
 from toxcmp.domain.responses import ClassificationResult, ModelResponse
@@ -40,11 +40,12 @@ def split_options(options: dict[str, Any]) -> tuple[GenerationConfig, BackendCon
 
 def respond(policy: Policy, text: str, spec: ModelSpec, backend: str, generation: GenerationConfig,
             config: BackendConfig, use_cache: bool = True, api_server: str | None = "auto",
-            notify: Callable[[str], None] | None = None) -> ModelResponse:
-    """One request through one backend, the cache in front; a spawned API server is stopped on every exit."""
+            notify: Callable[[str], None] | None = None, render_date: str | None = None) -> ModelResponse:
+    """One request through one backend, the cache in front; a spawned API server is stopped on every exit.
+    `render_date`: YYYY-MM-DD the chat template's clock reads (None: the template's own clock)."""
     check_generation(generation)
     options = build_options(backend, replace(config, api_server=None if api_server in (None, "", "none") else api_server))
-    request = build_request(policy, text, spec, generation)
+    request = build_request(policy, text, spec, generation, render_date=render_date)
     options, note = options.resolve(spec, "or use --backend local")
     if note and notify:
         notify(note)
@@ -71,11 +72,10 @@ def get_model_response(text: str, policy: str | Policy = "toxic_simple", model: 
 
 
 def verdict_result(response: ModelResponse, policy: Policy) -> ClassificationResult:
-    verdict = parse_verdict(response.content, policy, response.finish_reason) if response.ok else None
-    if response.ok and not response.content and response.reasoning:
-        parse_error = NO_FINAL_ANSWER
-    else:
-        parse_error = verdict.parse_error if verdict else f"backend error: {response.error}"
+    # the answer as it arrived, read the one way every path reads it (a cut-off answer is `truncated`)
+    parts = read_answer(response.content, response.reasoning, split=False)
+    verdict = verdict_of(parts, policy, response.finish_reason) if response.ok else None
+    parse_error = verdict.parse_error if verdict else f"backend error: {response.error}"
     return ClassificationResult(
         binary_label=verdict.binary_label if verdict else None,
         fine_grain_label=verdict.fine_grain_label if verdict else None,

@@ -76,6 +76,16 @@ def test_derive_reads_harmony_raw_text_and_ignores_injected_markers():
     assert out["a_binary"] == out["b_binary"] == 1 and out["binary_match"] and out["cause"] is None
 
 
+@pytest.mark.parametrize("finish,failure", [("stop", "no_final"), ("length", "truncated")])
+def test_rescore_reads_raw_text_with_the_reasoning_sent_beside_it(finish, failure):
+    """A server that sent its reasoning in a field and only blank lines as content (raw "\n\n"): no final answer,
+    as the live api backend read it — not an empty one."""
+    from toxcmp.analysis.scoring import verdict_fields
+
+    row = {"raw": "\n\n", "content": "", "reasoning": "The user asks whether the", "finish_reason": finish}
+    assert verdict_fields(row, load_policy("toxic_simple"), True)["parse_failure"] == failure
+
+
 def test_rescore_study_file_reproduces_98_percent_the_studys_way():
     require_shared(N50)
     result = rescore([N50], unparsed_as="0", output_dir=None)

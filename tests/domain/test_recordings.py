@@ -54,3 +54,21 @@ def test_eos_ids_join_the_generation_config_and_the_tokenizer():
     model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[2, 7]))
     assert eos_ids(model, SimpleNamespace(eos_token_id=5)) == {2, 5, 7}
     assert eos_ids(SimpleNamespace(generation_config=SimpleNamespace()), SimpleNamespace(eos_token_id=None)) == set()
+
+
+def test_reasoning_leaked_into_a_study_response_column_is_split_and_the_column_kept_as_raw():
+    leaked = ("<|channel|>analysis<|message|>It threatens violence.<|end|>"
+              "<|start|>assistant<|channel|>final<|message|>1<|return|>")
+    frame = pl.DataFrame({"conv_id": ["h", "c", "t", "f"], "text": ["a", "b", "c", "d"], "ground_truth": [1, 0, 1, 0],
+                          "api_response": [leaked, "analysisPolite.assistantfinal0", "<think>Slur.</think>1", "0"],
+                          "api_reasoning": [None, None, None, "Weather."],
+                          "local_response": ["1"] * 4, "local_reasoning": [None] * 4})
+    got = [(a.content, a.reasoning, a.raw, a.reasoning_source) for a in recordings.read_pair(frame, "api")]
+    assert got == [("1", "It threatens violence.", leaked, "harmony"),
+                   ("0", "Polite.", "analysisPolite.assistantfinal0", "collapsed"),
+                   ("1", "Slur.", "<think>Slur.</think>1", "think_tag"),
+                   ("0", "Weather.", "", "field")]  # a plain final answer: no raw output recorded
+    single = pl.DataFrame({"conv_id": ["h"], "user_input": ["a"], "toxicity": [1], "raw_model_response": [leaked],
+                           "model_reasoning": [""]})
+    [a] = recordings.read_single(single)
+    assert (a.content, a.reasoning, a.raw, a.reasoning_source) == ("1", "It threatens violence.", leaked, "harmony")

@@ -51,6 +51,21 @@ def test_live_view_updates_per_row_and_shows_the_phase(dataset, tmp_path):
     assert re.search(r"ETA 00:00:0\d", text)  # a real estimate mid-run, from the measured per-row rate
 
 
+def test_live_view_with_arms_at_their_own_pace_shows_each_row_as_it_completes(dataset, tmp_path):
+    """The arms run at once, each at its own pace (rule runs ahead of quirky): a row shows the moment its last
+    arm answers, and the phase line says what each arm is doing."""
+    doubles.QuirkyBackend.delay_s = 0.3
+    doubles.RuleBackend.delay_s = 0.05
+    buffer = io.StringIO()
+    cfg = CompareConfig(backends="rule,quirky", dataset=str(dataset), output_dir=tmp_path, chunk_size=8)
+    result = run_compare(cfg, LiveObserver(Console(file=buffer, force_terminal=True, width=120)))
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buffer.getvalue())
+    assert result.status == "complete" and result.summary["metadata"]["scheduling"]["lanes"] == [["rule"], ["quirky"]]
+    seen = {int(m) for m in re.findall(r"\b(\d)/8\b", text)}
+    assert {1, 2, 3, 4, 5, 6, 7, 8} <= seen, seen
+    assert "now: quirky: answering 8 example(s)" in text or "now: rule: answering 8 example(s)" in text
+
+
 def test_third_party_progress_bars_are_silenced_under_the_live_view(dataset, tmp_path):
     from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
 

@@ -123,10 +123,13 @@ def test_ctrl_c_keeps_finished_rows_and_the_rerun_completes(cli, dataset, tmp_pa
     # the moment it is complete, not when its chunk is
     assert partial.height == 6 and partial["example_id"].to_list() == [f"id{i:02d}" for i in range(6)]
     assert json.loads((run_dir / "summary.json").read_text())["metadata"]["status"] == "interrupted"
+    # rule runs at its own pace: at least the six rows that could complete, at most all twelve
+    asked = doubles.RuleBackend.calls
+    assert 6 <= asked <= 12
     doubles.reset()
     again = cli(*_args(dataset, out, "--json"))
     assert again.exit_code == 1  # complete now (fails the threshold, as planted)
-    assert doubles.RuleBackend.calls == 12 - 8 and doubles.QuirkyBackend.calls == 12 - 6
+    assert doubles.RuleBackend.calls == 12 - asked and doubles.QuirkyBackend.calls == 12 - 6  # only what is missing
     assert pl.read_parquet(run_dir / "pairs.parquet").height == 12
 
 

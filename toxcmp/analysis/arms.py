@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 from toxcmp.analysis import metrics
 from toxcmp.analysis.matrices import fine_matrix
+from toxcmp.analysis.prompt_tokens import parity_by_arm
+from toxcmp.domain.parsing import recorded_source
 from toxcmp.domain.policies import Policy
 from toxcmp.domain.responses import ModelResponse
 from toxcmp.analysis.scoring import RESPONSE_FIELDS, SIDES, _num, _prop, derive, response_fields, summarize, verdict_fields
@@ -32,21 +34,14 @@ def tidy_row(example: dict[str, Any], arm: str, repeat: int, response: ModelResp
     row["weight"] = float(example.get("weight") or 1.0)
     row["arm"], row["repeat"] = arm, repeat
     row |= response_fields(response)
-    row["reasoning_source"] = (response.extra or {}).get("reasoning_source") or infer_reasoning_source(row)
+    row["reasoning_source"] = row.get("reasoning_source") or infer_reasoning_source(row, harmony)
     row |= verdict_fields(row, policy, harmony, unparsed_as)
     return row
 
 
-def infer_reasoning_source(row: dict[str, Any]) -> str:
-    """Where an answer's reasoning came from, as far as the recorded text tells."""
-    raw = (row.get("raw") or "").lstrip()
-    if not (row.get("reasoning") or "").strip():
-        return "none"
-    if raw.startswith("analysis"):
-        return "collapsed"
-    if raw.startswith("<|channel|>"):
-        return "harmony"
-    return "field"
+def infer_reasoning_source(row: dict[str, Any], harmony: bool | None = None) -> str:
+    """Where an answer's reasoning came from, as far as the recorded text tells (a response that did not say)."""
+    return recorded_source(row.get("raw"), row.get("reasoning"), harmony)
 
 
 def pair_row(reference: dict[str, Any], other: dict[str, Any], sides: Sequence[tuple[Policy, bool | None]],
@@ -254,6 +249,8 @@ def summarize_arms(assembled: Assembled, arms: Sequence[dict[str, Any]], thresho
         "noise_floor": {label: noise_floor(assembled.repeats.get(label, [])) for label in assembled.labels},
         "pairwise_agreement": pairwise_agreement(assembled.first), "fleiss_kappa": fleiss(assembled.first),
         "response_shape": shapes, "reasoning_effort_checks": reasoning_effort_checks(arms, shapes),
+        # each arm's reported prompt tokens against toxcmp's own render (toxcmp.analysis.prompt_tokens)
+        "prompt_tokens": parity_by_arm(assembled.first),
     })
     if len(labels) > 1:
         worst = min((c["verdict"] for c in comparisons.values()), key=VERDICT_ORDER.index)

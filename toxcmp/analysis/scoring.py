@@ -15,7 +15,8 @@ from rapidfuzz.distance import Indel
 from toxcmp.analysis import metrics
 from toxcmp.analysis.divergence import TOKEN_COLUMNS, summarize_divergence, text_fields
 from toxcmp.analysis.diagnosis import CAUSES, Side, cause, cause_counts, fine_outcome, outcome
-from toxcmp.domain.parsing import NO_FINAL_ANSWER, Verdict, parse_output, parse_verdict
+from toxcmp.analysis.prompt_tokens import reported_usage
+from toxcmp.domain.parsing import parse_output, parse_verdict, read_answer, verdict_of
 from toxcmp.domain.policies import Policy
 from toxcmp.domain.responses import ModelResponse
 from toxcmp.analysis.verdict import DEFAULT_MIN_LABELLED, SideLabels, decide
@@ -23,7 +24,8 @@ from toxcmp.analysis.verdict import DEFAULT_MIN_LABELLED, SideLabels, decide
 SIDES = ("a", "b")
 UNPARSED_AS = ("none", "0", "1")  # "0" is the recorded study's way: no label counts as "not toxic"
 RESPONSE_FIELDS = ("raw", "content", "reasoning", "latency_s", "cached", "error", "served_by", "prompt_hash",
-                   "finish_reason", "retries", "batch_size", "batch_latency_s")
+                   "finish_reason", "retries", "batch_size", "batch_latency_s", "reasoning_source")
+RESPONSE_FIELDS += ("prompt_tokens", "completion_tokens")  # usage as the backend reported it (analysis.prompt_tokens)
 VERDICT_FIELDS = ("binary", "fine", "parse_ok", "parse_error", "parse_failure", "refusal", "outcome")
 
 
@@ -32,9 +34,12 @@ def response_fields(response: ModelResponse) -> dict[str, Any]:
             "latency_s": float(response.latency_s), "cached": bool(response.cached), "error": response.error,
             "served_by": response.served_by, "prompt_hash": response.prompt_hash,
             "finish_reason": response.finish_reason, "retries": int(response.retries),
+            **reported_usage(response.extra),  # prompt_tokens, completion_tokens: None when not reported
             # a batched backend: latency_s is this row's share of the batch; the batch's own wall time beside it
             "batch_size": (response.extra or {}).get("batch_size"),
-            "batch_latency_s": (response.extra or {}).get("batch_latency_s")}
+            "batch_latency_s": (response.extra or {}).get("batch_latency_s"),
+            # where the reasoning came from, as the backend read it off the wire (REASONING_SOURCES)
+            "reasoning_source": (response.extra or {}).get("reasoning_source")}
 
 
 def verdict_fields(recorded: dict[str, Any], policy: Policy, harmony: bool | None, unparsed_as: str = "none") -> dict[str, Any]:
@@ -44,12 +49,11 @@ def verdict_fields(recorded: dict[str, Any], policy: Policy, harmony: bool | Non
                 "parse_failure": "error", "refusal": False, "outcome": "error"}
     raw = recorded.get("raw") or ""
     finish = recorded.get("finish_reason")
-    if raw:
-        _, verdict = parse_output(raw, policy, harmony, finish_reason=finish)
-    else:
-        verdict = parse_verdict(recorded.get("content") or "", policy, finish_reason=finish)
-        if not (recorded.get("content") or "").strip() and recorded.get("reasoning"):
-            verdict = Verdict(None, None, False, NO_FINAL_ANSWER, failure="no_final")
+    if raw:  # the text as it arrived, with the reasoning a server sent in a field beside it
+        _, verdict = parse_output(raw, policy, harmony, finish, reasoning=recorded.get("reasoning"))
+    else:  # no raw text recorded (a study file's final answers): the final answer as recorded, never re-split
+        parts = read_answer(recorded.get("content") or "", recorded.get("reasoning"), split=False)
+        verdict = verdict_of(parts, policy, finish)
     binary, fine = verdict.binary_label, verdict.fine_grain_label
     if binary is None and unparsed_as != "none":
         forced = parse_verdict(unparsed_as, policy)

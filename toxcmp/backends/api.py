@@ -34,7 +34,7 @@ from toxcmp.backends.http.chat import (Answer, ChatClient, HttpStatus, Malformed
 from toxcmp.backends.http.resilience import (OVERLOAD_STATUS, RETRYABLE_STATUS, AdaptiveTimeout, Breaker, Gate,
                                              RetryBudget, backoff_delay, retry_after_s)
 from toxcmp.backends.providers import valid_providers
-from toxcmp.domain.parsing import split_output
+from toxcmp.domain.parsing import read_answer
 from toxcmp.domain.prompting import ChatRequest
 from toxcmp.domain.responses import ModelResponse
 from toxcmp.errors import BackendError
@@ -238,8 +238,10 @@ class ApiBackend:
     def _client(self) -> ChatClient:
         from toxcmp import __version__
 
+        # who is billed goes to the router only: a base URL or a spawned server (provider None) never sees it
+        headers = providers.router_headers(self.config.bill_to) if self.provider is not None else None
         return ChatClient(self.base_url or providers.ROUTER_URL, self._token, loopback=self.loopback,
-                          user_agent=f"toxcmp/{__version__}")
+                          user_agent=f"toxcmp/{__version__}", headers=headers)
 
     async def _run_all(self, requests: Sequence[ChatRequest], on_response: OnResponse | None) -> list[ModelResponse]:
         gate = Gate(self._ensure_breaker())
@@ -381,17 +383,10 @@ class ApiBackend:
 
     def _to_response(self, answer: Answer, request: ChatRequest, started: float, retries: int,
                      timeouts: int = 0) -> ModelResponse:
-        content, reasoning = answer.content, answer.reasoning
-        raw = content
-        parts = split_output(content, harmony=request.model.harmony)
-        if parts.format != "plain":  # the server leaked Harmony into content
-            content, reasoning = parts.content, reasoning or parts.reasoning
-        else:
-            content = parts.content
-        # Keep reasoning re-parseable from raw_text alone (rescore never calls a model), in Harmony token form.
-        if reasoning and not raw.startswith(("<|channel|>", "analysis")):
-            raw = f"<|channel|>analysis<|message|>{reasoning}<|end|><|start|>assistant<|channel|>final<|message|>{raw}"
-        return ModelResponse(content=content, reasoning=reasoning or "", raw_text=raw, backend=self.name,
+        # What arrived, as it arrived: raw_text is the content exactly as sent, the reasoning the one sent in its
+        # own field (else split out of the content); rescore re-reads both (toxcmp.domain.parsing.read_answer).
+        parts = read_answer(answer.content, answer.reasoning, answer.reasoning_field, harmony=request.model.harmony)
+        return ModelResponse(content=parts.content, reasoning=parts.reasoning, raw_text=answer.content, backend=self.name,
                              model=request.model.model_id, latency_s=time.perf_counter() - started,
                              served_by=self._served(answer.served_by), finish_reason=answer.finish_reason,
                              prompt_hash=request.prompt_hash, retries=retries,
@@ -399,7 +394,8 @@ class ApiBackend:
                                     "completion_tokens": answer.completion_tokens,
                                     "response_model": answer.model,
                                     "system_fingerprint": answer.system_fingerprint,
-                                    "timeouts": timeouts, "streamed": self.streams})
+                                    "timeouts": timeouts, "streamed": self.streams,
+                                    "reasoning_source": parts.source})
 
     def close(self) -> None:
         """Nothing held between calls (each `generate` opens and closes its own connections)."""

@@ -39,6 +39,9 @@ class ApiOptions(BackendOptions):
     stream: bool | None = option(None, changes_answer=False,
                                  help="stream responses; None: from a spawned server (a given-up request is "
                                       "then cancelled there)")
+    bill_to: str | None = option(None, changes_answer=False,
+                                 help="Inference Providers: the organization billed (the router's X-HF-Bill-To "
+                                      "header); never sent to a base URL or a spawned server")
 
     def check(self, suffix: str = "") -> None:
         super().check(suffix)
@@ -48,6 +51,13 @@ class ApiOptions(BackendOptions):
             raise UsageError(f"concurrency must be at least 1 (got {self.concurrency}){suffix}", "e.g. --concurrency 4")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise UsageError(f"timeout must be positive (got {self.timeout_s}){suffix}", "pass --timeout SECONDS")
+        if self.bill_to is not None:
+            from toxcmp.backends.providers import check_bill_to
+
+            check_bill_to(self.bill_to, suffix)
+            if self.base_url or self.spawns_server:
+                raise UsageError(f"bill_to bills Inference Providers (the HF router); it is not sent to a base URL or a "
+                                 f"spawned server{suffix}", "drop bill_to, or drop base_url/api_server")
 
     @property
     def spawns_server(self) -> bool:

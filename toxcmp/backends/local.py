@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 from toxcmp.backends import OnResponse
@@ -20,7 +20,7 @@ from toxcmp.domain.models import (
     ModelSpec,
     resolved_revision,
 )
-from toxcmp.domain.parsing import split_output
+from toxcmp.domain.parsing import read_answer
 from toxcmp.domain.prompting import ChatRequest
 from toxcmp.domain.responses import ModelResponse
 from toxcmp.domain.tokens import eos_ids
@@ -281,19 +281,20 @@ class LocalBackend:
         return results
 
     def _prefix(self, loaded: LoadedModel, request: ChatRequest) -> PrefixCache | None:
-        """Computed once per (model, system message, template options); None when the model's cache can't be reused."""
+        """Computed once per (model, system message, template options, render date); None when the model's cache
+        can't be reused."""
         import torch
 
         from toxcmp.backends import shared_prefix
 
         key = (request.model, request.messages[:-1], tuple(sorted(request.template_options().items())),
-               self.device, self.config.dtype)
+               request.render_date, self.device, self.config.dtype)
         if key in self._prefixes:
             return self._prefixes[key]
         tok = loaded.tokenizer
         probes = []
         for filler in ("a", "z"):  # two different user texts: their common token prefix is the shared part
-            probe = ChatRequest(request.model, request.messages[:-1] + (("user", filler),), request.generation)
+            probe = replace(request, messages=request.messages[:-1] + (("user", filler),), example_id=None)
             probes.append(tok(render_prompt(tok, probe), add_special_tokens=False)["input_ids"])
         common = 0
         while common < min(map(len, probes)) and probes[0][common] == probes[1][common]:
@@ -326,12 +327,12 @@ class LocalBackend:
         tok = loaded.tokenizer
         raw = tok.decode(new_tokens, skip_special_tokens=False)
         finish = "stop" if new_tokens and new_tokens[-1] in _eos_ids(loaded) else "length"
-        parts = split_output(raw, harmony=request.model.harmony)
+        parts = read_answer(raw, harmony=request.model.harmony)
         return ModelResponse(content=parts.content, reasoning=parts.reasoning, raw_text=raw, backend=self.name,
                              model=request.model.model_id, latency_s=latency, served_by=self.endpoint,
                              finish_reason=finish, prompt_hash=request.prompt_hash,
                              extra={"prompt_tokens": n_prompt, "completion_tokens": len(new_tokens),
-                                    "commit": loaded.commit, **extra})
+                                    "commit": loaded.commit, "reasoning_source": parts.source, **extra})
 
     def _error(self, request: ChatRequest, exc: Exception | str, latency: float) -> ModelResponse:
         message = exc if isinstance(exc, str) else _error_message(exc)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from toxcmp.domain.models import (
@@ -13,7 +15,7 @@ from toxcmp.domain.models import (
     materialize,
     resolved_revision,
 )
-from toxcmp.domain.prompting import ChatRequest
+from toxcmp.domain.prompting import RENDER_DATE_FORMAT, ChatRequest
 
 
 def resolve_device(device: str) -> str:
@@ -125,7 +127,33 @@ def _load(spec: ModelSpec, device: str, dtype: str, cache_dir, commit: str | Non
                        source=source, commit=commit, context_length=int(context))
 
 
+# How a pinned render date reaches the template. transformers renders `strftime_now(fmt)` from the machine's clock
+# (a global of its Jinja environment), and the real gpt-oss template calls it directly — `"Current date: " +
+# strftime_now("%Y-%m-%d")`, no `date_string` it would honour. Template kwargs are reduced to plain data (no
+# callables), so the template is handed in with a macro of the same name in front: it shadows the global and
+# returns the pinned day in each format the template asks for (precomputed here, in Python). Everything else is
+# the model's own template, rendered by the real `apply_chat_template`. A format that is not a literal is an error,
+# never a silent "today".
+_CLOCK_CALL = re.compile(r"""strftime_now\(\s*(["'])(.*?)\1\s*\)""")
+_PINNED_CLOCK = ("{%- macro strftime_now(format) -%}"
+                 "{%- if format in toxcmp_pinned_clock -%}{{- toxcmp_pinned_clock[format] -}}"
+                 "{%- else -%}{{- raise_exception('toxcmp pins the render date only for strftime_now formats written "
+                 "as literals') -}}{%- endif -%}{%- endmacro -%}")
+
+
+def _template_kwargs(tokenizer: Any, request: ChatRequest) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(request.template_options())
+    if request.render_date:
+        template = tokenizer.get_chat_template()
+        if "strftime_now" in template:  # a template without a clock renders the same on any day
+            day = datetime.strptime(request.render_date, RENDER_DATE_FORMAT)
+            kwargs["chat_template"] = _PINNED_CLOCK + template
+            kwargs["toxcmp_pinned_clock"] = {fmt: day.strftime(fmt) for _, fmt in _CLOCK_CALL.findall(template)}
+    return kwargs
+
+
 def render_prompt(tokenizer: Any, request: ChatRequest) -> str:
-    """The exact text the model is fed (chat template applied, generation prompt added)."""
+    """The exact text the model is fed (chat template applied, generation prompt added), its clock at
+    `request.render_date` when that is set."""
     return tokenizer.apply_chat_template(request.chat_messages(), add_generation_prompt=True, tokenize=False,
-                                         **request.template_options())
+                                         **_template_kwargs(tokenizer, request))

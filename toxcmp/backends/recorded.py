@@ -8,8 +8,9 @@ Sources (`recorded[path=…;side=…]`):
 
 Requests are matched to recorded rows by example id (`conv_id`), then by the user text's sha256. An example that
 is not in the recording is an error row "not in the recording", never a silent skip. Content, reasoning, raw
-text, latency and finish reason are the recorded ones; `served_by` names the file and its sha256, which is also
-the backend's cache identity. Uses: drift (a live provider today against last month's run), re-running the
+text, reasoning source, latency and finish reason are the recorded ones (a study file's response column is split
+the way a live backend splits a server's content: `toxcmp.domain.recordings`); `served_by` names the file and its
+sha256, which is also the backend's cache identity. Uses: drift (a live provider today against last month's run), re-running the
 whole pipeline on a colleague's outputs, and offline end-to-end tests on real gpt-oss text.
 """
 
@@ -23,6 +24,7 @@ from typing import Any, Sequence
 
 from toxcmp.errors import UsageError
 from toxcmp.domain import recordings
+from toxcmp.domain.parsing import recorded_source
 from toxcmp.domain.prompting import ChatRequest
 from toxcmp.domain.responses import ModelResponse
 from toxcmp.backends import OnResponse
@@ -39,6 +41,12 @@ class RecordedAnswer:
     latency_s: float
     finish_reason: str | None
     served_by: str | None
+    reasoning_source: str | None = None  # as recorded; None: the recording did not say (inferred from the text)
+
+
+def _source(recorded: str | None, raw: str, reasoning: str) -> str:
+    """The recorded reasoning source, else what the recorded text shows."""
+    return recorded or recorded_source(raw, reasoning)
 
 
 def text_key(text: str) -> str:
@@ -78,24 +86,29 @@ def load_recording(path: Path, side: str | None) -> tuple[dict[str, RecordedAnsw
         side = _arm_side(path, side, labels)
         rows = [(r["example_id"], r["text"],
                  RecordedAnswer(r["content"] or "", r["reasoning"] or "", r["raw"] or "", float(r["latency_s"] or 0.0),
-                                r.get("finish_reason"), r.get("served_by")))
+                                r.get("finish_reason"), r.get("served_by"),
+                                _source(r.get("reasoning_source"), r["raw"] or "", r["reasoning"] or "")))
                 for r in frame.iter_rows(named=True) if r["arm"] == side and not r.get("repeat") and not r.get("error")]
     elif "a_content" in columns:
         prefix, side = _toxcmp_side(path, side)
         rows = [(r["example_id"], r["text"],
                  RecordedAnswer(r[f"{prefix}_content"] or "", r[f"{prefix}_reasoning"] or "", r[f"{prefix}_raw"] or "",
                                 float(r[f"{prefix}_latency_s"] or 0.0), r.get(f"{prefix}_finish_reason"),
-                                r.get(f"{prefix}_served_by")))
+                                r.get(f"{prefix}_served_by"),
+                                _source(r.get(f"{prefix}_reasoning_source"), r[f"{prefix}_raw"] or "",
+                                        r[f"{prefix}_reasoning"] or "")))
                 for r in frame.iter_rows(named=True) if not r.get(f"{prefix}_error")]
     elif recordings.is_pair(columns):
         side = (side or "").lower()
         if side not in recordings.PAIR_SIDES:
             raise UsageError(f"{path.name} holds two sides; pick one", "add side=api or side=local")
-        rows = [(a.conv_id, a.text, RecordedAnswer(a.content, a.reasoning, "", 0.0, None, a.served_by))
+        rows = [(a.conv_id, a.text, RecordedAnswer(a.content, a.reasoning, a.raw, 0.0, None, a.served_by,
+                                                   a.reasoning_source))
                 for a in recordings.read_pair(frame, side)]
     elif recordings.is_single(columns):
         side = side or "single"
-        rows = [(a.conv_id, a.text, RecordedAnswer(a.content, a.reasoning, "", 0.0, None, a.served_by))
+        rows = [(a.conv_id, a.text, RecordedAnswer(a.content, a.reasoning, a.raw, 0.0, None, a.served_by,
+                                                   a.reasoning_source))
                 for a in recordings.read_single(frame)]
     else:
         raise UsageError(f"unrecognised recording layout in {path}",
@@ -183,7 +196,9 @@ class RecordedBackend:
                 response = ModelResponse(content=found.content, reasoning=found.reasoning, raw_text=found.raw,
                                          backend=self.name, model=request.model.model_id, latency_s=found.latency_s,
                                          served_by=self.served_by, finish_reason=found.finish_reason,
-                                         prompt_hash=request.prompt_hash, extra={"recorded_by": found.served_by})
+                                         prompt_hash=request.prompt_hash,
+                                         extra={"recorded_by": found.served_by,
+                                                "reasoning_source": found.reasoning_source})
             out.append(response)
             if on_response:
                 on_response(i, response)

@@ -83,12 +83,13 @@ def _cached_compare(rows, workdir) -> float:
                   "toxicity": [r["toxicity"] for r in rows]}).write_parquet(dataset)
     policy, spec, generation = load_policy("toxic_simple"), resolve_model("gpt-oss-20b"), GenerationConfig.from_defaults()
     urls = ("http://recorded-a.invalid/v1", "http://recorded-b.invalid/v1")
+    render_date = "2025-08-05"  # the run's pinned date: part of every request, so the seeded keys are the run's
     base = BackendConfig(cache_dir=Path(workdir) / "cache", max_retries=0)
     cache = ResponseCache(base.cache_dir)
     try:
         for side, url in zip("ab", urls):
             engine = get_backend("api", dc_replace(base, base_url=url))
-            requests = [build_request(policy, r["text"], spec, generation) for r in rows]
+            requests = [build_request(policy, r["text"], spec, generation, render_date=render_date) for r in rows]
             for r, request, key in zip(rows, requests, cache_keys(engine, requests)):  # the runner's own keys
                 cache.put(key, ModelResponse(
                     content=r[f"{side}_content"], reasoning=r[f"{side}_reasoning"], raw_text="", backend="api",
@@ -97,7 +98,7 @@ def _cached_compare(rows, workdir) -> float:
         cache.close()
     cfg = CompareConfig(policy="toxic_simple", model="gpt-oss-20b", dataset=str(dataset), backend=base,
                         backends=",".join(f"api[base_url={u}]" for u in urls), output_dir=Path(workdir) / "runs",
-                        margins=False, chunk_size=256)
+                        margins=False, chunk_size=256, render_date=render_date)
     t0 = time.perf_counter()
     result = run_compare(cfg)
     elapsed = time.perf_counter() - t0

@@ -1,5 +1,5 @@
 """`toxcmp bench ...`: each subcommand runs `toxcmp.bench.<name>` (api, local, serve, engines, html, busy, sides,
-report) and prints its ratios against the baseline measured in the same process."""
+arms, report) and prints its ratios against the baseline measured in the same process."""
 
 from __future__ import annotations
 
@@ -221,6 +221,40 @@ def bench_sides(
                       f"concurrent {result.concurrent_s:.1f}s · [bold]{result.speedup:.2f}×[/] (ideal {result.ideal:.2f}×; "
                       f"{mark} the {result.goal:g}× goal) · same answers: {result.same_rows}")
     if not result.same_rows:
+        raise typer.Exit(ExitCode.FAIL)
+
+
+@bench_app.command("arms")
+@friendly_errors
+def bench_arms(
+    providers: Annotated[int, typer.Option("--providers", min=2, max=3, help="Loopback providers, each slow for its own third of the run.")] = 2,
+    rows: Annotated[Optional[int], typer.Option("--rows", min=1, help="Rows \\[default: what one provider answers in three phases].")] = None,
+    phase: Annotated[float, typer.Option("--phase", min=0.01, help="Seconds each provider is slow for, in turn.")] = 3.0,
+    fast: Annotated[float, typer.Option("--fast", min=0.0, help="Seconds per request outside a provider's slow phase.")] = 0.15,
+    slow: Annotated[float, typer.Option("--slow", min=0.001, help="Seconds per request inside it.")] = 1.5,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Every provider's requests in flight.")] = 4,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1)] = 16,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Runs per measurement (the best counts).")] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """compare with 2-3 loopback providers slow at different times: all together vs the slowest alone (goal ≤ 1.15×)."""
+    from toxcmp.bench.arms import bench_arms as run
+
+    result = run(providers, rows, phase, fast, slow, concurrency, chunk_size, repeat,
+                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        console.print(f"[dim]{result.note}[/]")
+        mark = "[green]within[/]" if result.ratio <= result.goal else "[red]over[/]"
+        alone = " · ".join(f"{k} {v:.2f}s" for k, v in result.alone_s.items())
+        console.print(f"{result.rows} rows · {result.providers} providers · each slow ({result.slow_s:g}s vs "
+                      f"{result.fast_s:g}s a request) for {result.phase_s:g}s in turn · concurrency {result.concurrency} "
+                      f"· best of {result.repeat} · sides {result.scheduling}")
+        console.print(f"alone: {alone} · together {result.together_s:.2f}s = [bold]{result.ratio:.2f}×[/] the slowest "
+                      f"alone ({mark} the {result.goal:g}× goal) · max in flight {result.max_in_flight} · "
+                      f"complete: {result.complete}")
+    if not (result.complete and result.concurrency_ok):
         raise typer.Exit(ExitCode.FAIL)
 
 

@@ -11,9 +11,9 @@ from rich.panel import Panel
 from rich.table import Table
 
 from toxcmp.cli.common import (ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
-                               MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RetriesOpt,
-                               RevisionOpt, ThreadsOpt, TimeoutOpt, TokenOpt, clip, console, err_console,
-                               friendly_errors, print_json)
+                               MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt,
+                               RenderDateOpt, RetriesOpt, RevisionOpt, ThreadsOpt, TimeoutOpt, TokenOpt, clip, console,
+                               err_console, friendly_errors, print_json)
 from toxcmp.config import default, default_cache_dir
 from toxcmp.errors import ExitCode, UsageError
 
@@ -49,6 +49,7 @@ def classify(
     revision: RevisionOpt = None,
     max_new_tokens: MaxNewTokensOpt = None,
     reasoning_effort: ReasoningOpt = None,
+    render_date: RenderDateOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     base_url: BaseUrlOpt = None,
@@ -69,7 +70,9 @@ def classify(
     from toxcmp.core import respond, verdict_result
     from toxcmp.domain.models import resolve_model
     from toxcmp.domain.policies import load_policy
+    from toxcmp.domain.prompting import check_render_date, today_utc
 
+    day = check_render_date(render_date) if render_date is not None else today_utc()
     body = read_input_text(text, file)
     policy_obj = load_policy(policy)
     spec = resolve_model(model, revision)
@@ -78,7 +81,8 @@ def classify(
                            concurrency=concurrency, timeout_s=timeout, max_retries=max_retries, threads=threads,
                            cache_dir=cache_dir or default_cache_dir())
     response = respond(policy_obj, body, spec, backend, generation, config, use_cache=not no_cache,
-                       api_server=api_server, notify=lambda note: err_console.print(note, soft_wrap=True))
+                       api_server=api_server, notify=lambda note: err_console.print(note, soft_wrap=True),
+                       render_date=day)
     result = verdict_result(response, policy_obj)
     if as_json:
         data = result.to_dict()
@@ -120,21 +124,31 @@ def render(
     revision: RevisionOpt = None,
     max_new_tokens: MaxNewTokensOpt = None,
     reasoning_effort: ReasoningOpt = None,
+    render_date: RenderDateOpt = None,
     cache_dir: CacheDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print the prompt the local backend feeds and the request body the API backend sends."""
+    """Print the prompt the local backend feeds and the request body the API backend sends (with --run: at the
+    date the run recorded; an API server writes its own date)."""
     from toxcmp.backends import BackendConfig
     from toxcmp.backends.local import LocalBackend
     from toxcmp.config import GenerationConfig
     from toxcmp.domain.models import resolve_model
     from toxcmp.domain.policies import load_policy
-    from toxcmp.domain.prompting import build_request
+    from toxcmp.domain.prompting import build_request, check_render_date, today_utc
 
+    if render_date is not None:
+        check_render_date(render_date)
     if run is not None:
         from toxcmp.run.replay import request_from_run
 
+        if render_date is not None:
+            raise UsageError("--render-date and --run: a run's prompts render at the date the run recorded",
+                             "drop --render-date (or drop --run and pass the text)")
         request, _, note = request_from_run(run, example, prompt_hash)
+        if request.render_date is None:
+            err_console.print("note: the run recorded no render date (it predates pinning): the prompt shows the "
+                              "template's own clock", soft_wrap=True)
         if note:
             err_console.print(f"note: {note}", soft_wrap=True)
         spec, generation = request.model, request.generation
@@ -143,14 +157,17 @@ def render(
             raise UsageError("no text given", "pass TEXT, or --run RUN_DIR with --example ID or --prompt-hash HASH")
         spec = resolve_model(model, revision)
         generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort)
-        request = build_request(load_policy(policy), text, spec, generation)
+        request = build_request(load_policy(policy), text, spec, generation, render_date=render_date or today_utc())
     prompt = LocalBackend(BackendConfig(cache_dir=cache_dir or default_cache_dir())).render(request)
     body = {"model": spec.model_id, "messages": request.chat_messages(), "max_tokens": generation.max_new_tokens,
             "temperature": generation.temperature, "seed": generation.seed, **request.template_options()}
     if as_json:
-        print_json({"prompt_hash": request.prompt_hash, "local_prompt": prompt, "api_request": body})
+        print_json({"prompt_hash": request.prompt_hash, "render_date": request.render_date, "local_prompt": prompt,
+                    "api_request": body})
         return
-    console.print(Panel(clip(prompt, 100_000), title=f"local prompt (hash {request.prompt_hash[:12]})"))
+    dated = f", rendered at {request.render_date}" if request.render_date else ""
+    console.print(Panel(clip(prompt, 100_000), title=f"local prompt (hash {request.prompt_hash[:12]}{dated})"))
     import json as _json
 
-    console.print(Panel(clip(_json.dumps(body, indent=2, ensure_ascii=False), 100_000), title="api request body"))
+    console.print(Panel(clip(_json.dumps(body, indent=2, ensure_ascii=False), 100_000),
+                        title="api request body (the server renders its own date)"))

@@ -37,6 +37,11 @@ MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", min=
                                                         help="Generation budget \\[default: 64, from configs/defaults.toml].")]
 ReasoningOpt = Annotated[Optional[str], typer.Option("--reasoning-effort", rich_help_panel=MODEL_PANEL,
                                                      help="gpt-oss: low, medium or high \\[default: low, from configs/defaults.toml].")]
+RenderDateOpt = Annotated[Optional[str], typer.Option(
+    "--render-date", metavar="YYYY-MM-DD", rich_help_panel=MODEL_PANEL, help=(
+        "The day the chat template's clock reads (gpt-oss writes 'Current date: …' into its system message); "
+        "part of the prompt hash and the cache key. An API server renders its own date. \\[default: the day the "
+        "command starts, in UTC; compare: a rerun of a run dir keeps the date that run recorded]"))]
 DeviceOpt = Annotated[str, typer.Option("--device", help="local: auto, cpu, cuda, cuda:N, mps.", rich_help_panel=LOCAL_PANEL)]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="local: auto, float32, bfloat16, float16.", rich_help_panel=LOCAL_PANEL)]
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="api: any OpenAI-compatible server URL.",

@@ -8,9 +8,9 @@ from typing import Annotated, List, Optional
 import typer
 
 from toxcmp.cli.common import (API_PANEL, ARMS_PANEL, DATA_PANEL, LOCAL_PANEL, OUTPUT_PANEL, ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
-                         MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RetriesOpt,
-                         RevisionOpt, ThreadsOpt, TimeoutOpt, TokenOpt, command_line, console, err_console, friendly_errors,
-                         print_json)
+                         MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RenderDateOpt,
+                         RetriesOpt, RevisionOpt, ThreadsOpt, TimeoutOpt, TokenOpt, command_line, console, err_console,
+                         friendly_errors, print_json)
 from toxcmp.config import default, default_cache_dir
 
 OutputDirOpt = Annotated[Path, typer.Option("--output-dir", rich_help_panel=OUTPUT_PANEL, help="Where run dirs go (replaces outputs/backend_comparison).")]
@@ -78,6 +78,7 @@ def compare(
     margin: Annotated[float, typer.Option("--margin", min=0.0, max=1.0, rich_help_panel=ARMS_PANEL, help="Equivalence margin: an arm is equivalent when its disagreement with the reference exceeds the reference's own by less than this.")] = 0.02,
     max_new_tokens: MaxNewTokensOpt = None,
     reasoning_effort: ReasoningOpt = None,
+    render_date: RenderDateOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     batch_size: Annotated[str, typer.Option("--batch-size", rich_help_panel=LOCAL_PANEL, help="local: auto (memory-aware) or N.")] = "auto",
@@ -96,7 +97,7 @@ def compare(
     unparsed_as: UnparsedOpt = "none",
     output_dir: OutputDirOpt = Path("outputs/backend_comparison"),
     run_id: RunIdOpt = None,
-    chunk_size: Annotated[int, typer.Option("--chunk-size", rich_help_panel=OUTPUT_PANEL, help="Examples per step (rows stream and are flushed per step).")] = 16,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", rich_help_panel=OUTPUT_PANEL, help="Rows per call to a backend that batches for itself, and per turn of arms that take turns (an api arm gets at least two rounds of its concurrency per call).")] = 16,
     no_margin: Annotated[bool, typer.Option("--no-margin", metavar="", rich_help_panel=ARMS_PANEL, help="Skip the local model's scoring of label disagreements (margins) and of where texts part (next-token log p).")] = False,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
@@ -124,7 +125,7 @@ def compare(
                               cache_dir=cache_dir or default_cache_dir()),
         threshold=threshold, min_labelled=min_labelled, reference=reference, repeats=repeats, margin=margin,
         output_dir=output_dir, run_id=run_id, chunk_size=chunk_size, unparsed_as=unparsed_as,
-        margins=not no_margin, use_cache=not no_cache, command=command_line(ctx))
+        margins=not no_margin, use_cache=not no_cache, command=command_line(ctx), render_date=render_date)
     if as_json or quiet:
         observer = LineObserver(err_console, quiet=True)
     elif console.is_terminal:

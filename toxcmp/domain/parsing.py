@@ -2,11 +2,15 @@
 
 The parser never sees the user's input, so text injected into a prompt cannot steer it. Rules, in order:
 
-1. **Channels.** Harmony token form, the collapsed `analysis…assistantfinal…` form, or plain chat text. A
-   marker inside quoted or code text (`'…'`, `"…"`, `“…”`, `` `…` ``, fenced blocks) is something the model
-   quoted, not structure, and is ignored; among the remaining final markers the *last* one wins, because the
-   model writes its answer after anything it quoted in its reasoning. (When every marker is quoted, the last
-   one is used, as before.)
+1. **Shape.** What a server sent — the content as it arrived, and any reasoning it sent in a field of its own —
+   is read by `read_answer` into final answer, reasoning and where the reasoning came from (`REASONING_SOURCES`):
+   a `reasoning` / `reasoning_content` field beside plain content, Harmony token text in the content
+   (`<|channel|>analysis<|message|>…<|end|>…<|channel|>final<|message|>…`), the collapsed
+   `analysis…assistantfinal…` text, a leading `<think>…</think>` or `<reasoning>…</reasoning>` block, or plain
+   content. A marker inside quoted or code text (`'…'`, `"…"`, `“…”`, `` `…` ``, fenced blocks) is something the
+   model quoted, not structure, and is ignored; among the remaining final markers the *last* one wins, because
+   the model writes its answer after anything it quoted in its reasoning. (When every marker is quoted, the last
+   one is used, as before.) No final answer (reasoning only) is `no_final`, or `truncated` when cut off.
 2. **JSON.** A leading JSON object (fenced or not, prose after it allowed) is read by its documented keys only:
    binary under `violation`/`label`/…, category under `category`/`fine_grain_label`/…. A key given twice (in
    any letter case) with different values is `ambiguous`; a binary that contradicts the category's binary, or
@@ -19,7 +23,7 @@ The parser never sees the user's input, so text injected into a prompt cannot st
    `leaning 1.`, `I'd say 1.`) and mentions no other label is that label.
 5. **Refusal.** Only an answer that commits to no label can be a refusal (it declines *and* gives no verdict).
 6. Anything else is unparsed, with its reason; prose that merely mentions 0, 1 or a category stays unparsed.
-   An unparsed answer cut off by the token budget (`finish_reason == "length"`) is `truncated`.
+   An unparsed or empty answer cut off by the token budget (`finish_reason == "length"`) is `truncated`.
 """
 
 from __future__ import annotations
@@ -30,9 +34,18 @@ from dataclasses import dataclass, replace
 
 from toxcmp.domain.policies import Policy
 
-PARSER_VERSION = "2"
-NO_FINAL_ANSWER = "no final answer (output ended in the analysis channel; raise max_new_tokens?)"
+PARSER_VERSION = "3"  # 3: think/reasoning tags; raw text is the content as sent (part of the cache key)
+NO_FINAL_ANSWER = "no final answer (the output ended in its reasoning; if it was cut off, raise --max-new-tokens)"
 TRUNCATED = "truncated: the answer was cut off by the token budget (raise --max-new-tokens)"
+
+# Where an answer's reasoning came from (`HarmonyParts.source`, recorded as `reasoning_source`). `field`: a field
+# or column whose name was not recorded (a study file's reasoning column, a row from an older toxcmp).
+REASONING_FIELDS = ("reasoning", "reasoning_content")
+REASONING_SOURCES = ("field:reasoning", "field:reasoning_content", "harmony", "collapsed", "think_tag",
+                     "reasoning_tag", "none", "field")
+_FORMAT_SOURCE = {"harmony": "harmony", "harmony-collapsed": "collapsed", "think-tag": "think_tag",
+                  "reasoning-tag": "reasoning_tag"}
+_TAGS = {"think-tag": ("<think>", "</think>"), "reasoning-tag": ("<reasoning>", "</reasoning>")}
 
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|return|>", "<|end|>", "<|call|>")
 _MESSAGE_STOPS = ("<|end|>", "<|return|>", "<|call|>", "<|start|>")
@@ -93,23 +106,28 @@ def _blank_quoted(text: str) -> str:
 class HarmonyParts:
     content: str
     reasoning: str
-    format: str  # "harmony", "harmony-collapsed", "plain"
+    format: str  # "harmony", "harmony-collapsed", "think-tag", "reasoning-tag", "plain"
     has_final: bool = True
     truncated: bool = False
+    source: str = ""  # where the reasoning came from (REASONING_SOURCES); "" until read_answer fills it in
 
 
 def split_output(text: str, harmony: bool | None = None) -> HarmonyParts:
     """Split raw model text into final content and reasoning (Harmony analysis channel).
 
     Handles the token form (`<|channel|>analysis<|message|>…<|end|>…<|channel|>final<|message|>…<|return|>`),
-    the collapsed form servers return when they strip special tokens (`analysis…assistantfinal…`), and plain
-    chat output (trailing end-of-turn tokens removed). Commentary channels are ignored.
+    the collapsed form servers return when they strip special tokens (`analysis…assistantfinal…`), a leading
+    `<think>…</think>` or `<reasoning>…</reasoning>` block (servers that return reasoning raw), and plain chat
+    output (trailing end-of-turn tokens removed). Commentary channels are ignored.
 
     `harmony=False` (a model known not to speak Harmony): markers in its output are text it wrote, typically
     an echo of an injected user message, so they are never interpreted. `None`: unknown model, detect the form.
     """
     if harmony is not False:
         stripped = text.lstrip()
+        for form, (open_tag, close_tag) in _TAGS.items():
+            if stripped.startswith(open_tag):
+                return _split_tagged(stripped[len(open_tag):], close_tag, form)
         collapsed = stripped.startswith("analysis") and _COLLAPSED_FINAL in stripped
         if not collapsed and _unquoted_finds(text, "<|channel|>", quoted_spans(text, within_message=True)):
             return _split_harmony_tokens(text)
@@ -174,6 +192,44 @@ def _split_collapsed(text: str) -> HarmonyParts:
     reasoning = text[len("analysis"):idx].strip()
     content = _strip_end_tokens(text[idx + len(_COLLAPSED_FINAL):])
     return HarmonyParts(content=content, reasoning=reasoning, format="harmony-collapsed")
+
+
+def _split_tagged(body: str, close_tag: str, form: str) -> HarmonyParts:
+    """`body`: the text after a leading `<think>`/`<reasoning>`; the answer follows the last unquoted close tag."""
+    closes = _unquoted_finds(body, close_tag, quoted_spans(body)) or _unquoted_finds(body, close_tag, [])
+    if not closes:
+        return HarmonyParts(content="", reasoning=body.strip(), format=form, has_final=False, truncated=True)
+    idx = closes[-1]
+    return HarmonyParts(content=_strip_end_tokens(body[idx + len(close_tag):]), reasoning=body[:idx].strip(),
+                        format=form)
+
+
+def read_answer(content: str, reasoning: str | None = None, reasoning_field: str | None = None,
+                harmony: bool | None = None, split: bool = True) -> HarmonyParts:
+    """One answer as it arrived → its final answer, its reasoning and where that came from (`source`).
+
+    `content`: the text exactly as the server sent it (a local model's decoded output). `reasoning`: what a
+    server sent in a field of its own (`reasoning_field`: the field's name, None when not recorded). The content
+    is split as `split_output` does; reasoning sent in a field wins over reasoning split out of the content. An
+    empty answer beside reasoning is no final answer (`has_final` False). `split=False`: `content` is a final
+    answer already split out (a study file's response column as toxcmp stored it), read as it is."""
+    parts = split_output(content or "", harmony=harmony) if split else HarmonyParts(content or "", "", "plain")
+    sent = (reasoning or "").strip()
+    if sent:
+        name = reasoning_field if reasoning_field in REASONING_FIELDS else None
+        parts = replace(parts, reasoning=reasoning or "", source=f"field:{name}" if name else "field")
+    else:
+        parts = replace(parts, source=_FORMAT_SOURCE.get(parts.format, "none") if parts.reasoning.strip() else "none")
+    if parts.format == "plain" and not parts.content.strip() and parts.reasoning.strip():
+        parts = replace(parts, has_final=False)
+    return parts
+
+
+def recorded_source(raw: str | None, reasoning: str | None, harmony: bool | None = None) -> str:
+    """The reasoning source of a recorded answer that did not record one: the shape of its raw text, else
+    `field` when reasoning was recorded beside it (the field's name unknown), else `none`."""
+    split = read_answer(raw or "", harmony=harmony).source
+    return split if split != "none" else ("field" if (reasoning or "").strip() else "none")
 
 
 # -- verdicts ----------------------------------------------------------------------------------------------------
@@ -330,7 +386,7 @@ def _committed_label(text: str, policy: Policy) -> Verdict | None:
 def parse_verdict(content: str, policy: Policy, finish_reason: str | None = None) -> Verdict:
     """Final-channel text → label, refusal, or a parse failure with its reason (see the module docstring)."""
     verdict = _parse(content, policy)
-    if not verdict.parse_ok and not verdict.refusal and finish_reason == "length" and verdict.failure != "empty":
+    if not verdict.parse_ok and not verdict.refusal and finish_reason == "length":
         return replace(verdict, parse_error=f"{TRUNCATED}; {verdict.parse_error}", failure="truncated")
     return verdict
 
@@ -373,12 +429,19 @@ def _parse(content: str, policy: Policy) -> Verdict:
     return _fail("no_label", f"no label in a {len(text)}-character answer")
 
 
-def parse_output(raw_text: str, policy: Policy, harmony: bool | None = None,
-                 finish_reason: str | None = None) -> tuple[HarmonyParts, Verdict]:
-    """Split then parse; a missing final message is a parse failure that keeps the reasoning."""
-    parts = split_output(raw_text, harmony=harmony)
+def parse_output(raw_text: str, policy: Policy, harmony: bool | None = None, finish_reason: str | None = None,
+                 reasoning: str | None = None, reasoning_field: str | None = None) -> tuple[HarmonyParts, Verdict]:
+    """Read (`read_answer`) then parse; a missing final answer is a parse failure that keeps the reasoning:
+    `truncated` when the token budget cut it off, else `no_final`. The one function every path shares: the
+    live backends, `recorded` and `rescore`."""
+    parts = read_answer(raw_text, reasoning, reasoning_field, harmony)
+    return parts, verdict_of(parts, policy, finish_reason)
+
+
+def verdict_of(parts: HarmonyParts, policy: Policy, finish_reason: str | None = None) -> Verdict:
+    """The verdict of an answer already read."""
     if not parts.has_final:
         if finish_reason == "length":
-            return parts, _fail("truncated", f"{TRUNCATED}; {NO_FINAL_ANSWER}")
-        return parts, _fail("no_final", NO_FINAL_ANSWER)
-    return parts, parse_verdict(parts.content, policy, finish_reason)
+            return _fail("truncated", f"{TRUNCATED}; {NO_FINAL_ANSWER}")
+        return _fail("no_final", NO_FINAL_ANSWER)
+    return parse_verdict(parts.content, policy, finish_reason)

@@ -7,7 +7,11 @@
   `user_input`, `toxicity`, `conv_id`, and which model answered (`model_used`, `model_name`).
 
 The readers take a polars frame (this module imports nothing heavy) and give one `StudyAnswer` per row, in file
-order, with the columns as recorded: the callers decide what a missing id or label means.
+order, with the columns as recorded: the callers decide what a missing id or label means. A response column is
+read the way the live backends read a server's content (`toxcmp.domain.parsing.read_answer`): reasoning that
+leaked into it (Harmony tokens, the collapsed form, `<think>`/`<reasoning>` tags) is split out, and the column
+as recorded is then kept as the raw text; the reasoning column is reasoning sent beside it (`field`: the study
+did not record the field's name).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
+
+from toxcmp.domain.parsing import read_answer
 
 if TYPE_CHECKING:
     import polars as pl
@@ -40,6 +46,16 @@ class StudyAnswer:
     reasoning: str
     served_by: str | None  # the side's name (pair file) or the model that answered (single file)
     model_name: str | None  # single files: the model's name, the arm's label by default
+    raw: str = ""  # the response column as recorded when reasoning had to be split out of it; else "" (final only)
+    reasoning_source: str = "none"  # where the reasoning came from (toxcmp.domain.parsing.REASONING_SOURCES)
+
+
+def _answer(response: str | None, reasoning: str | None) -> dict[str, Any]:
+    """A response column and its reasoning column → final answer, reasoning, raw text and reasoning source."""
+    recorded = response or ""
+    parts = read_answer(recorded, reasoning or "")
+    return {"content": parts.content if parts.format != "plain" else recorded, "reasoning": parts.reasoning,
+            "raw": recorded if parts.format != "plain" else "", "reasoning_source": parts.source}
 
 
 def is_pair(columns: Any, scored: bool = False) -> bool:
@@ -53,8 +69,8 @@ def is_single(columns: Any, scored: bool = False) -> bool:
 def read_pair(frame: pl.DataFrame, side: str) -> list[StudyAnswer]:
     """One side (`api` or `local`) of a pair file."""
     return [StudyAnswer(conv_id=r.get("conv_id"), text=r["text"], toxicity=r.get("ground_truth"), jailbreaking=None,
-                        weight=1.0, content=r[f"{side}_response"] or "", reasoning=r.get(f"{side}_reasoning") or "",
-                        served_by=side, model_name=None)
+                        weight=1.0, served_by=side, model_name=None,
+                        **_answer(r[f"{side}_response"], r.get(f"{side}_reasoning")))
             for r in frame.iter_rows(named=True)]
 
 
@@ -62,8 +78,8 @@ def read_single(frame: pl.DataFrame) -> list[StudyAnswer]:
     """Every answer of a single-backend file."""
     return [StudyAnswer(conv_id=r.get("conv_id"), text=r["user_input"], toxicity=r.get("toxicity"),
                         jailbreaking=r.get("jailbreaking"), weight=float(r.get("sample_weight") or 1.0),
-                        content=r["raw_model_response"] or "", reasoning=r.get("model_reasoning") or "",
-                        served_by=r.get("model_used"), model_name=r.get("model_name"))
+                        served_by=r.get("model_used"), model_name=r.get("model_name"),
+                        **_answer(r["raw_model_response"], r.get("model_reasoning")))
             for r in frame.iter_rows(named=True)]
 
 

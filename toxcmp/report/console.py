@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from toxcmp.report.text import divergence_line, equivalence_numbers
+from toxcmp.report.text import prompt_tokens_phrase
 from toxcmp.results.schema import headline_of
 
 
@@ -144,6 +145,8 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
     line = divergence_line(summary.get("divergence"))
     if line:
         console.print(line, soft_wrap=True)
+    for label, parity in (summary.get("prompt_tokens") or {}).items():  # reported vs toxcmp's own render
+        console.print(f"prompt tokens, {escape(label)}: {escape(prompt_tokens_phrase(parity))}", soft_wrap=True)
     mk = summary.get("margins", {})
     if mk.get("scored"):
         console.print(f"local-model margin on label disagreements: {mk['near_tie']} near-tie, "

@@ -24,6 +24,7 @@ from toxcmp.analysis import metrics
 from toxcmp.analysis.diagnosis import CAUSES, cause_counts
 from toxcmp.analysis.matrices import fine_matrix, outcome_matrix
 from toxcmp.report.text import divergence_line, equivalence_numbers
+from toxcmp.report.text import prompt_tokens_phrase
 from toxcmp.results.schema import headline_of
 
 REPORT_FILE = "report.html"
@@ -229,6 +230,10 @@ def statistics_html(summary: dict[str, Any]) -> str:
     metric_rows.append(["latency p50 (s)", *("—" if b.get("latency_p50_s") is None else f"{b['latency_p50_s']:.3f}"
                                              for b in backends.values())])
     metric_rows.append(["served by", *(", ".join(b.get("served_by") or []) or "—" for b in backends.values())])
+    parity = summary.get("prompt_tokens")
+    if parity:  # reported prompt tokens against toxcmp's own render of the same request
+        metric_rows.append(["prompt tokens (reported vs toxcmp's render)",
+                            *(prompt_tokens_phrase(parity.get(label)) for label in labels)])
     parting = divergence_line(summary.get("divergence"))
     if parting:
         agreement.append(("where the raw texts part", parting))

@@ -36,3 +36,34 @@ def divergence_line(d: dict[str, Any] | None) -> str | None:
         text += (f"; {d['unscored']} not scored (no local side, --no-margin, one side only ran longer, or past "
                  f"the first {DIVERGENCE_SCORE_LIMIT} partings)")
     return text
+
+
+def prompt_tokens_phrase(p: dict[str, Any] | None) -> str:
+    """One arm's prompt-token parity (`summary["prompt_tokens"][arm]`) in words: the share of rows whose reported
+    prompt tokens equal toxcmp's own render, the differences, and the render variants that match them."""
+    if not p:
+        return "not measured"
+    if p.get("equal") is None:
+        reason = p.get("reason") or "not measured"
+        if p.get("reported") == 0 and p.get("answered"):
+            reason += " (some servers send usage only when not streaming, llama.cpp's among them: stream=false)"
+        return reason
+    e, d = p["equal"], p["difference"]
+    text = (f"reported = toxcmp's render on {e['successes']}/{e['n']} rows ({100 * e['value']:.1f}% "
+            f"[{100 * e['low']:.1f}–{100 * e['high']:.1f}])")
+    if d["min"] == d["max"] != 0:
+        text += f"; reported − toxcmp's = {d['min']:+d} on every row"
+    elif d["min"] or d["max"]:
+        text += (f"; reported − toxcmp's {d['min']:+d} to {d['max']:+d} (median {d['median']:+g}; rows by difference "
+                 + ", ".join(f"{k}: {v}" for k, v in d["counts"].items()) + ")")
+    v = p.get("variants")
+    if v:
+        titles = v.get("titles") or {}
+        if v.get("explained_by"):
+            text += "; matches: " + ", ".join(f"{titles.get(k, k)} ({n}/{v['differing']} differing rows)"
+                                              for k, n in v["explained_by"].items())
+        else:
+            text += f"; no known render variant matches ({v['searched']} of {v['differing']} differing rows tried)"
+        if v.get("explained") and v["explained"] < v["differing"]:
+            text += f", {v['differing'] - v['explained']} unexplained"
+    return text

@@ -159,6 +159,7 @@ def _blank_side(p: str) -> dict[str, Any]:
 
 def _side(p: str, answer: recordings.StudyAnswer, backend: str | None) -> dict[str, Any]:
     return _blank_side(p) | {f"{p}_content": answer.content, f"{p}_reasoning": answer.reasoning,
+                             f"{p}_raw": answer.raw or None, f"{p}_reasoning_source": answer.reasoning_source,
                              f"{p}_served_by": answer.served_by, f"{p}_backend": backend}
 
 

@@ -32,13 +32,19 @@ SIDE_SCHEMA = {"raw": pl.String, "content": pl.String, "reasoning": pl.String, "
                "parse_ok": pl.Boolean, "parse_error": pl.String, "parse_failure": pl.String, "refusal": pl.Boolean,
                "outcome": pl.String, "latency_s": pl.Float64, "cached": pl.Boolean, "error": pl.String,
                "served_by": pl.String, "prompt_hash": pl.String, "finish_reason": pl.String, "retries": pl.Int32,
-               "backend": pl.String, "batch_size": pl.Int32, "batch_latency_s": pl.Float64}
+               "backend": pl.String, "batch_size": pl.Int32, "batch_latency_s": pl.Float64,
+               "reasoning_source": pl.String}
+# the backend's usage as it reported it (None: not reported); toxcmp.analysis.prompt_tokens
+SIDE_SCHEMA |= {"prompt_tokens": pl.Int32, "completion_tokens": pl.Int32}
 EXAMPLE_SCHEMA = {"example_id": pl.String, "text": pl.String, "toxicity": pl.Int8, "jailbreaking": pl.Int8,
                   "human_annotation": pl.Boolean, "weight": pl.Float64}
 TIDY_SCHEMA: dict[str, Any] = {
     **EXAMPLE_SCHEMA, "arm": pl.String, "repeat": pl.Int32,
-    **{k: t for k, t in SIDE_SCHEMA.items() if k != "backend"}, "reasoning_source": pl.String,
+    **{k: t for k, t in SIDE_SCHEMA.items() if k not in ("backend", "reasoning_source")}, "reasoning_source": pl.String,
 }
+# toxcmp's own render of the row's request, counted with the model's tokenizer, and the render variants whose count
+# equals the reported one (toxcmp.analysis.prompt_tokens)
+TIDY_SCHEMA |= {"own_prompt_tokens": pl.Int32, "prompt_variants": pl.String}
 ROW_SCHEMA: dict[str, Any] = {
     **EXAMPLE_SCHEMA,
     **{f"{p}_{k}": t for p in SIDES for k, t in SIDE_SCHEMA.items()},

@@ -50,6 +50,7 @@ class CompareConfig:
     reference: str | None = None  # the arm the others are judged against (a label or spec); None: the first
     repeats: int = 1  # answers per arm and example: ≥ 2 measures each arm's noise floor
     margin: float = DEFAULT_MARGIN  # equivalence margin on disagreement above the floor
+    render_date: str | None = None  # YYYY-MM-DD the templates' clock reads; None: the recorded one, else today (UTC)
 
 
 class Observer(Protocol):

@@ -1,11 +1,11 @@
 """The run: sample → every arm, `repeats` times (cache in front) → tidy rows → pairs → summary → files.
 
-Rows are produced chunk by chunk, so the live view streams and an interrupted run still writes every finished
-example. Each response is cached the moment it arrives, so rerunning the same command resumes at zero cost."""
+Every arm answers at its own pace (`toxcmp.run.scheduler`); a row is complete the moment its last slot answers, so
+the live view streams and an interrupted run still writes every finished example. Each response is cached the
+moment it arrives, so rerunning the same command resumes at zero cost."""
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +31,7 @@ from toxcmp.domain.data import (
     load,
     sample,
 )
-from toxcmp.domain.prompting import ChatRequest, build_request
+from toxcmp.domain.prompting import ChatRequest, build_request, check_render_date, today_utc
 from toxcmp.domain.responses import ModelResponse
 from toxcmp.errors import BackendError, ToxcmpError, UsageError
 from toxcmp.run.arms import (
@@ -45,8 +45,10 @@ from toxcmp.run.arms import (
 from toxcmp.run.cache import ResponseCache
 from toxcmp.run.config import CompareConfig, Observer, RunResult, SilentObserver
 from toxcmp.run.local_scoring import add_divergences, add_margins
-from toxcmp.run.provenance import _now, previous_invocations, run_metadata
-from toxcmp.run.requests import cache_keys, model_identity, run_requests
+from toxcmp.run.prompt_tokens import add_prompt_token_counts
+from toxcmp.run.provenance import _now, previous_invocations, run_metadata, settle_render_date
+from toxcmp.run.requests import cache_keys, model_identity
+from toxcmp.run.scheduler import ArmScheduler, plan_lanes
 from toxcmp.run.specs import parse_backend_specs
 from toxcmp.run.validation import check_generation
 
@@ -58,6 +60,7 @@ def _empty_text_response(backend: str, model: str) -> ModelResponse:
 
 def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResult:
     observer = observer or SilentObserver()
+    today = today_utc()  # the run's start date: its default render date
     if cfg.unparsed_as not in UNPARSED_AS:
         raise UsageError(f"--unparsed-as must be one of {', '.join(UNPARSED_AS)}", "the study's way is 0")
     if not 0.0 <= cfg.threshold <= 1.0:
@@ -72,7 +75,10 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
         raise UsageError("--chunk-size must be positive", "e.g. --chunk-size 16")
     if cfg.run_id:
         validate_run_id(cfg.run_id)
-    specs = parse_backend_specs(cfg.backends)
+    if cfg.render_date is not None:
+        check_render_date(cfg.render_date)
+    spec_notes: list[str] = []  # what `provider=*` expanded to
+    specs = parse_backend_specs(cfg.backends, model=cfg.model, settings=cfg.backend, notes=spec_notes)
     cache_dir = Path(cfg.backend.cache_dir or default_cache_dir())
     base = replace(cfg.backend, cache_dir=cache_dir)
     check_generation(cfg.generation)
@@ -83,7 +89,7 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     built = [build_arm(s, cfg, base) for s in specs]  # every precondition before any data or model is loaded
     ref_index = pick_reference([a for a, _ in built], cfg.reference)
     arms = [built[ref_index][0]] + [a for i, (a, _) in enumerate(built) if i != ref_index]  # the reference first
-    notes: list[str | None] = [note for _, note in built]
+    notes: list[str | None] = [*spec_notes, *(note for _, note in built)]
     together = cfg.concurrent_sides and not arms_compete(arms)
     threads = plan_threads([a.options.computes_here() for a in arms], together, base.threads)
     # an arm's own `threads=` (backend spec) wins over --threads and the plan
@@ -102,17 +108,20 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
         frame, info = load(cfg.dataset, cfg.version or "toxicchat0124", cfg.split or "test")
         picked = sample(frame, info, cfg.sample_size, cfg.seed, cfg.human_only, cfg.stratify)
         examples = picked.frame.to_dicts()
-        requests = [arm_requests(arm, examples) for arm in arms]
+        sample_meta = describe(picked)
+        run_id = cfg.run_id or default_run_id(cfg, arms[0].model, arms[0].policy, sample_meta, specs, arms)
+        # before any request is built: a rerun renders at the date its run dir recorded (not part of the run id,
+        # so a rerun on another day finds that dir; see settle_render_date)
+        render_date = settle_render_date(cfg.render_date, Path(cfg.output_dir) / run_id, today)
+        requests = [arm_requests(arm, examples, render_date) for arm in arms]
         cache = ResponseCache(cache_dir) if cfg.use_cache else None
         for k, exc in unreachable.items():  # a server that is down only matters when something is not cached
             live = [r for r in requests[k] if r is not None]
             if not all(all_cached(engines[k], live, cache, r) for r in range(cfg.repeats)):
                 raise exc
             notes.append(f"{arms[k].label}: {exc.message}; every answer is in the cache, so the run goes on")
-        sample_meta = describe(picked)
-        run_id = cfg.run_id or default_run_id(cfg, arms[0].model, arms[0].policy, sample_meta, specs, arms)
         run_dir = prepare_run_dir(Path(cfg.output_dir), run_id)
-        meta = run_metadata(cfg, arms, engines, sample_meta, run_id)
+        meta = run_metadata(cfg, arms, engines, sample_meta, run_id, render_date)
     except BaseException:
         for engine in engines:
             engine.close()
@@ -129,11 +138,16 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     started = time.time()
     meta["threads"] = dict(threads.record, sides={label: a.options.threads if n else None
                                                   for label, a, n in zip(labels, arms, threads.per_side)})
+    lanes = plan_lanes([a.options.computes_here() for a in arms], cfg.concurrent_sides)
     meta["scheduling"] = {"sides": "concurrent" if together else "sequential",
-                          "why": scheduling_reason(arms, cfg.concurrent_sides)}
+                          "why": scheduling_reason(arms, cfg.concurrent_sides),
+                          "lanes": [[labels[k] for k in lane] for lane in lanes]}  # each at its own pace
     observer.start(len(examples), labels, meta)
     if together:
-        observer.log("the arms use different resources: running them at the same time")
+        observer.log("the arms use different resources: each runs at its own pace")
+    elif len(lanes) > 1:
+        observer.log(f"{', '.join(labels[k] for k in lanes[0])} compute on this machine: they take turns; "
+                     "the other arms run at their own pace")
     slots = [(k, r) for k in range(len(arms)) for r in range(cfg.repeats)]
 
     def make_record(i: int, answers: Sequence[ModelResponse]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -145,14 +159,14 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
         return rows, {arms[k].label: pair_row(rows[0], rows[k * cfg.repeats], (sides[0], sides[k]), cfg.unparsed_as)
                       for k in range(1, len(arms))}
 
-    step = ChunkStep([engines[k] for k, _ in slots], [labels[k] for k, _ in slots], [requests[k] for k, _ in slots],
-                     examples, cache, stats, observer, make_record, [arms[k].model.model_id for k, _ in slots],
-                     together, repeats=[r for _, r in slots])
+    step = ArmScheduler(engines, labels, requests, len(examples), slots, lanes, cfg.chunk_size, cache, stats,
+                        observer, make_record,
+                        empty=lambda k: _empty_text_response(engines[k].name, arms[k].model.model_id))
     records: list[tuple[list[dict[str, Any]], dict[str, Any]]] = []
     try:
         with phases.handler(observer.phase):
-            for lo in range(0, len(examples), cfg.chunk_size):
-                step.run(list(range(lo, min(lo + cfg.chunk_size, len(examples)))), records)
+            step.run()
+        step.flush(records)
     except KeyboardInterrupt:
         step.flush(records)
         status, reason = "interrupted", f"interrupted after {len(records)} of {len(examples)} examples"
@@ -173,6 +187,10 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
         observer.stop()
     for rows, _ in records:
         tidy.extend(rows)
+    try:  # toxcmp's own render counted beside each reported prompt-token count (needs the tokenizer only)
+        add_prompt_token_counts(tidy, arms, requests, examples, observer, cache_dir)
+    except Exception as exc:  # noqa: BLE001 - a diagnosis extra must never cost the run its results
+        observer.log(f"prompt-token parity skipped: {type(exc).__name__}: {exc}")
     assembled = assemble(tidy, labels, labels[0], {a.label: (a.policy, a.model.harmony) for a in arms}, cfg.unparsed_as)
     if status == "complete" and cfg.margins:
         for k in range(1, len(arms)):
@@ -210,11 +228,13 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
                      comparisons=assembled.comparisons)
 
 
-def arm_requests(arm: Arm, examples: Sequence[dict[str, Any]]) -> list[ChatRequest | None]:
+def arm_requests(arm: Arm, examples: Sequence[dict[str, Any]],
+                 render_date: str | None = None) -> list[ChatRequest | None]:
     out: list[ChatRequest | None] = []
     for ex in examples:
         try:
-            out.append(build_request(arm.policy, ex["text"], arm.model, arm.generation, example_id=ex["example_id"]))
+            out.append(build_request(arm.policy, ex["text"], arm.model, arm.generation, example_id=ex["example_id"],
+                                     render_date=render_date))
         except UsageError:
             out.append(None)  # empty text: recorded as a per-example error, never sent
     return out
@@ -224,85 +244,6 @@ def all_cached(engine: Backend, requests: Sequence[ChatRequest], cache: Response
     if cache is None:
         return False
     return all(cache.get(key) is not None for key in cache_keys(engine, requests, repeat))
-
-
-class ChunkStep:
-    """One chunk through every slot (an arm × a repeat), the cache in front. An example is emitted the moment its
-    last slot answers; finished examples join `records` in example order (also when the chunk is cut short by
-    Ctrl-C or a failure). With `together`, each arm runs in its own thread (its repeats one after the other)."""
-
-    def __init__(self, engines, labels, requests, examples, cache, stats, observer, make_record, model_ids, together,
-                 repeats):
-        self.engines, self.labels, self.requests, self.examples = engines, labels, requests, examples
-        self.cache, self.stats, self.observer, self.make_record = cache, stats, observer, make_record
-        self.model_ids, self.together, self.repeats = model_ids, together, repeats
-        self.lock = threading.Lock()
-        self.pending: dict[int, Any] = {}
-        self.done = 0
-
-    def run(self, chunk: list[int], records: list[Any]) -> None:
-        self.answers: list[dict[int, ModelResponse]] = [{} for _ in self.engines]
-        for k, engine in enumerate(self.engines):  # empty texts are never sent: an error response at once
-            for i in chunk:
-                if self.requests[k][i] is None:
-                    self._answer(k, i, _empty_text_response(engine.name, self.model_ids[k]))
-        groups: dict[int, list[int]] = {}
-        for k, engine in enumerate(self.engines):
-            groups.setdefault(id(engine), []).append(k)
-        if self.together:
-            errors: list[BaseException] = []
-            threads = [threading.Thread(target=self._slots_guarded, args=(ks, chunk, errors), daemon=True)
-                       for ks in groups.values()]
-            for t in threads:
-                t.start()
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.1)  # short waits keep the main thread able to take Ctrl-C
-            if errors:
-                raise errors[0]
-        else:
-            for k in range(len(self.engines)):
-                self._slot(k, chunk)
-        self.flush(records)
-
-    def _slots_guarded(self, slots: list[int], chunk: list[int], errors: list[BaseException]) -> None:
-        try:
-            for k in slots:
-                self._slot(k, chunk)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which reports it
-            errors.append(exc)
-
-    def _slot(self, k: int, chunk: list[int]) -> None:
-        live = [i for i in chunk if self.requests[k][i] is not None]
-        if not live:
-            return
-        label = self.labels[k]
-        repeat = f" (repeat {self.repeats[k] + 1})" if self.repeats[k] else ""
-        self.observer.phase(f"{label}: answering {len(live)} example(s){repeat}", detail=True)
-        t0 = time.perf_counter()
-        got = run_requests(self.engines[k], [self.requests[k][i] for i in live], self.cache,
-                           on_response=lambda j, response: self._answer(k, live[j], response), repeat=self.repeats[k])
-        elapsed = time.perf_counter() - t0
-        fresh = sum(not r.cached for r in got)
-        with self.lock:
-            self.stats[label]["calls"] += fresh
-            self.stats[label]["cached"] += len(got) - fresh
-            self.stats[label]["seconds"] += elapsed if fresh else 0.0
-
-    def _answer(self, k: int, i: int, response: ModelResponse) -> None:
-        with self.lock:
-            self.answers[k][i] = response
-            if not all(i in slot for slot in self.answers):
-                return
-            record = self.make_record(i, [slot[i] for slot in self.answers])
-            self.pending[i] = record
-            self.done += 1
-            self.observer.row(record[1], self.done, self.stats)
-
-    def flush(self, records: list[Any]) -> None:
-        with self.lock:
-            records.extend(self.pending[i] for i in sorted(self.pending))
-            self.pending.clear()
 
 
 def arms_compete(arms: Sequence[Arm]) -> bool:

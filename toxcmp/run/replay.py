@@ -38,7 +38,10 @@ def request_from_run(run_dir: Path, example_id: str | None = None, prompt_hash: 
     known = set(GenerationConfig.__dataclass_fields__)
     values = {k: v for k, v in (meta.get("generation") or {}).items() if k in known}
     values.update({k: described[k] for k in ("reasoning_effort", "max_new_tokens") if k in described})
-    request = build_request(policy, row["text"], spec, GenerationConfig(**values), example_id=row["example_id"])
+    # the date the run's templates rendered at (None for a run from before dates were pinned: its own clock)
+    render_date = meta.get("render_date") if isinstance(meta.get("render_date"), str) else None
+    request = build_request(policy, row["text"], spec, GenerationConfig(**values), example_id=row["example_id"],
+                            render_date=render_date)
     recorded = row.get("prompt_hash")
     note = None
     if recorded and recorded != request.prompt_hash:

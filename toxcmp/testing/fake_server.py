@@ -12,7 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 
 @dataclass
@@ -25,12 +25,15 @@ class Reply:
 
 
 def completion(content: str = "0", reasoning: str | None = None, reasoning_key: str = "reasoning",
-               model: str = "fake-model") -> dict[str, Any]:
+               model: str = "fake-model", finish_reason: str = "stop") -> dict[str, Any]:
+    """A chat completion: `content` as the server sends it, `reasoning` (if any) in the message field
+    `reasoning_key` (`reasoning`: Groq, Cerebras, Together, the HF router; `reasoning_content`: vLLM, SGLang,
+    llama.cpp, Fireworks); `finish_reason="length"` for an answer the token budget cut off."""
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if reasoning is not None:
         message[reasoning_key] = reasoning
     return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
 
 
@@ -43,10 +46,15 @@ class FakeChatServer:
     """`with FakeChatServer(models=["m"], delay_s=0.1) as s: s.base_url` — scripted replies, then the default."""
 
     def __init__(self, models: list[str] | None = None, delay_s: float = 0.0, default: Reply | None = None,
-                 responder: Any = None, port: int = 0, token_delay_s: float = 0.0):
+                 responder: Any = None, port: int = 0, token_delay_s: float = 0.0,
+                 latency: Callable[[float], float] | None = None):
         self.models = models or ["fake-model"]
         self.responder = responder  # payload -> Reply, when the script is empty (e.g. answers keyed on the text)
         self.delay_s = delay_s
+        # time-varying delay: seconds since the clock started (the first request after `reset()`) -> seconds this
+        # request waits; used when its reply sets no delay of its own (a rate-limit episode, a cold start)
+        self.latency = latency
+        self.clock_started: float | None = None
         self.token_delay_s = token_delay_s  # a `"stream": true` request gets its content piece by piece
         self.streams_finished = 0
         self.streams_abandoned = 0  # the client closed the connection before the stream's end
@@ -87,6 +95,14 @@ class FakeChatServer:
     def port(self) -> int:
         return self._server.server_address[1]
 
+    def reset(self) -> None:
+        """Forget what was asked and restart the latency clock (a benchmark's next run)."""
+        with self._lock:
+            self.requests.clear()
+            self.headers_seen.clear()
+            self.max_in_flight = 0
+            self.clock_started = None
+
     def _handler(self):
         outer = self
 
@@ -116,8 +132,9 @@ class FakeChatServer:
                 pieces = re.findall(r"\s*\S+", message.get("content") or "") or [""]
                 base = {"id": body.get("id"), "object": "chat.completion.chunk", "created": 0, "model": body.get("model")}
                 events = [dict(base, choices=[{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}])]
-                if message.get("reasoning"):
-                    events.append(dict(base, choices=[{"index": 0, "delta": {"reasoning_content": message["reasoning"]},
+                key = next((k for k in ("reasoning", "reasoning_content") if message.get(k)), None)
+                if key:  # streamed under the field the completion names, as the server would
+                    events.append(dict(base, choices=[{"index": 0, "delta": {key: message[key]},
                                                        "finish_reason": None}]))
                 events += [dict(base, choices=[{"index": 0, "delta": {"content": p}, "finish_reason": None}])
                            for p in pieces]
@@ -160,12 +177,17 @@ class FakeChatServer:
                 with outer._lock:
                     outer.requests.append(payload)
                     reply = outer.script.popleft() if outer.script else None
+                    now = time.monotonic()
+                    if outer.clock_started is None:
+                        outer.clock_started = now
+                    since = now - outer.clock_started
                 if reply is None:
                     reply = outer.responder(payload) if outer.responder else outer.default
                 with outer._lock:
                     outer.in_flight += 1
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
-                time.sleep(reply.delay_s or outer.delay_s)
+                wait = reply.delay_s or (outer.latency(since) if outer.latency else outer.delay_s)
+                time.sleep(wait)
                 streaming = bool(payload.get("stream")) and reply.status == 200 and isinstance(reply.body, dict) \
                     and "choices" in reply.body
                 if not streaming:

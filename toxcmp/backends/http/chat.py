@@ -51,6 +51,7 @@ class Answer:
     system_fingerprint: str | None
     first_token_s: float | None = None  # streaming: seconds from send to the first generated text
     served_by: str | None = None  # the router's provider header, when there is one
+    reasoning_field: str | None = None  # the message field the reasoning came in: "reasoning" or "reasoning_content"
 
 
 def error_text(text: str, fallback: str = "") -> str:
@@ -78,11 +79,12 @@ class ChatClient:
     10 s). `loopback`: a server toxcmp started on 127.0.0.1, reached without proxies."""
 
     def __init__(self, base_url: str, token: str | None = None, *, loopback: bool = False,
-                 user_agent: str | None = None):
+                 user_agent: str | None = None, headers: dict[str, str] | None = None):
         self.url = f"{base_url.rstrip('/')}/chat/completions"
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         if user_agent:
             self.headers["User-Agent"] = user_agent
+        self.headers.update(headers or {})  # the route's own (the router's X-HF-Bill-To)
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), trust_env=not loopback,
                                          follow_redirects=True)  # httpx drops Authorization on a cross-origin hop
 
@@ -125,12 +127,24 @@ class ChatClient:
         return answer
 
 
+_REASONING_KEYS = ("reasoning", "reasoning_content")  # Groq, Cerebras, Together, HF router / vLLM, SGLang, llama.cpp
+
+
+def _reasoning(message: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The reasoning a message (or a stream delta) sent in a field of its own, and that field's name."""
+    for key in _REASONING_KEYS:
+        value = message.get(key)
+        if isinstance(value, str) and value:
+            return value, key
+    return None, None
+
+
 def _parse_completion(data: dict[str, Any]) -> Answer:
     choice = data["choices"][0]
     message = choice.get("message") or {}
     usage = data.get("usage") or {}
-    return Answer(content=message.get("content") or "",
-                  reasoning=message.get("reasoning") or message.get("reasoning_content"),
+    reasoning, field = _reasoning(message)
+    return Answer(content=message.get("content") or "", reasoning=reasoning, reasoning_field=field,
                   finish_reason=choice.get("finish_reason"),
                   prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
                   model=data.get("model"), system_fingerprint=data.get("system_fingerprint"))
@@ -155,7 +169,8 @@ async def _read_stream(reply: httpx.Response, sent: float) -> Answer:
         for choice in event.get("choices") or []:
             delta = choice.get("delta") or {}
             text = delta.get("content")
-            thought = delta.get("reasoning_content") or delta.get("reasoning")
+            thought, field = _reasoning(delta)
+            answer.reasoning_field = answer.reasoning_field or field
             if (text or thought) and answer.first_token_s is None:
                 answer.first_token_s = time.monotonic() - sent
             if text:
