@@ -56,11 +56,7 @@ class LocalOptions(BackendOptions):
 
             raise UsageError(f"unknown device {self.device!r}{suffix}", "use auto, cpu, mps, cuda or cuda:N")
         choice(self.strategy, STRATEGIES, "strategy", suffix, flag="--strategy")
-        if self.batch_size != "auto" and not (str(self.batch_size).isdigit() and int(self.batch_size) > 0):
-            from toxcmp.errors import UsageError
-
-            raise UsageError(f"--batch-size must be auto or a positive number (got {self.batch_size!r}){suffix}",
-                             "e.g. --batch-size 8")
+        parse_batch_size(self.batch_size, suffix)
 
     def computes_here(self) -> bool:
         return True
@@ -369,8 +365,8 @@ def length_buckets(items: list[tuple[int, list[int]]], size: int, shared: int = 
     return batches[::-1]
 
 
-def parse_batch_size(value: str | int | None) -> int | None:
-    """None means auto."""
+def parse_batch_size(value: str | int | None, suffix: str = "") -> int | None:
+    """None means auto. `suffix`: where the value was written, for the error."""
     if value in (None, "", "auto"):
         return None
     try:
@@ -380,7 +376,8 @@ def parse_batch_size(value: str | int | None) -> int | None:
     if size < 1:
         from toxcmp.errors import UsageError
 
-        raise UsageError(f"--batch-size must be 'auto' or a positive integer (got {value!r})", "e.g. --batch-size 8")
+        raise UsageError(f"--batch-size must be 'auto' or a positive integer (got {value!r}){suffix}",
+                         "e.g. --batch-size 8")
     return size
 
 
