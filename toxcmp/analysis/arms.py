@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from toxcmp.analysis import metrics
+from toxcmp.analysis.conformance import conformance
 from toxcmp.analysis.matrices import fine_matrix
 from toxcmp.analysis.prompt_tokens import parity_by_arm
 from toxcmp.domain.parsing import recorded_source
@@ -252,6 +253,9 @@ def summarize_arms(assembled: Assembled, arms: Sequence[dict[str, Any]], thresho
         # each arm's reported prompt tokens against toxcmp's own render (toxcmp.analysis.prompt_tokens)
         "prompt_tokens": parity_by_arm(assembled.first),
     })
+    # every arm's fidelity facts in one ranked table: the first line is the arm to trust (analysis.conformance)
+    top["conformance"] = conformance(arms, ref, assembled.first, comparisons, top["noise_floor"], shapes,
+                                     top["reasoning_effort_checks"], top["prompt_tokens"])
     if len(labels) > 1:
         worst = min((c["verdict"] for c in comparisons.values()), key=VERDICT_ORDER.index)
         top["verdict"] = worst

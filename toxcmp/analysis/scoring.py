@@ -26,6 +26,7 @@ UNPARSED_AS = ("none", "0", "1")  # "0" is the recorded study's way: no label co
 RESPONSE_FIELDS = ("raw", "content", "reasoning", "latency_s", "cached", "error", "served_by", "prompt_hash",
                    "finish_reason", "retries", "batch_size", "batch_latency_s", "reasoning_source")
 RESPONSE_FIELDS += ("prompt_tokens", "completion_tokens")  # usage as the backend reported it (analysis.prompt_tokens)
+RESPONSE_FIELDS += ("rejected_parameters",)  # asked for, refused by the server (a 400/422), not sent: comma-joined
 VERDICT_FIELDS = ("binary", "fine", "parse_ok", "parse_error", "parse_failure", "refusal", "outcome")
 
 
@@ -39,7 +40,8 @@ def response_fields(response: ModelResponse) -> dict[str, Any]:
             "batch_size": (response.extra or {}).get("batch_size"),
             "batch_latency_s": (response.extra or {}).get("batch_latency_s"),
             # where the reasoning came from, as the backend read it off the wire (REASONING_SOURCES)
-            "reasoning_source": (response.extra or {}).get("reasoning_source")}
+            "reasoning_source": (response.extra or {}).get("reasoning_source"),
+            "rejected_parameters": ",".join((response.extra or {}).get("rejected_parameters") or ()) or None}
 
 
 def verdict_fields(recorded: dict[str, Any], policy: Policy, harmony: bool | None, unparsed_as: str = "none") -> dict[str, Any]:

@@ -40,6 +40,10 @@ from toxcmp.domain.responses import ModelResponse
 from toxcmp.errors import BackendError
 
 DEFAULT_CONCURRENCY = 8  # a remote provider or a user's server: we cannot know what it serves at once
+# What a request must carry, whatever a server says of it; any other parameter a 400/422 names is dropped and the
+# request sent once more without it, the name recorded on the row (`rejected_parameters`), never silently.
+ESSENTIAL_PARAMETERS = frozenset({"model", "messages", "max_tokens", "temperature", "stream"})
+REJECTION_STATUS = (400, 422)
 
 __all__ = ["DEFAULT_CONCURRENCY", "ApiBackend", "redact", "valid_providers"]
 
@@ -99,6 +103,7 @@ class ApiBackend:
         self.served_model = config.served_model
         self.stats = {"requests": 0, "retries": 0, "errors": 0, "timeouts": 0, "breaker_trips": 0,
                       "retry_budget_refused": 0}
+        self.rejected: dict[str, str] = {}  # parameter → the server's refusal; no longer sent by this backend
         self.timeouts = AdaptiveTimeout(config.timeout_s)
         self.budget = RetryBudget()
         self.breaker: Breaker | None = None  # once the in-flight count is known (a spawned server: after start)
@@ -204,7 +209,8 @@ class ApiBackend:
                                 "source": source},
                 "timeout": self.timeouts.describe(),
                 "stream": self.streams,
-                "server_threads": self._server_threads}
+                "server_threads": self._server_threads,
+                "rejected_parameters": dict(self.rejected)}
 
     # -- generation --------------------------------------------------------------------------------------
     def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse | None = None) -> list[ModelResponse]:
@@ -290,7 +296,8 @@ class ApiBackend:
     async def _request_with_retries(self, chat: ChatClient, gate: Gate, request: ChatRequest,
                                     fatal: list[BaseException]) -> ModelResponse | None:
         started = time.perf_counter()
-        body = _body(self._payload(request), request.chat_messages())
+        asked = _body(self._payload(request), request.chat_messages())
+        body = {k: v for k, v in asked.items() if k not in self.rejected}
         max_new = request.generation.max_new_tokens
         breaker = gate.breaker
         self.budget.requests += 1
@@ -298,7 +305,7 @@ class ApiBackend:
         served: str | None = None  # who served the last attempt, when the router said so
 
         def failed(message: str) -> ModelResponse:
-            return self._error(request, started, attempt, message, timeouts, served)
+            return self._error(request, started, attempt, message, timeouts, served, _dropped(asked, body))
 
         while True:
             retry_after: float | None = None
@@ -307,6 +314,8 @@ class ApiBackend:
             if fatal:
                 gate.release()
                 return None
+            for name in [k for k in body if k in self.rejected]:  # refused since this request was built
+                body.pop(name)
             limit_s = self.timeouts.seconds(max_new, timeouts)  # on the wire now: what is known at this moment
             sent_at = time.monotonic()
             self.stats["requests"] += 1
@@ -318,9 +327,15 @@ class ApiBackend:
                 latency = time.monotonic() - sent_at
                 self.timeouts.observe(latency, answer.first_token_s, answer.completion_tokens, max_new)
                 breaker.success(sent_at)
-                return self._to_response(answer, request, started, attempt, timeouts)
+                return self._to_response(answer, request, started, attempt, timeouts, _dropped(asked, body))
             except HttpStatus as exc:
                 status, served = exc.status, exc.served_by
+                names = rejected_parameters(status, exc.body, exc.param, body)
+                if names:  # sent once more without them, at once: a refusal is not a failure to back off from
+                    for name in names:
+                        self.rejected.setdefault(name, redact(f"HTTP {status}: {exc.body}", self._token))
+                        body.pop(name)
+                    continue
                 if status in (401, 403):
                     raise BackendError(f"authentication failed at {self.endpoint} (HTTP {status})",
                                        "set HF_TOKEN (or --token) to a valid token with inference access") from None
@@ -371,18 +386,18 @@ class ApiBackend:
             self.stats["retries"] += 1
 
     def _error(self, request: ChatRequest, started: float, retries: int, message: str,
-               timeouts: int = 0, served_by: str | None = None) -> ModelResponse:
+               timeouts: int = 0, served_by: str | None = None, dropped: Sequence[str] = ()) -> ModelResponse:
         self.stats["errors"] += 1
         return ModelResponse(content="", reasoning="", raw_text="", backend=self.name, model=request.model.model_id,
                              latency_s=time.perf_counter() - started, error=redact(message, self._token),
                              prompt_hash=request.prompt_hash, retries=retries, served_by=self._served(served_by),
-                             extra={"timeouts": timeouts})
+                             extra={"timeouts": timeouts, "rejected_parameters": list(dropped)})
 
     def _served(self, served_by: str | None = None) -> str:
         return served_by or self.base_url or self.config.provider
 
     def _to_response(self, answer: Answer, request: ChatRequest, started: float, retries: int,
-                     timeouts: int = 0) -> ModelResponse:
+                     timeouts: int = 0, dropped: Sequence[str] = ()) -> ModelResponse:
         # What arrived, as it arrived: raw_text is the content exactly as sent, the reasoning the one sent in its
         # own field (else split out of the content); rescore re-reads both (toxcmp.domain.parsing.read_answer).
         parts = read_answer(answer.content, answer.reasoning, answer.reasoning_field, harmony=request.model.harmony)
@@ -395,7 +410,9 @@ class ApiBackend:
                                     "response_model": answer.model,
                                     "system_fingerprint": answer.system_fingerprint,
                                     "timeouts": timeouts, "streamed": self.streams,
-                                    "reasoning_source": parts.source})
+                                    "reasoning_source": parts.source,
+                                    # asked for, refused by the server, not sent: this answer is without them
+                                    "rejected_parameters": list(dropped)})
 
     def close(self) -> None:
         """Nothing held between calls (each `generate` opens and closes its own connections)."""
@@ -407,3 +424,19 @@ def _body(kwargs: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, A
     body["messages"] = messages
     body.update(kwargs.get("extra_body") or {})
     return body
+
+
+def _dropped(asked: dict[str, Any], sent: dict[str, Any]) -> list[str]:
+    return sorted(k for k in asked if k not in sent)
+
+
+def rejected_parameters(status: int, message: str, param: str | None, body: dict[str, Any]) -> list[str]:
+    """The optional parameters of `body` that a 400/422 names as its cause: OpenAI's `error.param` (Groq's 400 on
+    `logprobs`), else each name the message spells out as a word (`transformers serve`'s 422 "Unexpected fields in
+    the request: {'model_identity'}"). Empty: a refusal of something else, an ordinary failed request."""
+    if status not in REJECTION_STATUS:
+        return []
+    optional = [k for k in body if k not in ESSENTIAL_PARAMETERS]
+    if param in optional:
+        return [param]
+    return [k for k in optional if re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", message or "")]

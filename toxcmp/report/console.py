@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from toxcmp.report.text import divergence_line, equivalence_numbers
-from toxcmp.report.text import prompt_tokens_phrase
+from toxcmp.report.text import CONFORMANCE_HEAD, conformance_cells, conformance_lead, prompt_tokens_phrase
 from toxcmp.results.schema import headline_of
 
 
@@ -129,6 +129,28 @@ def arms_table(summary: dict[str, Any]) -> Table | None:
     return t
 
 
+_CONFORMANCE_COLUMNS = ("#", "arm", "standing", "agreement", "noise floor", "equivalence", "reasoning from",
+                        "finish", "cut off", "no final", "refused", "effort", "prompt tokens =")
+assert len(_CONFORMANCE_COLUMNS) == len(CONFORMANCE_HEAD)
+
+
+def conformance_table(summary: dict[str, Any]) -> Table | None:
+    """Every arm's fidelity facts, ranked (toxcmp.analysis.conformance); the findings against each in the caption."""
+    conf = summary.get("conformance") or {}
+    lines = [*(conf.get("ranked") or []), *([conf["reference"]] if conf.get("reference") else [])]
+    if not conf.get("ranked"):
+        return None
+    t = Table(title="conformance, ranked: which arm to trust for this model and policy", title_justify="left")
+    for col in _CONFORMANCE_COLUMNS:  # CONFORMANCE_HEAD, shortened for a terminal (the page has it in full)
+        t.add_column(col, overflow="fold")
+    for line in lines:
+        t.add_row(*(escape(c) for c in conformance_cells(line)))
+    found = [f"{line['arm']}: {'; '.join(line['findings'])}" for line in lines if line["findings"]]
+    t.caption = escape("\n".join([conformance_lead(conf) or "", *found]))
+    t.caption_justify = "left"
+    return t
+
+
 def render_report(summary: dict[str, Any], console: Console) -> None:
     meta = summary.get("metadata", {})
     labels = " vs ".join(b["label"] for b in summary["backends"].values())
@@ -142,6 +164,9 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
     arms = arms_table(summary)
     if arms is not None:
         console.print(arms)
+    conformance = conformance_table(summary)
+    if conformance is not None:
+        console.print(conformance)
     line = divergence_line(summary.get("divergence"))
     if line:
         console.print(line, soft_wrap=True)

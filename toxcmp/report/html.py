@@ -24,7 +24,7 @@ from toxcmp.analysis import metrics
 from toxcmp.analysis.diagnosis import CAUSES, cause_counts
 from toxcmp.analysis.matrices import fine_matrix, outcome_matrix
 from toxcmp.report.text import divergence_line, equivalence_numbers
-from toxcmp.report.text import prompt_tokens_phrase
+from toxcmp.report.text import CONFORMANCE_HEAD, conformance_cells, conformance_lead, prompt_tokens_phrase
 from toxcmp.results.schema import headline_of
 
 REPORT_FILE = "report.html"
@@ -311,6 +311,21 @@ def arms_html(summary: dict[str, Any]) -> str:
             + (f"; {html.escape(str(fk['reason']))}" if fk.get("reason") else "") + ")</p>")
 
 
+def conformance_html(summary: dict[str, Any]) -> str:
+    """The ranked conformance table (toxcmp.analysis.conformance): its lead line, a row per arm, the findings."""
+    conf = summary.get("conformance") or {}
+    if not conf.get("ranked"):
+        return ""
+    lines = [*conf["ranked"], *([conf["reference"]] if conf.get("reference") else [])]
+    findings = "".join(f"<li><b>{html.escape(line['arm'])}</b>: {html.escape('; '.join(line['findings']))}</li>"
+                       for line in lines if line["findings"])
+    return (f'<h2 id="conformance">Conformance, ranked: which arm to trust</h2>'
+            f'<p class="lead">{html.escape(conformance_lead(conf) or "")}</p>'
+            + _table(CONFORMANCE_HEAD, [conformance_cells(line) for line in lines], "stats conformance")
+            + (f"<ul class=\"findings\">{findings}</ul>" if findings else "")
+            + f"<p>order: {html.escape(conf.get('order') or '')}</p>")
+
+
 def comparisons_of(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> list[tuple[str, str, list[dict[str, Any]]]]:
     """(reference, arm, its pair rows) for every comparison, the headline first, then the run's arm order. Rows
     without an `arm` (an older two-sided run, rows scored without arms) are the headline's."""
@@ -387,7 +402,7 @@ def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
                                 f"{(meta.get('model') or {}).get('model_id') or (meta.get('model') or {}).get('name')} · "
                                 f"n = {summary.get('n')} · unparsed count as {summary.get('unparsed_as', 'none')}"),
         "PROVENANCE": html.escape(json.dumps(meta, indent=2, ensure_ascii=False, default=str)),
-        "STATISTICS": arms_html(summary) + statistics_html(summary) + "".join(partings),
+        "STATISTICS": conformance_html(summary) + arms_html(summary) + statistics_html(summary) + "".join(partings),
         "MATRICES": "".join(matrices),
         "CHARTS": "".join(charts),
         "DATA": embed_json(data),

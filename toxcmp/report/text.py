@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from toxcmp.analysis.divergence import DIVERGENCE_SCORE_LIMIT
+from toxcmp.analysis.prompt_tokens import NO_ROWS, NO_TOKENIZER, NO_USAGE
 
 
 def equivalence_numbers(eq: dict[str, Any]) -> str:
@@ -67,3 +68,61 @@ def prompt_tokens_phrase(p: dict[str, Any] | None) -> str:
         if v.get("explained") and v["explained"] < v["differing"]:
             text += f", {v['differing'] - v['explained']} unexplained"
     return text
+
+
+# -- conformance (summary["conformance"], toxcmp.analysis.conformance) ----------------------------------------------
+
+CONFORMANCE_HEAD = ("#", "arm", "standing", "agreement with the reference", "noise floor", "equivalence",
+                    "reasoning from", "finish reasons", "cut off", "no final answer", "refused parameters",
+                    "reasoning effort", "prompt tokens = toxcmp's")
+
+
+def _share(p: dict[str, Any] | None) -> str:
+    if not p or p.get("value") is None:
+        return "—"
+    ci = f" [{100 * p['low']:.1f}–{100 * p['high']:.1f}]" if p.get("low") is not None else ""
+    return f"{100 * p['value']:.1f}%{ci}"
+
+
+def _mix(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "—"
+
+
+def _rate(p: dict[str, Any]) -> str:
+    return f"{p['successes']}/{p['n']}" + (f" ({_share(p)})" if p.get("successes") else "")
+
+
+def conformance_cells(line: dict[str, Any]) -> list[str]:
+    """One conformance line as the cells of CONFORMANCE_HEAD."""
+    effort = line.get("reasoning_effort")
+    asked = line.get("reasoning_effort_asked")
+    parity = line.get("prompt_tokens_equal")
+    return [str(line.get("rank") or "ref"), line["arm"], line["standing"],
+            _share(line.get("agreement")) if line["standing"] != "reference" else "—",
+            _share(line.get("noise_floor")), line.get("equivalence") or "—",
+            _mix(line["reasoning_source"]), _mix(line["finish_reason"]),
+            _rate(line["truncated"]), _rate(line["empty_final"]),
+            ", ".join(f"{k} ({v} rows)" for k, v in line["rejected_parameters"].items()) or "none",
+            "—" if effort is None else f"{asked}: {effort}",
+            (f"{parity['successes']}/{parity['n']}" if parity else _short_reason(line.get("prompt_tokens_reason")))]
+
+
+def _short_reason(reason: str | None) -> str:
+    """Why prompt tokens were not compared, in a cell (the whole sentence is on the prompt-tokens line)."""
+    return {NO_USAGE: "no usage reported", NO_TOKENIZER: "no tokenizer here", NO_ROWS: "no answers"}.get(
+        reason or "", "—")
+
+
+def conformance_lead(conf: dict[str, Any] | None) -> str | None:
+    """The table's first answer in one line: which arms to trust, which not, and why not."""
+    ranked = (conf or {}).get("ranked") or []
+    if not ranked:
+        return None
+    parts = []
+    for standing in ("faithful", "inconclusive", "suspect", "not faithful"):
+        names = [x["arm"] for x in ranked if x["standing"] == standing]
+        if names:
+            parts.append(f"{standing}: {', '.join(names)}")
+    best = ranked[0]
+    why = "; ".join(best["findings"]) if best["findings"] else "no finding against it"
+    return f"trust first: {best['arm']} ({best['standing']}; {why}) · " + " · ".join(parts)

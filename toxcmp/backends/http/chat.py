@@ -23,9 +23,10 @@ PROVIDER_HEADER = "x-inference-provider"  # the Hugging Face router names who se
 class HttpStatus(Exception):
     """An HTTP error status: its code, the server's message (short) and the response headers (Retry-After)."""
 
-    def __init__(self, status: int, body: str, headers: Any = None):
+    def __init__(self, status: int, body: str, headers: Any = None, param: str | None = None):
         super().__init__(f"HTTP {status}: {body}")
         self.status, self.body, self.headers = status, body, headers
+        self.param = param  # the parameter an OpenAI-style error names (`{"error": {"param": …}}`), if any
 
     @property
     def served_by(self) -> str | None:
@@ -68,6 +69,17 @@ def error_text(text: str, fallback: str = "") -> str:
     return text[:200] or fallback
 
 
+def error_param(text: str) -> str | None:
+    """The request parameter an OpenAI-style error body names (`{"error": {"param": "logprobs"}}`), if any."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    err = data.get("error") if isinstance(data, dict) else None
+    param = err.get("param") if isinstance(err, dict) else None
+    return param if isinstance(param, str) and param else None
+
+
 def is_transport_error(exc: BaseException) -> bool:
     """Connection trouble worth a retry (refused, reset, cut off mid-body), as opposed to a bug."""
     return isinstance(exc, (httpx.TransportError, OSError))
@@ -105,7 +117,8 @@ class ChatClient:
         if not stream:
             reply = await self._client.post(self.url, json=body, headers=self.headers)
             if reply.status_code >= 400:
-                raise HttpStatus(reply.status_code, error_text(reply.text, reply.reason_phrase), reply.headers)
+                raise HttpStatus(reply.status_code, error_text(reply.text, reply.reason_phrase), reply.headers,
+                                 error_param(reply.text))
             try:
                 answer = _parse_completion(json.loads(reply.content))
             except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
@@ -116,7 +129,8 @@ class ChatClient:
         async with self._client.stream("POST", self.url, json=body, headers=self.headers) as reply:
             if reply.status_code >= 400:
                 text = (await reply.aread()).decode("utf-8", "replace")
-                raise HttpStatus(reply.status_code, error_text(text, reply.reason_phrase), reply.headers)
+                raise HttpStatus(reply.status_code, error_text(text, reply.reason_phrase), reply.headers,
+                                 error_param(text))
             try:
                 answer = await _read_stream(reply, sent)
             except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
