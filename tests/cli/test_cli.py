@@ -82,8 +82,8 @@ def test_non_utf8_input_file(cli, tmp_path):
 
 def test_broken_policy_file_from_cli(cli, tmp_path):
     path = tmp_path / "p.md"
-    path.write_text("+++\n[categories]\na = 0\nb = 1\n+++\n## INSTRUCTIONS\nx\n", encoding="utf-8")
-    _assert_one_line_error(cli("classify", "hi", "--policy", str(path)), "missing section", "DEFINITIONS")
+    path.write_text("+++\n[categories]\na = 0\nb = 2\n+++\n## INSTRUCTIONS\nx\n", encoding="utf-8")
+    _assert_one_line_error(cli("classify", "hi", "--policy", str(path)), "category 'b' maps to 2", "0 or 1")
 
 
 def test_unreachable_base_url_fails_fast_naming_it(cli):

@@ -1,7 +1,8 @@
-"""`toxcmp policies list|show` and `toxcmp backends list`: what there is to choose from."""
+"""`toxcmp policies list|show|new` and `toxcmp backends list`: what there is to choose from (or to start from)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,7 +11,7 @@ from rich.table import Table
 
 from toxcmp.cli.common import JsonOpt, clip, console, friendly_errors, print_json
 
-policies_app = typer.Typer(help="List or show policies.", no_args_is_help=True)
+policies_app = typer.Typer(help="List, show or start policies.", no_args_is_help=True)
 backends_app = typer.Typer(help="List inference backends.", no_args_is_help=True)
 
 
@@ -47,6 +48,18 @@ def policies_show(name: Annotated[str, typer.Argument(help="Policy name or file.
     p = load_policy(name)
     labels = ", ".join(f"{n}→{v}" for n, v in p.categories)
     console.print(Panel(clip(p.text, 100_000), title=f"{p.name} ({p.output}; {labels}; sha256 {p.sha256[:12]})"))
+
+
+@policies_app.command("new")
+@friendly_errors
+def policies_new(name: Annotated[str, typer.Argument(help="Policy name: writes ./NAME.md (or a .md path).")]) -> None:
+    """Write a commented template policy file to edit; never overwrites one."""
+    from toxcmp.domain.policies import write_policy_template
+
+    path = write_policy_template(name)
+    shown = path if path.parent != Path(".") else f"./{path}"
+    console.print(f"wrote {shown}: a working policy to edit into yours; use it with --policy {shown}",
+                  highlight=False, soft_wrap=True)
 
 
 @backends_app.command("list")
