@@ -346,3 +346,81 @@ def test_bench_engines_runs_both_engines_and_prints_ratios(cli):
     assert data["ratios"]["local_prefix_vs_llamacpp"] == pytest.approx(eps["local_prefix"] / eps["llamacpp_sequential"],
                                                                        rel=1e-2)
     assert data["identical_prefix"] == 2 and data["threads"] == 1
+
+
+@pytest.fixture(scope="module")
+def users_server(llamacpp_run):
+    """llama-cpp-python's server started the way a user starts it: the GGUF, a port, every other default (its
+    model is then known by the file's path, and it applies repeat_penalty 1.1 unless asked otherwise)."""
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from toxcmp.backends.server import gguf_of
+
+    gguf = str(gguf_of(resolve_model("smollm2-135m")))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1",
+                                "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("llama_cpp.server did not start in 120 s")
+        yield url, gguf
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_users_own_server_needs_its_served_name_and_says_which(cli, users_server):
+    url, gguf = users_server
+    result = cli("classify", "hello there", "--backend", "api", "--model", "smollm2-135m", "--base-url", url,
+                 "--no-cache")
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "engine is" not in line]
+    assert result.exit_code == 4 and len(lines) == 1, result.stderr
+    assert f"does not serve model 'smollm2-135m' (it serves: {gguf})" in lines[0]
+    assert f"--served-model '{gguf}'" in lines[0]
+
+
+@pytest.mark.slow
+def test_a_users_own_llama_cpp_server_answers_as_the_spawned_one(llamacpp_run, users_server):
+    """The same GGUF behind a server the user started: toxcmp asks it what it is (llama-cpp-python), sends it
+    repeat_penalty=1.0, and its 24 answers are byte-identical to the spawned server's; the same server asked as
+    it is (engine=generic: nothing engine-specific sent) applies its repeat_penalty 1.1 and parts from them."""
+    from typer.testing import CliRunner
+
+    from toxcmp.cli.app import app
+
+    _, _, first_run, _, _ = llamacpp_run
+    url, gguf = users_server
+    out = first_run.parent / "users-server"
+    arms = (f"api[api_server=llamacpp;label=spawned],api[base_url={url};served_model={gguf};label=mine],"
+            f"api[base_url={url};served_model={gguf};engine=generic;label=as-is]")
+    result = CliRunner().invoke(app, ["compare", "--model", "smollm2-135m", "--backends", arms, "--dataset",
+                                      str(SAMPLE), "--sample-size", "24", "--max-new-tokens", "32", "--no-margin",
+                                      "--cache-dir", str(first_run.parent / "cache"), "--output-dir", str(out)])
+    assert result.exit_code in (0, 1, 3), result.output
+    run_dir = next(p for p in out.iterdir() if p.is_dir())
+    tidy = pl.read_parquet(run_dir / "results.parquet")
+    raw = {arm: dict(zip(f["example_id"], f["raw"])) for arm, f in
+           ((a, tidy.filter(pl.col("arm") == a)) for a in ("spawned", "mine", "as-is"))}
+    assert len(raw["spawned"]) == 24 and all(raw["spawned"].values())
+    assert raw["mine"] == raw["spawned"]
+    assert sum(raw["as-is"][k] != raw["spawned"][k] for k in raw["spawned"]) >= 1
+    meta = json.loads((run_dir / "summary.json").read_text())["metadata"]
+    assert meta["reliability"]["mine"]["engine"] == "llama-cpp-python"
+    assert meta["reliability"]["mine"]["engine_settings"]["repeat_penalty"] == 1.0
+    assert meta["reliability"]["as-is"]["engine_settings"] == {}

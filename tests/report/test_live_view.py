@@ -30,9 +30,10 @@ def dataset(tmp_path):
 
 
 def test_eta_comes_from_the_per_row_rate():
-    assert eta_text(0, 10, None, 0) == "ETA —"
-    assert eta_text(3, 10, 4.0, 2) == "ETA 00:00:14"  # 2 rows in 4 s after the first: 7 left × 2 s
-    assert eta_text(10, 10, 1.0, 9) == "ETA 0:00:00"
+    assert eta_text(0, 10, None) == ""  # no rate yet: no ETA at all
+    assert eta_text(3, 10, 2.0) == "ETA 00:00:14"  # 7 left × 2 s
+    assert eta_text(199, 200, 1e-6) == "ETA 00:00:01"  # a row remains: never 0
+    assert eta_text(10, 10, None) == "ETA 00:00:00"
 
 
 def test_live_view_updates_per_row_and_shows_the_phase(dataset, tmp_path):

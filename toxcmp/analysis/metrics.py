@@ -2,14 +2,16 @@
 
 Labels are 0/1 or None (no verdict: parse failure, refusal, error). Cohen's kappa is over the pairs where both
 sides gave a label (pairs with a missing side are left out). Accuracy (`classification_report`) counts a missing
-verdict as wrong. A statistic that is undefined for the data (no pairs, kappa with chance agreement 1) is NaN,
-never a number that looks like a result.
+verdict as wrong; a row without a human label (truth None) is left out of it. A statistic that is undefined for
+the data (no pairs, kappa with chance agreement 1, accuracy without labelled rows or without a single label from
+the classifier, precision without a positive prediction) is NaN with its reason, never a number that looks like a
+result.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 Z95 = 1.959963984540054
@@ -175,6 +177,15 @@ def confusion(truth: Sequence[int], predicted: Sequence[int | None],
     return Confusion(tp, fp, fn, tn, missing)
 
 
+# why an accuracy statistic has no value (Accuracy.reasons)
+NO_LABELLED_ROWS = "no labelled rows"
+NO_PREDICTIONS = "no labels from this side"
+NO_PREDICTED_POSITIVES = "no positive predictions (precision is 0/0)"
+NO_POSITIVES = "no positive rows among the labelled ones (recall is 0/0)"
+NO_F1 = "no positive rows and no positive predictions (F1 is 0/0)"
+ACCURACY_STATISTICS = ("accuracy", "precision", "recall", "f1")
+
+
 @dataclass(frozen=True)
 class Accuracy:
     accuracy: Proportion
@@ -182,6 +193,8 @@ class Accuracy:
     recall: Proportion
     f1: float
     confusion: Confusion
+    unlabelled: int = 0  # rows without a human label (truth None): left out of every statistic here
+    reasons: dict[str, str] = field(default_factory=dict)  # statistic (ACCURACY_STATISTICS) → why it is NaN
 
 
 def weighted_proportion(hits: Sequence[bool], weights: Sequence[float] | None = None) -> Proportion:
@@ -198,25 +211,92 @@ def weighted_proportion(hits: Sequence[bool], weights: Sequence[float] | None = 
     return Proportion(sum(bool(h) for h in hits), n, p, *wilson_interval(p, n_eff))
 
 
-def classification_report(truth: Sequence[int], predicted: Sequence[int | None],
+def classification_report(truth: Sequence[int | None], predicted: Sequence[int | None],
                           weights: Sequence[float] | None = None) -> Accuracy:
     """Per-backend accuracy against ground truth; a missing verdict (refusal, unparsed) counts as wrong.
 
     Accuracy and recall keep missing verdicts in their denominators (a classifier that does not answer did not
-    catch the example); precision is over predicted positives only. Weighted when `weights` are given.
+    catch the example); precision is over predicted positives only; F1 = 2·TP / (2·TP + FP + FN), FN counting the
+    positives without a label too (= 2PR / (P + R), and 0 when there are positives and no true positive). Rows
+    whose truth is None (no human label) are left out. Undefined, NaN with `reasons[name]`: everything without a
+    labelled row (NO_LABELLED_ROWS) or without a single label from the classifier (NO_PREDICTIONS: "0 %" would
+    only say that it never answered); precision without a positive prediction; recall without a positive row; F1
+    when neither exists. Weighted when `weights` are given.
     """
     if len(truth) != len(predicted):
         raise ValueError("truth and predictions differ in length")
-    w = list(weights) if weights is not None else [1.0] * len(truth)
-    cm = confusion(truth, predicted, w)
-    accuracy = weighted_proportion([p is not None and p == t for t, p in zip(truth, predicted)], w)
-    pos = [i for i, p in enumerate(predicted) if p == 1]
-    precision = weighted_proportion([truth[i] == 1 for i in pos], [w[i] for i in pos])
-    actual = [i for i, t in enumerate(truth) if t == 1]
-    recall = weighted_proportion([predicted[i] == 1 for i in actual], [w[i] for i in actual])
-    p, r = precision.value, recall.value
-    f1 = 2 * p * r / (p + r) if not (math.isnan(p) or math.isnan(r)) and (p + r) > 0 else float("nan")
-    return Accuracy(accuracy, precision, recall, f1, cm)
+    w_all = list(weights) if weights is not None else [1.0] * len(truth)
+    keep = [i for i, t in enumerate(truth) if t is not None]
+    t_ = [int(truth[i]) for i in keep]
+    p_ = [predicted[i] for i in keep]
+    w = [w_all[i] for i in keep]
+    cm = confusion(t_, p_, w)
+    unlabelled = len(truth) - len(keep)
+    none = wilson(0, 0)
+    if not keep or all(p is None for p in p_):
+        reason = NO_LABELLED_ROWS if not keep else NO_PREDICTIONS
+        return Accuracy(none, none, none, float("nan"), cm, unlabelled, {k: reason for k in ACCURACY_STATISTICS})
+    reasons: dict[str, str] = {}
+    accuracy = weighted_proportion([p is not None and p == t for t, p in zip(t_, p_)], w)
+    pos = [i for i, p in enumerate(p_) if p == 1]
+    precision = weighted_proportion([t_[i] == 1 for i in pos], [w[i] for i in pos])
+    if not pos:
+        reasons["precision"] = NO_PREDICTED_POSITIVES
+    actual = [i for i, t in enumerate(t_) if t == 1]
+    recall = weighted_proportion([p_[i] == 1 for i in actual], [w[i] for i in actual])
+    if not actual:
+        reasons["recall"] = NO_POSITIVES
+    f1 = _f1(cm.tp, cm.fp, sum(w[i] for i in actual) - cm.tp)
+    if math.isnan(f1):
+        reasons["f1"] = NO_F1
+    return Accuracy(accuracy, precision, recall, f1, cm, unlabelled, reasons)
+
+
+def _f1(tp: float, fp: float, fn: float) -> float:
+    denominator = 2 * tp + fp + fn
+    return 2 * tp / denominator if denominator > 0 else float("nan")
+
+
+def f1_with_bootstrap(truth: Sequence[int | None], predicted: Sequence[int | None],
+                      weights: Sequence[float] | None = None, resamples: int = 2000, seed: int = 0) -> Estimate:
+    """F1 (as `classification_report` defines it) with a percentile bootstrap 95 % CI over the labelled rows.
+
+    Resample r draws n row indices with `numpy.random.default_rng(seed).integers(0, n, size=(resamples, n))` (in
+    chunks of 500 rows, the same stream), n = rows with a human label; each resample's F1 is
+    2·TP / (2·TP + FP + FN) with the rows' weights; the CI is the 2.5 and 97.5 percentiles (`numpy.quantile`,
+    linear) of the resamples where it is defined (the others are counted in `undefined_resamples`).
+    """
+    import numpy as np
+
+    report = classification_report(truth, predicted, weights)
+    if math.isnan(report.f1):
+        return Estimate(float("nan"), float("nan"), float("nan"), 0, report.reasons.get("f1"))
+    w_all = list(weights) if weights is not None else [1.0] * len(truth)
+    keep = [i for i, t in enumerate(truth) if t is not None]
+    n = len(keep)
+    if n < 2 or resamples < 1:
+        return Estimate(report.f1, float("nan"), float("nan"), 0, "no CI from a single row" if n < 2 else None)
+    positive = np.array([int(truth[i]) == 1 for i in keep])
+    said_positive = np.array([predicted[i] == 1 for i in keep])
+    w = np.array([float(w_all[i]) for i in keep])
+    # per row: its weight toward 2·TP + FP + FN (the denominator) and toward 2·TP (the numerator)
+    numerator_w = 2 * w * (positive & said_positive)
+    denominator_w = numerator_w + w * (positive ^ said_positive)
+    rng = np.random.default_rng(seed)
+    stats = []
+    for chunk in range(0, resamples, 500):
+        idx = rng.integers(0, n, size=(min(500, resamples - chunk), n))
+        tp2 = numerator_w[idx].sum(axis=1)
+        denominator = denominator_w[idx].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            stats.append(np.where(denominator > 0, tp2 / denominator, np.nan))
+    flat = np.concatenate(stats)
+    defined = flat[~np.isnan(flat)]
+    undefined = int(flat.size - defined.size)
+    if defined.size == 0:
+        return Estimate(report.f1, float("nan"), float("nan"), undefined, f"no CI: every resample had {NO_F1}")
+    low, high = np.quantile(defined, [0.025, 0.975])
+    return Estimate(report.f1, float(low), float(high), undefined)
 
 
 # -- several arms -------------------------------------------------------------------------------------------------

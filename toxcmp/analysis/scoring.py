@@ -19,7 +19,8 @@ from toxcmp.analysis.prompt_tokens import reported_usage
 from toxcmp.domain.parsing import parse_output, parse_verdict, read_answer, verdict_of
 from toxcmp.domain.policies import Policy
 from toxcmp.domain.responses import ModelResponse
-from toxcmp.analysis.verdict import DEFAULT_MIN_LABELLED, SideLabels, decide
+from toxcmp.analysis.verdict import (DEFAULT_MIN_LABELLED, NO_BOTH_LABELLED, NO_LABELLED_ROWS, SideLabels,
+                                    decide, decide_evaluation)
 
 SIDES = ("a", "b")
 UNPARSED_AS = ("none", "0", "1")  # "0" is the recorded study's way: no label counts as "not toxic"
@@ -130,11 +131,56 @@ class Scored:
     summary: dict[str, Any]
 
 
+def _labelled(row: dict[str, Any]) -> bool:
+    """The row has a human label to score against (`toxicity` is None where the dataset has none)."""
+    return row.get("toxicity") is not None
+
+
+def side_stats(rows: Sequence[dict[str, Any]], prefix: str, label: str, resamples: int = 2000) -> dict[str, Any]:
+    """One side against the human labels: parse and refusal rates, accuracy, precision, recall, F1 (with its
+    bootstrap CI) and the confusion matrix. `prefix`: "a_"/"b_" for pair rows, "" for one arm's tidy rows.
+    A statistic without a value says why in `undefined` (no labelled rows, no labels from this side, …)."""
+    def f(key: str) -> str:  # a field name on this side
+        return f"{prefix}{key}"
+
+    ok = [r for r in rows if not r[f("error")]]
+    w_ok = [float(r.get("weight") or 1.0) for r in ok]
+    truth = [int(r["toxicity"]) if _labelled(r) else None for r in ok]
+    predicted = [r[f("binary")] for r in ok]
+    report = metrics.classification_report(truth, predicted, w_ok)
+    f1 = metrics.f1_with_bootstrap(truth, predicted, w_ok, resamples=resamples)
+    cm = report.confusion
+    parsed = sum(bool(r[f("parse_ok")]) for r in ok)
+    undefined = dict(report.reasons)
+    if report.reasons.get("accuracy") == metrics.NO_PREDICTIONS:
+        undefined = {k: f"{metrics.NO_PREDICTIONS}: {parsed} of {len(ok)} answers parsed" for k in undefined}
+    latencies = sorted(float(r[f("latency_s")] or 0.0) for r in ok if not r[f("cached")])
+    return {
+        "label": label,
+        "n": len(ok), "errors": len(rows) - len(ok), "n_labelled": len(ok) - report.unlabelled, "parsed": parsed,
+        "parse_rate": _prop(metrics.weighted_proportion([bool(r[f("parse_ok")]) for r in ok], w_ok)),
+        "refusal_rate": _prop(metrics.weighted_proportion([bool(r[f("refusal")]) for r in ok], w_ok)),
+        "accuracy": _prop(report.accuracy), "precision": _prop(report.precision), "recall": _prop(report.recall),
+        "f1": _num(report.f1),
+        "f1_ci": {"low": _num(f1.low), "high": _num(f1.high), "undefined_resamples": f1.undefined_resamples,
+                  "reason": None if math.isnan(report.f1) else f1.reason, "method": "percentile bootstrap"},
+        "undefined": undefined,  # statistic → why it has no value
+        "confusion": {"tp": round(cm.tp, 4), "fp": round(cm.fp, 4), "fn": round(cm.fn, 4), "tn": round(cm.tn, 4),
+                      "no_label": cm.missing},
+        "cached": sum(bool(r[f("cached")]) for r in rows),
+        "latency_p50_s": _num(latencies[len(latencies) // 2]) if latencies else None,
+        "served_by": sorted({r[f("served_by")] for r in rows if r.get(f("served_by"))}),
+        "retries": sum(int(r.get(f("retries")) or 0) for r in rows),
+        "parse_failures": _failure_counts(r.get(f("parse_failure")) for r in ok),
+    }
+
+
 def summarize(rows: Sequence[dict[str, Any]], labels: Sequence[str], threshold: float = 0.95,
               kappa_resamples: int = 2000, top_examples: int = 3, status: str = "complete",
               min_labelled: float = DEFAULT_MIN_LABELLED) -> dict[str, Any]:
     """All run statistics as one JSON-able dict. Weighted by each row's `weight` where a population estimate is
-    meant (agreement, accuracy); kappa and McNemar are paired statistics over the sampled rows."""
+    meant (agreement, accuracy); kappa and McNemar are paired statistics over the sampled rows. Rows without a
+    human label (`toxicity` None) count for agreement between the sides, not for accuracy or McNemar."""
     n = len(rows)
     scored = [r for r in rows if r["binary_match"] is not None]
     weights = [float(r.get("weight") or 1.0) for r in scored]
@@ -145,31 +191,11 @@ def summarize(rows: Sequence[dict[str, Any]], labels: Sequence[str], threshold: 
                                               [float(r.get("weight") or 1.0) for r in both])
     kappa = metrics.kappa_with_bootstrap([r["a_binary"] for r in both], [r["b_binary"] for r in both],
                                          resamples=kappa_resamples)
-    truth = [int(r["toxicity"]) for r in scored]
-    correct = {p: [r[f"{p}_binary"] is not None and r[f"{p}_binary"] == t for r, t in zip(scored, truth)] for p in SIDES}
+    labelled = [r for r in scored if _labelled(r)]
+    truth = [int(r["toxicity"]) for r in labelled]
+    correct = {p: [r[f"{p}_binary"] is not None and r[f"{p}_binary"] == t for r, t in zip(labelled, truth)] for p in SIDES}
     mcnemar = metrics.mcnemar_exact(correct["a"], correct["b"])
-    per_backend = {}
-    for p, label in zip(SIDES, labels):
-        ok = [r for r in rows if not r[f"{p}_error"]]
-        w_ok = [float(r.get("weight") or 1.0) for r in ok]
-        report = metrics.classification_report([int(r["toxicity"]) for r in ok], [r[f"{p}_binary"] for r in ok], w_ok)
-        cm = report.confusion
-        latencies = sorted(float(r[f"{p}_latency_s"] or 0.0) for r in ok if not r[f"{p}_cached"])
-        per_backend[p] = {
-            "label": label,
-            "n": len(ok), "errors": n - len(ok),
-            "parse_rate": _prop(metrics.weighted_proportion([bool(r[f"{p}_parse_ok"]) for r in ok], w_ok)),
-            "refusal_rate": _prop(metrics.weighted_proportion([bool(r[f"{p}_refusal"]) for r in ok], w_ok)),
-            "accuracy": _prop(report.accuracy), "precision": _prop(report.precision), "recall": _prop(report.recall),
-            "f1": _num(report.f1),
-            "confusion": {"tp": round(cm.tp, 4), "fp": round(cm.fp, 4), "fn": round(cm.fn, 4), "tn": round(cm.tn, 4),
-                          "no_label": cm.missing},
-            "cached": sum(bool(r[f"{p}_cached"]) for r in rows),
-            "latency_p50_s": _num(latencies[len(latencies) // 2]) if latencies else None,
-            "served_by": sorted({r[f"{p}_served_by"] for r in rows if r.get(f"{p}_served_by")}),
-            "retries": sum(int(r.get(f"{p}_retries") or 0) for r in rows),
-            "parse_failures": _failure_counts(r.get(f"{p}_parse_failure") for r in ok),
-        }
+    per_backend = {p: side_stats(rows, f"{p}_", label, kappa_resamples) for p, label in zip(SIDES, labels)}
     causes = [r["cause"] for r in rows]
     examples = {c: [_example(r) for r in rows if r["cause"] == c][:top_examples] for c in CAUSES}
     margins = [r for r in rows if r.get("margin_kind")]
@@ -180,18 +206,22 @@ def summarize(rows: Sequence[dict[str, Any]], labels: Sequence[str], threshold: 
     decision = decide(None if math.isnan(value) else value, threshold,
                       [SideLabels(label, sum(bool(r[f"{p}_parse_ok"]) for r in scored), len(scored))
                        for p, label in zip(SIDES, labels)], both_labelled, status, min_labelled,
-                      n_errors=n - len(scored))
+                      n_errors=n - len(scored), n_labelled=len(labelled))
     content_same = [bool(r["content_identical"]) for r in scored if r.get("content_identical") is not None]
     raw_same = [bool(r["raw_identical"]) for r in scored if r.get("raw_identical") is not None]
+    notes = [NO_BOTH_LABELLED] if scored and not both_labelled else []
+    notes += [NO_LABELLED_ROWS] if scored and not labelled else []
     return {
-        "n": n, "n_scored": len(scored), "n_both_parsed": len(both),
+        "n": n, "n_scored": len(scored), "n_both_parsed": len(both), "n_labelled": len(labelled),
+        "label_notes": notes,  # the headline's caveats: what the agreement does not say (no labels)
         "binary_agreement": _prop(binary), "fine_grain_agreement": _prop(fine),
         "binary_agreement_both_parsed": _prop(both_parsed),
         "cohen_kappa": {"value": _num(kappa.value), "low": _num(kappa.low), "high": _num(kappa.high), "n": len(both),
                         "reason": getattr(kappa, "reason", None),
                         "undefined_resamples": getattr(kappa, "undefined_resamples", 0)},
         "mcnemar": {"only_a_correct": mcnemar.only_a_correct, "only_b_correct": mcnemar.only_b_correct,
-                    "p_value": _num(mcnemar.p_value)},
+                    "p_value": _num(mcnemar.p_value) if labelled else None,
+                    "n": len(labelled), "reason": None if labelled else metrics.NO_LABELLED_ROWS},
         "content_identical": _prop(metrics.wilson(sum(content_same), len(content_same))),
         "raw_identical": _prop(metrics.wilson(sum(raw_same), len(raw_same))),
         "n_both_labelled": both_labelled,
@@ -202,6 +232,29 @@ def summarize(rows: Sequence[dict[str, Any]], labels: Sequence[str], threshold: 
         "margins": {"scored": len(margins), "near_tie": sum(r["margin_kind"] == "near_tie" for r in margins),
                     "true_disagreement": sum(r["margin_kind"] == "true_disagreement" for r in margins)},
         "divergence": summarize_divergence(rows),
+        "threshold": threshold, "min_labelled": min_labelled,
+        "verdict": decision.verdict, "verdict_reason": decision.reason, "passed": decision.passed,
+    }
+
+
+EVALUATION = "evaluation"  # summary["kind"] of one arm scored against the human labels
+
+
+def evaluate(rows: Sequence[dict[str, Any]], label: str, threshold: float = 0.95, status: str = "complete",
+             min_labelled: float = DEFAULT_MIN_LABELLED, resamples: int = 2000) -> dict[str, Any]:
+    """One arm against the human labels (`--backends api`): its tidy rows (one per example, repeat 0; the fields
+    `tidy_row` writes) → accuracy, precision, recall and parse/refusal rates with Wilson CIs, F1 with a percentile
+    bootstrap CI, the confusion matrix, and the verdict (`decide_evaluation`: accuracy against the threshold)."""
+    stats = side_stats(rows, "", label, resamples)
+    labelled = [r for r in rows if not r["error"] and _labelled(r)]
+    accuracy = stats["accuracy"]["value"]
+    decision = decide_evaluation(accuracy, threshold, SideLabels(label, stats["parsed"], stats["n"]), len(labelled),
+                                 status, min_labelled, n_errors=stats["errors"])
+    return {
+        "kind": EVALUATION, "arm": label, "reference": "human labels",
+        "n": len(rows), "n_scored": stats["n"], "n_labelled": len(labelled),
+        "label_notes": [f"no labelled rows: nothing to evaluate {label} against"] if stats["n"] and not labelled else [],
+        "backends": {"a": stats},
         "threshold": threshold, "min_labelled": min_labelled,
         "verdict": decision.verdict, "verdict_reason": decision.reason, "passed": decision.passed,
     }

@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from toxcmp.backends import OnResponse, providers
@@ -132,8 +132,11 @@ class ApiBackend:
         """A server to start before sending (none: the server is someone else's)."""
 
     def _sampling(self) -> dict[str, Any]:
-        """Settings every request of this server gets on top of the request's own."""
-        return {}
+        """Settings every request of this server gets on top of the request's own: what makes the engine behind
+        a base URL decode greedily (toxcmp.backends.engines; nothing for a provider)."""
+        from toxcmp.backends.engines import ENGINE_SAMPLING
+
+        return dict(ENGINE_SAMPLING.get(self.config.engine or "", {}))
 
     # -- identity -----------------------------------------------------------------------------------------
     @property
@@ -184,8 +187,12 @@ class ApiBackend:
             except (ValueError, AttributeError):
                 served = []
             if served and model_id not in served:
-                raise BackendError(f"the API server at {self.base_url} does not serve model {model_id!r}",
-                                   f"it serves: {', '.join(str(s) for s in served[:10])}")
+                listed = ", ".join(str(s) for s in served[:10])
+                raise BackendError(f"the API server at {self.base_url} does not serve model {model_id!r} "
+                                   f"(it serves: {listed})",
+                                   f"name the one to ask with --served-model {served[0]!r} (arm form: "
+                                   f"api[served_model=…])" if len(served) == 1 else
+                                   "name the one to ask with --served-model NAME (arm form: api[served_model=…])")
         self._checked = True
 
     # -- what the run is told ---------------------------------------------------------------------------
@@ -210,7 +217,8 @@ class ApiBackend:
                 "timeout": self.timeouts.describe(),
                 "stream": self.streams,
                 "server_threads": self._server_threads,
-                "rejected_parameters": dict(self.rejected)}
+                "rejected_parameters": dict(self.rejected),
+                "engine": self.config.engine, "engine_settings": self._sampling()}
 
     # -- generation --------------------------------------------------------------------------------------
     def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse | None = None) -> list[ModelResponse]:
@@ -295,7 +303,7 @@ class ApiBackend:
 
     async def _request_with_retries(self, chat: ChatClient, gate: Gate, request: ChatRequest,
                                     fatal: list[BaseException]) -> ModelResponse | None:
-        started = time.perf_counter()
+        clock = RequestClock()
         asked = _body(self._payload(request), request.chat_messages())
         body = {k: v for k, v in asked.items() if k not in self.rejected}
         max_new = request.generation.max_new_tokens
@@ -305,12 +313,14 @@ class ApiBackend:
         served: str | None = None  # who served the last attempt, when the router said so
 
         def failed(message: str) -> ModelResponse:
-            return self._error(request, started, attempt, message, timeouts, served, _dropped(asked, body))
+            return self._error(request, clock, attempt, message, timeouts, served, _dropped(asked, body))
 
         while True:
             retry_after: float | None = None
             rate_limited = False
+            queued_at = time.monotonic()
             await gate.acquire()
+            clock.queue_s += time.monotonic() - queued_at
             if fatal:
                 gate.release()
                 return None
@@ -324,10 +334,10 @@ class ApiBackend:
                 async with asyncio.timeout(limit_s):
                     answer = await chat.complete(body, stream=self.streams,
                                                  require_finish_reason=self.require_finish_reason)
-                latency = time.monotonic() - sent_at
+                latency = clock.answered(sent_at)
                 self.timeouts.observe(latency, answer.first_token_s, answer.completion_tokens, max_new)
                 breaker.success(sent_at)
-                return self._to_response(answer, request, started, attempt, timeouts, _dropped(asked, body))
+                return self._to_response(answer, request, clock, attempt, timeouts, _dropped(asked, body))
             except HttpStatus as exc:
                 status, served = exc.status, exc.served_by
                 names = rejected_parameters(status, exc.body, exc.param, body)
@@ -365,6 +375,7 @@ class ApiBackend:
                     return failed(f"{type(exc).__name__}: {exc}")
                 last_error = f"connection error: {type(exc).__name__}"
             finally:
+                clock.wire(sent_at)
                 gate.release()  # never held while backing off: a retry queues for a slot like everyone else
             # A rate limit is not a failure: keep waiting it out (Retry-After, else capped backoff) for up to
             # rate_limit_wait_s in total; other errors get max_retries attempts, within the run's retry budget.
@@ -382,27 +393,28 @@ class ApiBackend:
                 delay = backoff_delay(attempt, retry_after)
             await asyncio.sleep(delay)
             waited += delay
+            clock.backoff_s += delay
             attempt += 1
             self.stats["retries"] += 1
 
-    def _error(self, request: ChatRequest, started: float, retries: int, message: str,
+    def _error(self, request: ChatRequest, clock: "RequestClock", retries: int, message: str,
                timeouts: int = 0, served_by: str | None = None, dropped: Sequence[str] = ()) -> ModelResponse:
         self.stats["errors"] += 1
         return ModelResponse(content="", reasoning="", raw_text="", backend=self.name, model=request.model.model_id,
-                             latency_s=time.perf_counter() - started, error=redact(message, self._token),
+                             latency_s=clock.wire_s, error=redact(message, self._token),
                              prompt_hash=request.prompt_hash, retries=retries, served_by=self._served(served_by),
-                             extra={"timeouts": timeouts, "rejected_parameters": list(dropped)})
+                             extra={"timeouts": timeouts, "rejected_parameters": list(dropped), **clock.facts()})
 
     def _served(self, served_by: str | None = None) -> str:
         return served_by or self.base_url or self.config.provider
 
-    def _to_response(self, answer: Answer, request: ChatRequest, started: float, retries: int,
+    def _to_response(self, answer: Answer, request: ChatRequest, clock: "RequestClock", retries: int,
                      timeouts: int = 0, dropped: Sequence[str] = ()) -> ModelResponse:
         # What arrived, as it arrived: raw_text is the content exactly as sent, the reasoning the one sent in its
         # own field (else split out of the content); rescore re-reads both (toxcmp.domain.parsing.read_answer).
         parts = read_answer(answer.content, answer.reasoning, answer.reasoning_field, harmony=request.model.harmony)
         return ModelResponse(content=parts.content, reasoning=parts.reasoning, raw_text=answer.content, backend=self.name,
-                             model=request.model.model_id, latency_s=time.perf_counter() - started,
+                             model=request.model.model_id, latency_s=clock.latency_s,
                              served_by=self._served(answer.served_by), finish_reason=answer.finish_reason,
                              prompt_hash=request.prompt_hash, retries=retries,
                              extra={"prompt_tokens": answer.prompt_tokens,
@@ -412,7 +424,8 @@ class ApiBackend:
                                     "timeouts": timeouts, "streamed": self.streams,
                                     "reasoning_source": parts.source,
                                     # asked for, refused by the server, not sent: this answer is without them
-                                    "rejected_parameters": list(dropped)})
+                                    "rejected_parameters": list(dropped),
+                                    "first_token_s": answer.first_token_s, **clock.facts()})
 
     def close(self) -> None:
         """Nothing held between calls (each `generate` opens and closes its own connections)."""
@@ -424,6 +437,34 @@ def _body(kwargs: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, A
     body["messages"] = messages
     body.update(kwargs.get("extra_body") or {})
     return body
+
+
+@dataclass
+class RequestClock:
+    """Where one request's time went. `latency_s` is the request's own time: the answering attempt, from sending
+    to the last byte. Waiting for an in-flight slot (`queue_s`), backing off between attempts (`backoff_s`) and
+    failed attempts (the rest of `wire_s`) are reported beside it, never in it."""
+
+    queue_s: float = 0.0
+    backoff_s: float = 0.0
+    wire_s: float = 0.0  # every attempt on the wire, the failed ones too
+    latency_s: float = 0.0
+    _counted: float | None = None
+
+    def answered(self, sent_at: float) -> float:
+        self.latency_s = time.monotonic() - sent_at
+        self._counted = sent_at
+        self.wire_s += self.latency_s
+        return self.latency_s
+
+    def wire(self, sent_at: float) -> None:
+        if self._counted != sent_at:  # once per attempt (the answering one ends in `finally` too)
+            self._counted = sent_at
+            self.wire_s += time.monotonic() - sent_at
+
+    def facts(self) -> dict[str, float]:
+        return {"queue_s": round(self.queue_s, 6), "backoff_s": round(self.backoff_s, 6),
+                "wire_s": round(self.wire_s, 6)}
 
 
 def _dropped(asked: dict[str, Any], sent: dict[str, Any]) -> list[str]:

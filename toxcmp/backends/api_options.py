@@ -27,6 +27,11 @@ class ApiOptions(BackendOptions):
     api_server: str | None = option(None, changes_answer=True,
                                     help="local: start transformers serve; llamacpp: start llama.cpp's server; "
                                          "auto: local for a bundled model; none: never start one")
+    engine: str | None = option(None, changes_answer=True,
+                                help="the engine behind base_url: llama.cpp, llama-cpp-python, vllm, sglang, tgi, "
+                                     "ollama, unknown, or generic (send nothing engine-specific); None/auto: asked "
+                                     "of the server. Picks what makes its greedy decoding greedy "
+                                     "(toxcmp.backends.engines)")
     # how hard to push it: never part of an identity
     token: str | None = field(default=None, repr=False, metadata={
         "changes_answer": False, "secret": True, "help": "--token / HF_TOKEN; never printed, logged or cached"})
@@ -47,6 +52,17 @@ class ApiOptions(BackendOptions):
         super().check(suffix)
         if self.api_server not in (None, "", *API_SERVERS):
             raise UsageError(f"unknown --api-server {self.api_server!r}{suffix}", "use auto, local, llamacpp or none")
+        from toxcmp.backends.engines import ENGINES
+
+        if self.base_url and not self.base_url.lower().startswith(("http://", "https://")):
+            raise UsageError(f"base URL {self.base_url!r} has no scheme{suffix}",
+                             f"add http:// (e.g. http://{self.base_url})")
+
+        if self.engine not in (None, "auto", *ENGINES):
+            raise UsageError(f"unknown engine {self.engine!r}{suffix}", f"use one of: auto, {', '.join(ENGINES)}")
+        if self.engine not in (None, "auto") and not self.base_url:
+            raise UsageError(f"engine names the server behind a base URL{suffix}",
+                             "add base_url=URL, or drop engine (a provider or a spawned server is known)")
         if self.concurrency is not None and self.concurrency < 1:
             raise UsageError(f"concurrency must be at least 1 (got {self.concurrency}){suffix}", "e.g. --concurrency 4")
         if self.timeout_s is not None and self.timeout_s <= 0:
@@ -90,4 +106,18 @@ class ApiOptions(BackendOptions):
         if model.only_here and not options.base_url and not options.spawns_server:
             raise UsageError(f"{model.name} is a bundled model that no Inference Provider serves",
                              f"add --api-server local (or --base-url URL), {hint}")
+        if options.base_url and options.engine in (None, "auto"):
+            return options.with_engine()
         return options, None
+
+    def with_engine(self) -> tuple["ApiOptions", str | None]:
+        """The engine behind the base URL, asked of the server (before any data or model is loaded)."""
+        from toxcmp.backends.engines import Unreachable, detect_engine, engine_note
+
+        url = self.base_url.rstrip("/")
+        url = url if url.endswith("/v1") else f"{url}/v1"
+        try:
+            engine, evidence = detect_engine(url, {"Authorization": f"Bearer {self.token}"} if self.token else None)
+        except Unreachable:  # the preflight stops the run with its own one line
+            return replace(self, engine="unknown"), None
+        return replace(self, engine=engine), engine_note(self.base_url, engine, evidence)

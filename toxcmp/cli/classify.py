@@ -10,7 +10,7 @@ import typer
 from rich.panel import Panel
 from rich.table import Table
 
-from toxcmp.cli.common import (ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
+from toxcmp.cli.common import (ApiServerOpt, BaseUrlOpt, ServedModelOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
                                MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt,
                                RenderDateOpt, RetriesOpt, RevisionOpt, ThreadsOpt, TimeoutOpt, TokenOpt, clip, console,
                                err_console, friendly_errors, print_json)
@@ -53,6 +53,7 @@ def classify(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     base_url: BaseUrlOpt = None,
+    served_model: ServedModelOpt = None,
     provider: ProviderOpt = "auto",
     token: TokenOpt = None,
     api_server: ApiServerOpt = "auto",
@@ -77,7 +78,7 @@ def classify(
     policy_obj = load_policy(policy)
     spec = resolve_model(model, revision)
     generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort)
-    config = BackendConfig(device=device, dtype=dtype, base_url=base_url, provider=provider, token=token,
+    config = BackendConfig(device=device, dtype=dtype, base_url=base_url, served_model=served_model, provider=provider, token=token,
                            concurrency=concurrency, timeout_s=timeout, max_retries=max_retries, threads=threads,
                            cache_dir=cache_dir or default_cache_dir())
     response = respond(policy_obj, body, spec, backend, generation, config, use_cache=not no_cache,

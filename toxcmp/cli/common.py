@@ -46,6 +46,9 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="local: auto, cpu, cuda
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="local: auto, float32, bfloat16, float16.", rich_help_panel=LOCAL_PANEL)]
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="api: any OpenAI-compatible server URL.",
                                                    rich_help_panel=API_PANEL)]
+ServedModelOpt = Annotated[Optional[str], typer.Option(
+    "--served-model", rich_help_panel=API_PANEL,
+    help="api: the name the server knows the model by (what its /v1/models lists, e.g. a GGUF path).")]
 ProviderOpt = Annotated[str, typer.Option("--provider", help="api: Inference Provider name or auto.", rich_help_panel=API_PANEL)]
 TokenOpt = Annotated[Optional[str], typer.Option("--token", help="api: HF token \\[default: $HF_TOKEN]; never printed.",
                                                  show_default=False, rich_help_panel=API_PANEL)]

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from toxcmp.cli.common import (API_PANEL, ARMS_PANEL, DATA_PANEL, LOCAL_PANEL, OUTPUT_PANEL, ApiServerOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
+from toxcmp.cli.common import (API_PANEL, ARMS_PANEL, DATA_PANEL, LOCAL_PANEL, OUTPUT_PANEL, ApiServerOpt, BaseUrlOpt, ServedModelOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
                          MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RenderDateOpt,
                          RetriesOpt, RevisionOpt, ThreadsOpt, TimeoutOpt, TokenOpt, command_line, console, err_console,
                          friendly_errors, print_json)
@@ -84,6 +84,7 @@ def compare(
     batch_size: Annotated[str, typer.Option("--batch-size", rich_help_panel=LOCAL_PANEL, help="local: auto (memory-aware) or N.")] = "auto",
     strategy: Annotated[str, typer.Option("--strategy", rich_help_panel=LOCAL_PANEL, help="local: prefix (batched + shared policy-prefix KV), batched, or naive (one generate per example; the reference).")] = "prefix",
     base_url: BaseUrlOpt = None,
+    served_model: ServedModelOpt = None,
     provider: ProviderOpt = "auto",
     token: TokenOpt = None,
     api_server: ApiServerOpt = "auto",
@@ -118,7 +119,7 @@ def compare(
         policy=policy, model=model, revision=revision, dataset=dataset, version=version, split=split,
         sample_size=sample_size, seed=seed, human_only=human_only, stratify=stratify, backends=backends,
         generation=GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort),
-        backend=BackendConfig(device=device, dtype=dtype, batch_size=batch_size, strategy=strategy, base_url=base_url, provider=provider,
+        backend=BackendConfig(device=device, dtype=dtype, batch_size=batch_size, strategy=strategy, base_url=base_url, served_model=served_model, provider=provider,
                               token=token, concurrency=concurrency, timeout_s=timeout, max_retries=max_retries,
                               rate_limit_wait_s=rate_limit_wait, threads=threads,
                               api_server=None if api_server in ("", "none") else api_server,

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from toxcmp.report.text import divergence_line, equivalence_numbers
+from toxcmp.report.text import NO_LABEL_AGREEMENT, divergence_line, equivalence_numbers, f1_text, mcnemar_text, share_text
 from toxcmp.report.text import CONFORMANCE_HEAD, conformance_cells, conformance_lead, prompt_tokens_phrase
 from toxcmp.results.schema import headline_of
 
@@ -19,12 +19,12 @@ from toxcmp.results.schema import headline_of
 
 # -- console report -------------------------------------------------------------------------------------------------
 
-def _pct(p: dict[str, Any] | None) -> str:
-    if not p or p.get("value") is None:
-        return "—"
-    if p.get("low") is None:
-        return f"{p['value']:.1%}"
-    return f"{p['value']:.1%} [{100 * p['low']:.1f}–{100 * p['high']:.1f}]"
+def _pct(p: dict[str, Any] | None, reason: str | None = None) -> str:
+    return escape(share_text(p, reason))
+
+
+def _why(side: dict[str, Any], name: str) -> str | None:
+    return (side.get("undefined") or {}).get(name)
 
 
 def agreement_table(summary: dict[str, Any]) -> Table:
@@ -41,15 +41,19 @@ def agreement_table(summary: dict[str, Any]) -> Table:
         f"{k['value']:.3f}" + (f" [{k['low']:.3f}, {k['high']:.3f}]" if k["low"] is not None else "")
         + (f" ({k['undefined_resamples']} undefined resamples left out)" if k.get("undefined_resamples") else ""))
     m = summary["mcnemar"]
+    # no row with a label from both sides: what agrees is two answers without a label, which the cell must say
+    no_labels = bool(summary.get("n_scored")) and summary.get("n_both_labelled") == 0
+    said = f" — {NO_LABEL_AGREEMENT}" if no_labels else ""
     for name, key in (("final content byte-identical", "content_identical"), ("raw output byte-identical", "raw_identical")):
         if key in summary:
             t.add_row(name, _pct(summary[key]), str(summary[key]["n"]))
-    t.add_row("binary agreement", _pct(summary["binary_agreement"]), str(summary["binary_agreement"]["n"]))
-    t.add_row("fine-grained agreement", _pct(summary["fine_grain_agreement"]), str(summary["fine_grain_agreement"]["n"]))
-    t.add_row("binary agreement, both parsed", _pct(summary["binary_agreement_both_parsed"]), str(summary["n_both_parsed"]))
+    t.add_row("binary agreement", _pct(summary["binary_agreement"]) + said, str(summary["binary_agreement"]["n"]))
+    t.add_row("fine-grained agreement", _pct(summary["fine_grain_agreement"]) + said, str(summary["fine_grain_agreement"]["n"]))
+    t.add_row("binary agreement, both parsed", _pct(summary["binary_agreement_both_parsed"],
+                                                    "no row with a label on both sides" if not summary["n_both_parsed"] else None),
+              str(summary["n_both_parsed"]))
     t.add_row("Cohen's κ (bootstrap CI)", kappa, str(k["n"]))
-    t.add_row("McNemar exact (correctness)", f"p = {m['p_value']:.3g}  (only A right {m['only_a_correct']}, only B right {m['only_b_correct']})",
-              str(summary["n_scored"]))
+    t.add_row("McNemar exact (correctness)", escape(mcnemar_text(m)), str(m.get("n", summary["n_scored"])))
     for name, key in (("final-content similarity", "content_similarity_mean"), ("reasoning similarity", "reasoning_similarity_mean")):
         value = summary.get(key)
         t.add_row(name, "—" if value is None else f"{value:.3f}", "")
@@ -64,8 +68,7 @@ def backend_table(summary: dict[str, Any]) -> Table:
     for p, b in backends.items():
         t.add_column(f"{p.upper()}: {escape(b['label'])}")
     rows = [("parse rate", lambda b: _pct(b["parse_rate"])), ("refusal rate", lambda b: _pct(b["refusal_rate"])),
-            ("accuracy", lambda b: _pct(b["accuracy"])), ("precision", lambda b: _pct(b["precision"])),
-            ("recall", lambda b: _pct(b["recall"])), ("F1", lambda b: "—" if b["f1"] is None else f"{b['f1']:.3f}"),
+            *_accuracy_rows(),
             ("TP / FP / FN / TN", lambda b: " / ".join(_fmt_count(b["confusion"][k]) for k in ("tp", "fp", "fn", "tn"))),
             ("no label", lambda b: str(b["confusion"]["no_label"])),
             ("why no label", lambda b: escape(", ".join(f"{k} {v}" for k, v in b.get("parse_failures", {}).items())) or "—"),
@@ -75,6 +78,15 @@ def backend_table(summary: dict[str, Any]) -> Table:
     for name, cell in rows:
         t.add_row(name, *(cell(b) for b in backends.values()))
     return t
+
+
+def _accuracy_rows() -> list[tuple[str, Any]]:
+    """Accuracy, precision, recall, F1 against the human labels: blank with the reason where undefined."""
+    return [("human-labelled rows", lambda b: "—" if b.get("n_labelled") is None else f"{b['n_labelled']}/{b['n']}"),
+            ("accuracy", lambda b: _pct(b["accuracy"], _why(b, "accuracy"))),
+            ("precision", lambda b: _pct(b["precision"], _why(b, "precision"))),
+            ("recall", lambda b: _pct(b["recall"], _why(b, "recall"))),
+            ("F1 (bootstrap CI)", lambda b: escape(f1_text(b)))]
 
 
 def _fmt_count(x: float) -> str:
@@ -151,13 +163,67 @@ def conformance_table(summary: dict[str, Any]) -> Table | None:
     return t
 
 
+def evaluation_table(summary: dict[str, Any]) -> Table:
+    """One arm against the human labels (`--backends api`): every statistic with its 95 % CI and its n."""
+    b = summary["backends"]["a"]
+    t = Table(title=f"{escape(b['label'])} against the human labels (95 % CI)", title_justify="left")
+    for col, justify in (("statistic", "left"), ("value (95 % CI)", "left"), ("n", "right")):
+        t.add_column(col, justify=justify)
+    cm = b["confusion"]
+    t.add_row("accuracy", _pct(b["accuracy"], _why(b, "accuracy")), str(b["accuracy"]["n"] or b.get("n_labelled", "")))
+    t.add_row("precision", _pct(b["precision"], _why(b, "precision")), str(b["precision"]["n"]))
+    t.add_row("recall", _pct(b["recall"], _why(b, "recall")), str(b["recall"]["n"]))
+    t.add_row("F1 (percentile bootstrap CI)", escape(f1_text(b)), str(b.get("n_labelled", "")))
+    t.add_row("parse rate", _pct(b["parse_rate"]), str(b["parse_rate"]["n"]))
+    t.add_row("refusal rate", _pct(b["refusal_rate"]), str(b["refusal_rate"]["n"]))
+    t.add_row("TP / FP / FN / TN", " / ".join(_fmt_count(cm[k]) for k in ("tp", "fp", "fn", "tn")), "")
+    t.add_row("no label", str(cm["no_label"]), "")
+    t.add_row("why no label", escape(", ".join(f"{k} {v}" for k, v in b.get("parse_failures", {}).items())) or "—", "")
+    floor = (summary.get("noise_floor") or {}).get(summary.get("arm"))
+    if floor:
+        t.add_row("agreement with itself (repeats)", _pct(floor), str(floor["n"]))
+    t.add_row("human-labelled rows", f"{summary.get('n_labelled')}/{summary['n']}", "")
+    t.add_row("errors", str(b["errors"]), "")
+    t.add_row("cached", f"{b['cached']}/{summary['n']}", "")
+    t.add_row("served by", escape(", ".join(b["served_by"])) or "—", "")
+    if summary.get("label_notes"):
+        t.caption = escape("; ".join(summary["label_notes"]))
+        t.caption_justify = "left"
+    return t
+
+
+def _header(summary: dict[str, Any], labels: str) -> str:
+    meta = summary.get("metadata", {})
+    return (f"[bold]{escape(labels)}[/] · policy {escape(str(meta.get('policy', {}).get('name')))} · "
+            f"model {escape(str(meta.get('model', {}).get('model_id') or meta.get('model', {}).get('name') or '?'))} · "
+            f"n = {summary['n']} · labels without a verdict count as {summary.get('unparsed_as', 'none')}")
+
+
+def render_evaluation(summary: dict[str, Any], console: Console) -> None:
+    meta = summary.get("metadata", {})
+    console.print(verdict_line(summary), soft_wrap=True)
+    console.print(_header(summary, f"{summary['backends']['a']['label']} against the human labels"))
+    console.print(evaluation_table(summary))
+    conformance = conformance_table(summary)
+    if conformance is not None:
+        console.print(conformance)
+    for label, parity in (summary.get("prompt_tokens") or {}).items():
+        console.print(f"prompt tokens, {escape(label)}: {escape(prompt_tokens_phrase(parity))}", soft_wrap=True)
+    console.print(verdict_line(summary) + (f" · {escape(str(meta.get('reason')))}" if meta.get("reason") else ""),
+                  soft_wrap=True)
+
+
 def render_report(summary: dict[str, Any], console: Console) -> None:
+    if summary.get("kind") == "evaluation":  # one arm against the human labels (toxcmp.analysis.scoring.evaluate)
+        render_evaluation(summary, console)
+        return
     meta = summary.get("metadata", {})
     labels = " vs ".join(b["label"] for b in summary["backends"].values())
     console.print(verdict_line(summary), soft_wrap=True)
-    console.print(f"[bold]{escape(labels)}[/] · policy {escape(str(meta.get('policy', {}).get('name')))} · "
-                  f"model {escape(str(meta.get('model', {}).get('model_id') or meta.get('model', {}).get('name') or '?'))} · "
-                  f"n = {summary['n']} · labels without a verdict count as {summary.get('unparsed_as', 'none')}")
+    console.print(_header(summary, labels))
+    for note in summary.get("label_notes") or []:  # the headline's caveats, before any number
+        if note not in (summary.get("verdict_reason") or ""):
+            console.print(f"[bold yellow]{escape(note)}[/]", soft_wrap=True)
     console.print(agreement_table(summary))
     console.print(backend_table(summary))
     console.print(causes_table(summary))

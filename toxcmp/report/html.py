@@ -18,7 +18,7 @@ import math
 import re
 import secrets
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from toxcmp.analysis import metrics
 from toxcmp.analysis.diagnosis import CAUSES, cause_counts
@@ -111,6 +111,24 @@ def running_agreement(rows: Sequence[dict[str, Any]]) -> list[tuple[int, float, 
     return out
 
 
+def replayed_arms(summary: dict[str, Any]) -> set[str]:
+    """Arms that replay a recording (`recorded`): their latencies are the recording's, served from the cache or
+    not."""
+    return {a.get("label") for a in summary.get("arms") or [] if a.get("backend") == "recorded"}
+
+
+def side_latencies(rows: Sequence[dict[str, Any]], p: str, replayed: bool) -> list[float]:
+    """One side's latencies: its fresh answers'; a replayed side's recorded ones (0 s: none in the recording)."""
+    if replayed:
+        return [r[f"{p}_latency_s"] for r in rows if not r.get(f"{p}_error") and r.get(f"{p}_latency_s")]
+    return [r.get(f"{p}_latency_s") for r in rows if not r.get(f"{p}_cached")]
+
+
+def recorded_p50(values: Sequence[float]) -> str:
+    """A replayed arm's latency p50 (the summary's rule: the upper median), or that its recording has none."""
+    return f"{sorted(values)[len(values) // 2]:.3f} (recorded)" if values else "not in the recording"
+
+
 # -- SVG charts (static, escaped) -------------------------------------------------------------------------------
 
 _W, _H, _PAD = 420, 160, 30
@@ -186,21 +204,48 @@ def _pct(p: dict[str, Any] | None) -> str:
     return f"{100 * p['value']:.1f}%{ci} (n = {p.get('n')})"
 
 
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
 def _table(head: Sequence[str], body: Sequence[Sequence[str]], cls: str = "") -> str:
     h = "".join(f"<th>{html.escape(str(c))}</th>" for c in head)
     b = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in body)
     return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>'
 
 
-def _matrix(m: dict[str, Any], a: str, b: str) -> str:
+def _matrix(m: dict[str, Any], a: str, b: str, names: dict[str, str] | None = None) -> str:
     if not m["labels"]:
         return '<p class="muted">no rows</p>'
-    head = [f"{a} ↓ / {b} →", *m["labels"]]
-    body = [[label, *cells] for label, cells in zip(m["labels"], m["cells"])]
+    shown = [(names or {}).get(label, label) for label in m["labels"]]
+    head = [f"{a} ↓ / {b} →", *shown]
+    body = [[label, *cells] for label, cells in zip(shown, m["cells"])]
     return _table(head, body, "matrix")
 
 
-def statistics_html(summary: dict[str, Any]) -> str:
+NO_CATEGORY = "(no category)"
+
+
+def uncategorised(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """The fine-grained matrix counts an answer that gave a label but named no category (a JSON policy's bare
+    `1`: its categories are `none`, `hate`, …) under its binary label. Those labels, as the page names them."""
+    sides = [(r.get(f"{p}_outcome"), r.get(f"{p}_fine")) for r in rows for p in ("a", "b")]
+    named = {fine for _, fine in sides if fine is not None}
+    bare = {outcome for outcome, fine in sides if fine is None and outcome in ("0", "1")}
+    return {label: f"{label} {NO_CATEGORY}" for label in sorted(bare - named)}
+
+
+def margins_line(m: dict[str, Any] | None) -> str | None:
+    """How close the local model came to the other side's label, over the scored label disagreements."""
+    if not m or not m.get("scored"):
+        return None
+    return (f"{m['scored']} scored; local model at the label: {m['near_tie']} near tie(s), "
+            f"{m['true_disagreement']} true disagreement(s) (near tie: |Δ log p| < 1 nat)")
+
+
+def statistics_html(summary: dict[str, Any], latency: dict[str, str] | None = None) -> str:
+    """`latency`: a replayed arm's p50, by label, in place of the summary's (which counts fresh answers only)."""
+    latency = latency or {}
     backends = summary.get("backends", {})
     labels = [b.get("label", p) for p, b in backends.items()]
     k = summary.get("cohen_kappa") or {}
@@ -227,7 +272,7 @@ def statistics_html(summary: dict[str, Any]) -> str:
     metric_rows.append(["why no label", *(", ".join(f"{k} {v}" for k, v in (b.get("parse_failures") or {}).items()) or "—"
                                           for b in backends.values())])
     metric_rows.append(["errors", *(str(b.get("errors")) for b in backends.values())])
-    metric_rows.append(["latency p50 (s)", *("—" if b.get("latency_p50_s") is None else f"{b['latency_p50_s']:.3f}"
+    metric_rows.append(["latency p50 (s)", *(latency.get(b.get("label")) or _seconds(b.get("latency_p50_s"))
                                              for b in backends.values())])
     metric_rows.append(["served by", *(", ".join(b.get("served_by") or []) or "—" for b in backends.values())])
     parity = summary.get("prompt_tokens")
@@ -237,6 +282,9 @@ def statistics_html(summary: dict[str, Any]) -> str:
     parting = divergence_line(summary.get("divergence"))
     if parting:
         agreement.append(("where the raw texts part", parting))
+    margins = margins_line(summary.get("margins"))
+    if margins:
+        agreement.append(("label disagreements, the local model's margin", margins))
     headline = headline_of(summary)
     title = (f"<h3>the headline comparison: {html.escape(headline['arm'])} against the reference "
              f"{html.escape(headline['reference'])}</h3>"
@@ -350,27 +398,76 @@ def matrices_html(reference: str, arm: str, rows: Sequence[dict[str, Any]], name
     h = "h4" if named else "h3"
     body = (f"<{h}>outcomes: {html.escape(reference)} (rows) vs {html.escape(arm)} (columns)</{h}>"
             + _matrix(outcome_matrix(rows), "A", "B")
-            + f"<{h}>fine-grained category transitions</{h}>" + _matrix(fine_matrix(rows), "A", "B"))
+            + f"<{h}>fine-grained category transitions</{h}>"
+            + _matrix(fine_matrix(rows), "A", "B", uncategorised(rows)))
     return (f'<section class="comparison matrices" data-arm="{html.escape(arm)}">'
             + (_comparison_title(reference, arm) if named else "") + body + "</section>")
 
 
-def charts_html(reference: str, arm: str, rows: Sequence[dict[str, Any]], causes: dict[str, int], named: bool) -> str:
+def latency_chart(rows: Sequence[dict[str, Any]], labels: Sequence[str],
+                  replayed: Collection[str]) -> tuple[str, str]:
+    """Latency per side (chart, caption): fresh answers, a replayed arm's recorded latencies, and which replayed
+    arms' recordings hold none."""
+    values = {p: side_latencies(rows, p, lab in replayed) for p, lab in zip(("a", "b"), labels)}
+    missing = [lab for p, lab in zip(("a", "b"), labels) if lab in replayed and not values[p]]
+    caption = "latency per side (fresh answers" + ("; a replayed arm's from its recording)" if replayed else ")")
+    if missing:
+        caption += f"; no latency in the recording of {', '.join(missing)}"
+    if len(missing) == len(labels):
+        return f'<p class="muted">latency per side: not in the recordings ({html.escape(", ".join(missing))})</p>', caption
+    every = [float(v) for side in values.values() for v in side if v is not None and math.isfinite(float(v))]
+    lo, hi = (min(every), max(every)) if every else (None, None)  # both sides on one axis
+    series = [(f"{p.upper()}: {lab}", histogram(values[p], 20, lo, hi)) for p, lab in zip(("a", "b"), labels)]
+    return histogram_chart(series, "latency per side", " s"), caption
+
+
+def charts_html(reference: str, arm: str, rows: Sequence[dict[str, Any]], causes: dict[str, int], named: bool,
+                replayed: Collection[str] = ()) -> str:
     """One comparison's charts: causes, latency per side, similarity, running agreement."""
-    latencies = [(f"{p.upper()}: {lab}", histogram([r.get(f"{p}_latency_s") for r in rows if not r.get(f"{p}_cached")], 20))
-                 for p, lab in zip(("a", "b"), (reference, arm))]
+    latency_svg, latency_caption = latency_chart(rows, (reference, arm), replayed)
     sims = [("final answer", histogram([r.get("content_similarity") for r in rows], 20, 0.0, 1.0)),
             ("reasoning", histogram([r.get("reasoning_similarity") for r in rows], 20, 0.0, 1.0))]
     which = f"{arm} vs {reference}: " if named else ""
     figures = "".join(f'<figure>{svg}<figcaption>{html.escape(which + cap)}</figcaption></figure>' for svg, cap in (
         (bar_chart(list(causes.items()), "disagreement causes"), "why the sides disagree (rows per cause)"),
-        (histogram_chart(latencies, "latency per side", " s"), "latency per side (fresh answers only)"),
+        (latency_svg, latency_caption),
         (histogram_chart(sims, "similarity of the two sides"), "content and reasoning similarity (0–1)"),
         (running_chart(running_agreement(rows), "running agreement"),
          "binary agreement vs sample size, with its 95% Wilson band"),
     ))
     return ((_comparison_title(reference, arm) if named else "")
             + f'<div class="charts comparison" data-arm="{html.escape(arm)}">{figures}</div>')
+
+
+# -- the row browser's filters: one chip per category --------------------------------------------------------
+
+# the causes "error", "refusal" and "parse" are the rows of the Error, Refusal and Parse failure chips where only
+# one side has it: one chip each, not a second spelling beside it (the chips' meanings: the template's `tests`)
+ROW_CHIP_OF_CAUSE = {"error": "Error", "refusal": "Refusal", "parse": "Parse failure"}
+CAUSE_CHIPS = tuple(c for c in CAUSES if c not in ROW_CHIP_OF_CAUSE)
+NEAR_TIES = (("Near tie at the label", "margin_kind"), ("Near tie at the parting", "divergence_kind"))
+
+
+def row_filters(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The chips, in order; a near-tie chip only where the local model scored that kind of row."""
+    scored = [name for name, key in NEAR_TIES if any(r.get(key) for r in rows)]
+    return ["All", "Disagree", "Refusal", "Parse failure", "Error", *scored, *CAUSE_CHIPS]
+
+
+def sample_text(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    """`n = 50`; a run that did not complete says how many it planned: `n = 48 of 200 planned (interrupted)`."""
+    status = summary.get("status") or meta.get("status") or "complete"
+    planned = (meta.get("dataset") or {}).get("sampled")
+    if status == "complete":
+        return f"n = {summary.get('n')}"
+    return f"n = {summary.get('n')}" + (f" of {planned} planned" if planned else "") + f" ({status})"
+
+
+def replayed_latency(comparison: tuple[str, str, list[dict[str, Any]]], replayed: set[str]) -> dict[str, str]:
+    """The headline comparison's replayed arms' latency p50, by label."""
+    reference, arm, rows = comparison
+    return {lab: recorded_p50(side_latencies(rows, p, True)) for p, lab in zip(("a", "b"), (reference, arm))
+            if lab in replayed}
 
 
 def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
@@ -380,16 +477,18 @@ def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
     verdict = summary.get("verdict") or ("pass" if summary.get("passed") else "fail")
     comparisons = comparisons_of(rows, summary)  # every comparison's matrices and charts, the headline first
     named = len(comparisons) > 1
+    replayed = replayed_arms(summary)
     stored = summary.get("comparisons") or {}
     matrices, charts, partings = [], [], []
     for k, (reference, arm, arm_rows) in enumerate(comparisons):
         causes = ((stored.get(arm) or {}).get("causes") or (summary.get("causes") if k == 0 else None)
                   or (cause_counts([r.get("cause") for r in arm_rows]) if arm_rows else {c: 0 for c in CAUSES}))
         matrices.append(matrices_html(reference, arm, arm_rows, named))
-        charts.append(charts_html(reference, arm, arm_rows, causes, named))
+        charts.append(charts_html(reference, arm, arm_rows, causes, named, replayed))
         partings.append(divergence_html(arm_rows, (reference, arm), named))
-    filters = ["All", "Disagree", "Refusal", "Parse failure", "Error", "Near tie", *CAUSES]
-    data = {"labels": labels, **page_rows(rows), "filters": filters, "reference": summary.get("reference")}
+    filters = row_filters(rows)
+    data = {"labels": labels, **page_rows(rows), "filters": filters, "reference": summary.get("reference"),
+            "replayed": sorted(replayed)}
     nonce = secrets.token_urlsafe(16)
     template = resources.files("toxcmp.report").joinpath("template.html").read_text(encoding="utf-8")
     fields = {
@@ -400,9 +499,10 @@ def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
         "VERDICT_REASON": html.escape(summary.get("verdict_reason") or ""),
         "HEADLINE": html.escape(f"{' vs '.join(labels)} · policy {(meta.get('policy') or {}).get('name')} · model "
                                 f"{(meta.get('model') or {}).get('model_id') or (meta.get('model') or {}).get('name')} · "
-                                f"n = {summary.get('n')} · unparsed count as {summary.get('unparsed_as', 'none')}"),
+                                f"{sample_text(summary, meta)} · unparsed count as {summary.get('unparsed_as', 'none')}"),
         "PROVENANCE": html.escape(json.dumps(meta, indent=2, ensure_ascii=False, default=str)),
-        "STATISTICS": conformance_html(summary) + arms_html(summary) + statistics_html(summary) + "".join(partings),
+        "STATISTICS": (conformance_html(summary) + arms_html(summary)
+                       + statistics_html(summary, replayed_latency(comparisons[0], replayed)) + "".join(partings)),
         "MATRICES": "".join(matrices),
         "CHARTS": "".join(charts),
         "DATA": embed_json(data),

@@ -7,9 +7,10 @@ running agreement.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -24,8 +25,17 @@ def side_letter(k: int) -> str:
     return chr(ord("A") + k) if k < 26 else str(k + 1)
 
 
-def recent_table(records: Sequence[Mapping[str, dict[str, Any]]], labels: Sequence[str]) -> Table:
-    """The latest examples: each arm's outcome, agreement with the reference per comparison, cache and latency."""
+def latency_cell(row: dict[str, Any] | None, p: str, replayed: bool) -> str:
+    """A side's latency; a replayed arm's 0 s is a recording that holds none: no latency, not 0."""
+    if row is None or (replayed and not row[f"{p}_latency_s"]):
+        return "—"
+    return f"{row[f'{p}_latency_s']:.2f}s"
+
+
+def recent_table(records: Sequence[Mapping[str, dict[str, Any]]], labels: Sequence[str],
+                 replayed: Collection[str] = ()) -> Table:
+    """The latest examples: each arm's outcome, agreement with the reference per comparison, cache and latency.
+    `replayed`: the arms that replay a recording."""
     t = Table(expand=False, title="latest examples", title_justify="left")
     letters = "/".join(side_letter(k) for k in range(len(labels)))
     for col in ("id", "truth", *(f"{side_letter(k)} {label}" for k, label in enumerate(labels)), "agree", "cached",
@@ -38,19 +48,24 @@ def recent_table(records: Sequence[Mapping[str, dict[str, Any]]], labels: Sequen
         agree = " ".join("—" if row is None or row["binary_match"] is None else
                          ("[green]✓[/]" if row["binary_match"] else "[red]✗[/]") for row in arms)
         cached = "/".join("—" if row is None else ("y" if row[f"{p}_cached"] else "n") for row, p in sides)
-        latency = "/".join("—" if row is None else f"{row[f'{p}_latency_s']:.2f}" for row, p in sides)
+        latency = "/".join(latency_cell(row, p, label in replayed) for (row, p), label in zip(sides, labels))
         t.add_row(escape(first["example_id"][:10]), str(first["toxicity"]),
                   *("—" if row is None else escape(row[f"{p}_outcome"]) for row, p in sides), agree, cached,
-                  latency + "s")
+                  latency)
     return t
 
 
+def arm_pace(s: dict[str, Any]) -> str:
+    """One arm's pace so far: its measured rate, the answers it took from the cache, or that it has not started."""
+    fresh, cached = s["calls"], s.get("cached", 0)
+    if not fresh:
+        return f"{cached} cached" if cached else "not started"
+    rate = f"{fresh / s['seconds']:.2f} ex/s" if s["seconds"] else "answering"
+    return f"{rate} + {cached} cached" if cached else rate
+
+
 def throughput_text(stats: dict[str, Any]) -> str:
-    parts = []
-    for label, s in stats.items():
-        eps = f"{s['calls'] / s['seconds']:.2f} ex/s" if s["seconds"] else "cached"
-        parts.append(f"{label}: {eps}")
-    return " · ".join(parts)
+    return " · ".join(f"{label}: {arm_pace(s)}" for label, s in stats.items())
 
 
 class RunningAgreement:
@@ -91,14 +106,48 @@ class RunningAgreements:
                 + " · ".join(f"{arm} {a.counts()}" for arm, a in self.by_arm.items()))
 
 
-def eta_text(done: int, total: int, elapsed_since_first_row: float | None, rows_since_first: int) -> str:
-    """Remaining time from the measured per-row rate; '—' until two rows have finished (startup is not a rate)."""
+BURST_S = 0.5  # rows finishing within this long of the first came out together (startup, a batch, the cache)
+
+
+class RowRate:
+    """Seconds per row, measured from the end of the first burst of rows on: rows that come out together (a
+    batch, cached answers) took no time each, so they are not a rate."""
+
+    def __init__(self) -> None:
+        self.first_at: float | None = None
+        self.anchor: tuple[float, int] | None = None  # (when, rows done) the measurement starts from
+        self.last: tuple[float, int] | None = None
+
+    def add(self, done: int) -> None:
+        now = time.perf_counter()
+        if self.first_at is None:
+            self.first_at = now
+        if now - self.first_at <= BURST_S:
+            self.anchor = (now, done)
+        self.last = (now, done)
+
+    def seconds_per_row(self) -> float | None:
+        if self.anchor is None or self.last is None:
+            return None
+        (t0, d0), (t1, d1) = self.anchor, self.last
+        return (t1 - t0) / (d1 - d0) if d1 > d0 and t1 > t0 else None
+
+
+def eta_text(done: int, total: int, seconds_per_row: float | None) -> str:
+    """Remaining time from the measured per-row rate: nothing until there is a rate, and at least a second while
+    rows remain."""
     if done >= total:
-        return "ETA 0:00:00"
-    if elapsed_since_first_row is None or rows_since_first < 1 or elapsed_since_first_row <= 0:
-        return "ETA —"
-    seconds = (total - done) * elapsed_since_first_row / rows_since_first
+        return "ETA 00:00:00"
+    if seconds_per_row is None:
+        return ""
+    seconds = max(1, math.ceil((total - done) * seconds_per_row))
     return "ETA " + time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds < 86400 else "ETA > 1 day"
+
+
+def after_the_rows(done: int, total: int) -> str:
+    """What the run does once its rows are in (or it stopped): it scores them and writes the files, then reports."""
+    rows = f"all {total} rows answered" if done >= total else f"stopped after {done} of {total} rows"
+    return f"{rows}; scoring and writing the results"
 
 
 def silence_third_party_progress() -> None:
@@ -115,7 +164,11 @@ def silence_third_party_progress() -> None:
 
 class LiveObserver:
     """Terminal view: progress bar with a per-row ETA, what is happening now (loading, starting a server…),
-    per-backend throughput, the latest rows and each comparison's running agreement. Updated per finished row."""
+    per-arm pace, the latest rows and each comparison's running agreement. Updated per finished row.
+
+    "now" is a claim about the present: a backend's announcement (loading the model) holds until rows arrive,
+    then the arms' own step (answering) shows again; once the rows are in, the run scores and writes, and its
+    later steps print as lines under the last frame (the report that follows is the sign it is done)."""
 
     def __init__(self, console: Console, recent: int = 8):
         self.console = console
@@ -127,79 +180,107 @@ class LiveObserver:
                                  TextColumn("{task.fields[rate]}"), console=console)
         self.live: Live | None = None
         self.labels: Sequence[str] = ("A", "B")
+        self.replayed: set[str] = set()  # arms that replay a recording
         self.now = "starting"
+        self.step: str | None = None  # the arms' latest step (detail phase): what rows arriving mean
+        self.announced = False  # `now` is a backend's announcement, not a step
         self.total = 0
-        self.first_row_at: float | None = None
-        self.rows_after_first = 0
+        self.done = 0
+        self.rate = RowRate()
 
-    def _view(self) -> Group:
-        return Group(self.progress, Text(f"now: {self.now}", style="dim"), recent_table(self.recent, self.labels),
-                     Text(str(self.agreement)))
+    def view(self) -> Group:
+        """What the screen shows now."""
+        return Group(self.progress, Text(f"now: {self.now}", style="dim"),
+                     recent_table(self.recent, self.labels, self.replayed), Text(str(self.agreement)))
 
     def start(self, total, labels, meta):  # noqa: D102
         silence_third_party_progress()
         self.labels, self.total = list(labels), total
+        self.replayed = {a.get("label") for a in meta.get("arms") or [] if a.get("backend") == "recorded"}
         self.agreement = RunningAgreements(self.labels)
-        self.task = self.progress.add_task("compare", total=total, rate="", eta="ETA —")
-        self.live = Live(self._view(), console=self.console, refresh_per_second=4, transient=False)
+        self.task = self.progress.add_task("compare", total=total, rate="", eta="")
+        self.live = Live(self.view(), console=self.console, refresh_per_second=4, transient=False)
         self.live.start()
 
     def row(self, rows, done, stats):  # noqa: D102
-        now = time.perf_counter()
-        if self.first_row_at is None:
-            self.first_row_at = now
-        else:
-            self.rows_after_first += 1
+        self.done = done
+        self.rate.add(done)
+        if self.announced:  # answers arrive: whatever was announced (loading, starting a server) is over
+            self.now, self.announced = self.step or "answering", False
         self.agreement.add(rows)
         self.recent = (self.recent + [rows])[-self.recent_n:]
-        eta = eta_text(done, self.total, now - self.first_row_at if self.rows_after_first else None,
-                       self.rows_after_first)
+        eta = eta_text(done, self.total, self.rate.seconds_per_row())
         self.progress.update(self.task, completed=done, rate=throughput_text(stats), eta=eta)
         self._refresh()
 
     def phase(self, message, detail=False):  # noqa: D102
-        self.now = message
-        self._refresh()
+        if detail:
+            self.step = message
+        self.now, self.announced = message, not detail
+        if self.live:
+            self._refresh()
+        else:  # after the rows: each step of the scoring on a line of its own
+            self.console.print(f"now: {escape(message)}", style="dim", highlight=False, soft_wrap=True)
 
     def _refresh(self) -> None:
         if self.live:
-            self.live.update(self._view())
+            self.live.update(self.view())
 
     def log(self, message):  # noqa: D102
         self.console.log(escape(message))
 
     def stop(self):  # noqa: D102
         if self.live:
-            self.now = "done"
+            self.now, self.announced = after_the_rows(self.done, self.total), False
             self._refresh()
             self.live.stop()
             self.live = None
 
 
-class LineObserver:
-    """Logs and CI: one plain line per ~10 % of progress, no redraws."""
+LINE_EVERY_S = 5.0  # plain progress lines: no closer together than this
 
-    def __init__(self, console: Console, quiet: bool = False):
+
+class LineObserver:
+    """Logs and CI: a plain line per ~10 % of progress, at most one every `every_s` seconds, and always the last
+    one; no redraws."""
+
+    def __init__(self, console: Console, quiet: bool = False, every_s: float = LINE_EVERY_S):
         self.console = console
         self.quiet = quiet
+        self.every_s = every_s
         self.agreement = RunningAgreements()
         self.total = 0
         self.every = 1
         self.t0 = time.perf_counter()
+        self.printed = (self.t0, 0)  # (when, rows done) of the last progress line
+        self.latest: tuple[int, dict[str, Any]] | None = None  # rows done and stats not yet printed
 
     def start(self, total, labels, meta):  # noqa: D102
         self.total = total
         self.every = max(1, total // 10)
         self.agreement = RunningAgreements(list(labels))
+        self.printed = (time.perf_counter(), 0)
         if not self.quiet:
             self.console.print(f"compare: {total} examples · {' vs '.join(labels)} · run {meta['run_id']}", highlight=False,
                                soft_wrap=True)
 
     def row(self, rows, done, stats):  # noqa: D102
         self.agreement.add(rows)
-        if not self.quiet and (done % self.every == 0 or done == self.total):
-            self.console.print(f"[{done}/{self.total}] {self.agreement} · {throughput_text(stats)} · "
-                               f"{time.perf_counter() - self.t0:.0f}s", highlight=False, markup=False, soft_wrap=True)
+        self.latest = (done, stats)
+        if done == self.total or self._due(done):
+            self._print_progress()
+
+    def _due(self, done: int) -> bool:
+        when, printed = self.printed
+        return done - printed >= self.every and time.perf_counter() - when >= self.every_s
+
+    def _print_progress(self) -> None:
+        if self.quiet or self.latest is None:
+            return
+        (done, stats), now = self.latest, time.perf_counter()
+        self.console.print(f"[{done}/{self.total}] {self.agreement} · {throughput_text(stats)} · {now - self.t0:.0f}s",
+                           highlight=False, markup=False, soft_wrap=True)
+        self.printed, self.latest = (now, done), None
 
     def log(self, message):  # noqa: D102
         if not self.quiet:
@@ -210,4 +291,4 @@ class LineObserver:
             self.console.print(message, highlight=False, markup=False, soft_wrap=True)
 
     def stop(self):  # noqa: D102
-        pass
+        self._print_progress()  # the last rows' line, when the throttle held it back

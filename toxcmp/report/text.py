@@ -8,6 +8,34 @@ from toxcmp.analysis.divergence import DIVERGENCE_SCORE_LIMIT
 from toxcmp.analysis.prompt_tokens import NO_ROWS, NO_TOKENIZER, NO_USAGE
 
 
+def share_text(p: dict[str, Any] | None, reason: str | None = None) -> str:
+    """A proportion with its CI (`96.0% [86.5–98.9]`), or `—` with why it has no value."""
+    if not p or p.get("value") is None:
+        return "—" + (f" ({reason})" if reason else "")
+    if p.get("low") is None:
+        return f"{p['value']:.1%}"
+    return f"{p['value']:.1%} [{100 * p['low']:.1f}–{100 * p['high']:.1f}]"
+
+
+def f1_text(side: dict[str, Any]) -> str:
+    """A side's F1 with its bootstrap CI (`0.857 [0.700, 0.950]`), or `—` with why it has no value."""
+    if side.get("f1") is None:
+        reason = (side.get("undefined") or {}).get("f1")
+        return "—" + (f" ({reason})" if reason else "")
+    ci = side.get("f1_ci") or {}
+    return f"{side['f1']:.3f}" + (f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci.get("low") is not None else "")
+
+
+def mcnemar_text(m: dict[str, Any]) -> str:
+    """The exact McNemar test on correctness, or `—` with why it has none (no labelled rows)."""
+    if m.get("p_value") is None:
+        return "—" + (f" ({m['reason']})" if m.get("reason") else "")
+    return f"p = {m['p_value']:.3g}  (only A right {m['only_a_correct']}, only B right {m['only_b_correct']})"
+
+
+NO_LABEL_AGREEMENT = "agreement on giving no label"  # beside a binary agreement no row of which has two labels
+
+
 def equivalence_numbers(eq: dict[str, Any]) -> str:
     """Δ = the arm's disagreement minus the reference's own (its floor), with the TOST's 90 % interval."""
     if eq.get("difference") is None:

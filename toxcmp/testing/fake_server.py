@@ -47,8 +47,12 @@ class FakeChatServer:
 
     def __init__(self, models: list[str] | None = None, delay_s: float = 0.0, default: Reply | None = None,
                  responder: Any = None, port: int = 0, token_delay_s: float = 0.0,
-                 latency: Callable[[float], float] | None = None):
+                 latency: Callable[[float], float] | None = None, owned_by: str | None = None,
+                 routes: dict[str, Any] | None = None):
         self.models = models or ["fake-model"]
+        # what an engine says of itself: `owned_by` in /v1/models, JSON bodies of GET paths (/props, /version, …)
+        self.owned_by = owned_by
+        self.routes = routes or {}
         self.responder = responder  # payload -> Reply, when the script is empty (e.g. answers keyed on the text)
         self.delay_s = delay_s
         # time-varying delay: seconds since the clock started (the first request after `reset()`) -> seconds this
@@ -163,8 +167,12 @@ class FakeChatServer:
                     outer.streams_finished += 1
 
             def do_GET(self) -> None:  # noqa: N802
-                if self.path.rstrip("/").endswith("/models"):
-                    self._send(Reply(body={"object": "list", "data": [{"id": m, "object": "model"} for m in outer.models]}))
+                if self.path in outer.routes:
+                    self._send(Reply(body=outer.routes[self.path]))
+                elif self.path.rstrip("/").endswith("/models"):
+                    owner = {"owned_by": outer.owned_by} if outer.owned_by else {}
+                    self._send(Reply(body={"object": "list", "data": [{"id": m, "object": "model", **owner}
+                                                                      for m in outer.models]}))
                 elif self.path.startswith("/health"):
                     self._send(Reply(body={"status": "ok"}))
                 else:
