@@ -47,3 +47,24 @@ def test_a_retried_request_counts_only_its_answering_attempt(monkeypatch):
     assert DELAY_S <= response.latency_s < DELAY_S + 0.25
     assert response.extra["backoff_s"] > 0  # 0.2 × jitter in [0.5, 1)
     assert response.extra["wire_s"] == pytest.approx(response.latency_s + 0.2, abs=0.2)  # both attempts
+
+
+def test_the_rows_and_the_summary_keep_the_queue_beside_the_latency(tmp_path):
+    import polars as pl
+
+    from toxcmp.run.config import CompareConfig
+    from toxcmp.run.orchestrate import run_compare
+
+    data = tmp_path / "rows.csv"
+    pl.DataFrame({"conv_id": [f"r{i}" for i in range(N)], "user_input": [f"message {i}" for i in range(N)],
+                  "toxicity": [0] * N}).write_csv(data)
+    with FakeChatServer(models=["org/fake-model"], delay_s=DELAY_S) as slow, \
+            FakeChatServer(models=["org/fake-model"]) as fast:
+        result = run_compare(CompareConfig(
+            model="org/fake-model", dataset=str(data), output_dir=tmp_path / "out", margins=False, chunk_size=N,
+            backends=f"api[base_url={fast.base_url};label=fast],api[base_url={slow.base_url};label=slow]",
+            backend=BackendConfig(concurrency=SLOTS)))
+    tidy = pl.read_parquet(result.run_dir / "results.parquet").filter(pl.col("arm") == "slow")
+    assert tidy["latency_s"].max() < DELAY_S + 0.25 and tidy["queue_s"].max() >= 3 * DELAY_S * 0.9
+    slow_side = result.summary["backends"]["b"]
+    assert slow_side["latency_p50_s"] < DELAY_S + 0.25 and slow_side["queue_p50_s"] >= DELAY_S * 0.9

@@ -135,6 +135,9 @@ def test_the_ranked_table_answers_which_arm_to_trust(run):
 
     flipped = ranked["wrong"]
     assert flipped["agreement"]["successes"] == 0 and flipped["equivalence"] == "different"
+    # the loopback servers say nothing of their engine: a note on every line, never a finding
+    assert all(line["notes"] == [line["notes"][0]] and "engine behind its URL is not known" in line["notes"][0]
+               for line in [*conf["ranked"], conf["reference"]])
 
 
 def test_a_refused_parameter_is_asked_again_once_then_never_sent(run):

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from toxcmp.analysis import metrics
 from toxcmp.analysis.scoring import _prop
+from toxcmp.backends.engines import UNKNOWN_DEFAULTS
 
 STANDINGS = ("faithful", "inconclusive", "suspect", "not faithful")
 EFFORT_PARAMETER = "reasoning_effort"
@@ -88,6 +89,12 @@ def _findings(line: dict[str, Any], parity: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def _notes(arm: dict[str, Any]) -> list[str]:
+    """What could explain a difference without being a finding against the arm (the standing ignores it)."""
+    engine = (arm.get("identity") or {}).get("engine")
+    return [f"the engine behind its URL is not known: {UNKNOWN_DEFAULTS}"] if engine == "unknown" else []
+
+
 def _standing(line: dict[str, Any]) -> str:
     if line["equivalence"] == "different" or line["verdict"] == "fail":
         return "not faithful"
@@ -122,6 +129,7 @@ def conformance(arms: Sequence[dict[str, Any]], reference: str, first: dict[str,
             "verdict": comparison.get("verdict"),
         }
         line["findings"] = _findings(line, parity.get(label))
+        line["notes"] = _notes(by_label.get(label) or {})
         line["standing"] = "reference" if label == reference else _standing(line)
         lines.append(line)
     ranked = sorted((x for x in lines if x["arm"] != reference), key=_rank_key)

@@ -27,6 +27,7 @@ UNPARSED_AS = ("none", "0", "1")  # "0" is the recorded study's way: no label co
 RESPONSE_FIELDS = ("raw", "content", "reasoning", "latency_s", "cached", "error", "served_by", "prompt_hash",
                    "finish_reason", "retries", "batch_size", "batch_latency_s", "reasoning_source")
 RESPONSE_FIELDS += ("prompt_tokens", "completion_tokens")  # usage as the backend reported it (analysis.prompt_tokens)
+RESPONSE_FIELDS += ("queue_s",)  # api: time waiting for an in-flight slot, never in latency_s
 RESPONSE_FIELDS += ("rejected_parameters",)  # asked for, refused by the server (a 400/422), not sent: comma-joined
 VERDICT_FIELDS = ("binary", "fine", "parse_ok", "parse_error", "parse_failure", "refusal", "outcome")
 
@@ -42,7 +43,8 @@ def response_fields(response: ModelResponse) -> dict[str, Any]:
             "batch_latency_s": (response.extra or {}).get("batch_latency_s"),
             # where the reasoning came from, as the backend read it off the wire (REASONING_SOURCES)
             "reasoning_source": (response.extra or {}).get("reasoning_source"),
-            "rejected_parameters": ",".join((response.extra or {}).get("rejected_parameters") or ()) or None}
+            "rejected_parameters": ",".join((response.extra or {}).get("rejected_parameters") or ()) or None,
+            "queue_s": (response.extra or {}).get("queue_s")}
 
 
 def verdict_fields(recorded: dict[str, Any], policy: Policy, harmony: bool | None, unparsed_as: str = "none") -> dict[str, Any]:
@@ -169,10 +171,17 @@ def side_stats(rows: Sequence[dict[str, Any]], prefix: str, label: str, resample
                       "no_label": cm.missing},
         "cached": sum(bool(r[f("cached")]) for r in rows),
         "latency_p50_s": _num(latencies[len(latencies) // 2]) if latencies else None,
+        "queue_p50_s": _median([r.get(f("queue_s")) for r in ok if not r[f("cached")]]),
         "served_by": sorted({r[f("served_by")] for r in rows if r.get(f("served_by"))}),
         "retries": sum(int(r.get(f("retries")) or 0) for r in rows),
         "parse_failures": _failure_counts(r.get(f("parse_failure")) for r in ok),
     }
+
+
+def _median(values: Sequence[Any]) -> float | None:
+    """The upper median of the values reported (None: none was)."""
+    present = sorted(float(v) for v in values if v is not None)
+    return _num(present[len(present) // 2]) if present else None
 
 
 def summarize(rows: Sequence[dict[str, Any]], labels: Sequence[str], threshold: float = 0.95,

@@ -74,10 +74,16 @@ def backend_table(summary: dict[str, Any]) -> Table:
             ("why no label", lambda b: escape(", ".join(f"{k} {v}" for k, v in b.get("parse_failures", {}).items())) or "—"),
             ("errors", lambda b: str(b["errors"])),
             ("cached", lambda b: f"{b['cached']}/{summary['n']}"),
+            ("latency p50 (s), its own", lambda b: _seconds(b.get("latency_p50_s"))),
+            ("queue p50 (s), before it", lambda b: _seconds(b.get("queue_p50_s"))),
             ("served by", lambda b: escape(", ".join(b["served_by"])) or "—")]
     for name, cell in rows:
         t.add_row(name, *(cell(b) for b in backends.values()))
     return t
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def _accuracy_rows() -> list[tuple[str, Any]]:
@@ -158,6 +164,7 @@ def conformance_table(summary: dict[str, Any]) -> Table | None:
     for line in lines:
         t.add_row(*(escape(c) for c in conformance_cells(line)))
     found = [f"{line['arm']}: {'; '.join(line['findings'])}" for line in lines if line["findings"]]
+    found += [f"{line['arm']} (note): {note}" for line in lines for note in line.get("notes") or []]
     t.caption = escape("\n".join([conformance_lead(conf) or "", *found]))
     t.caption_justify = "left"
     return t

@@ -38,6 +38,8 @@ SIDE_SCHEMA = {"raw": pl.String, "content": pl.String, "reasoning": pl.String, "
 SIDE_SCHEMA |= {"prompt_tokens": pl.Int32, "completion_tokens": pl.Int32}
 # parameters the server refused (HTTP 400/422) and the answer was asked again without, comma-joined; None: none
 SIDE_SCHEMA |= {"rejected_parameters": pl.String}
+# api: seconds the request waited for an in-flight slot (latency_s is its own time on the wire); None: not reported
+SIDE_SCHEMA |= {"queue_s": pl.Float64}
 EXAMPLE_SCHEMA = {"example_id": pl.String, "text": pl.String, "toxicity": pl.Int8, "jailbreaking": pl.Int8,
                   "human_annotation": pl.Boolean, "weight": pl.Float64}
 TIDY_SCHEMA: dict[str, Any] = {
