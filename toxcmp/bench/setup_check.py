@@ -45,6 +45,7 @@ def _dep(module: str, required: bool) -> Check:
 def run_checks(cache_dir: Path) -> list[Check]:
     from toxcmp import classify
     from toxcmp.backends import backend_names
+    from toxcmp.config import configs_dir
     from toxcmp.core import InferenceBackend
     from toxcmp.domain.models import bundled_gguf_path, model_aliases, resolve_model
     from toxcmp.domain.policies import builtin_names, load_policy
@@ -62,7 +63,12 @@ def run_checks(cache_dir: Path) -> list[Check]:
             checks.append(Check(f"policy {name}", True, f"{len(policy.categories)} labels, {policy.output} answer"))
         except Exception as exc:  # noqa: BLE001
             checks.append(Check(f"policy {name}", False, str(exc), "fix the policy file"))
-    for alias in model_aliases():
+    for alias, entry in model_aliases().items():
+        if "random_config" in entry:  # random weights, built on first use: checking must not build them
+            found = (configs_dir() / "models" / entry["random_config"]).is_file()
+            checks.append(Check(f"model {alias}", found, f"random weights, built on first use from "
+                                f"configs/models/{entry['random_config']}", "reinstall toxcmp", required=False))
+            continue
         try:
             spec = resolve_model(alias)
             if spec.is_bundled:
