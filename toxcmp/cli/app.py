@@ -3,6 +3,7 @@
 Where each command lives (toxcmp/cli/):
     classify, render                    classify.py
     view                                view.py
+    runs                                runs.py
     verify-setup                        setup.py
     compare, rescore, plan              compare.py
     providers                           providers.py
@@ -18,14 +19,14 @@ from typing import Annotated
 import typer
 
 from toxcmp import __version__
-from toxcmp.cli import bench, cache, catalog, classify, compare, providers, setup, view
+from toxcmp.cli import bench, cache, catalog, classify, compare, providers, runs, setup, view
 from toxcmp.cli.common import console
 
 app = typer.Typer(name="toxcmp", help="Compare LLM toxicity classifiers across inference backends.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 # Registration order is the order `toxcmp --help` lists them: commands first, then the groups.
-for module in (classify, view, setup, compare, providers, cache, catalog, bench):
+for module in (classify, view, runs, setup, compare, providers, cache, catalog, bench):
     module.register(app)
 
 
