@@ -19,6 +19,52 @@ from toxcmp.run.requests import run_requests
 from toxcmp.run.validation import check_generation
 
 
+# how the CLI's flags read as the library's keyword arguments, in a message a library call raises
+_PLACEHOLDER = r"(?:[A-Z][A-Z_]*|\d[\w.:-]*|[a-z][\w.:-]*)"
+_NOT_VALUES = {"or", "and", "to", "with", "for", "the", "a", "an", "in", "is", "it", "on", "of", "first", "again",
+               "must", "are", "was", "has", "have", "needs", "takes", "expects", "accepts", "cannot", "can", "should",
+               "only", "also", "alone", "given", "goes", "does", "not", "says", "sets", "starts", "picks", "at"}
+_BOOLEAN_FLAGS = {"--no-cache": "use_cache=False"}
+
+
+def flags_as_keywords(text: str | None) -> str | None:
+    """`add --api-server local (or --base-url URL)` → `add api_server='local' (or base_url=URL)`: a library caller
+    is told the keyword arguments it can pass, never CLI flags."""
+    import re
+
+    if not text:
+        return text
+
+    def one(m: re.Match) -> str:
+        flag, value = m.group(1), m.group(2)
+        if flag in _BOOLEAN_FLAGS:
+            return _BOOLEAN_FLAGS[flag] + (m.group(0)[len(flag):] if value is None else f" {value}")
+        name = flag[2:].replace("-", "_")
+        if value is None or value in _NOT_VALUES:
+            return f"{name}=…" + ("" if value is None else f" {value}")
+        bare = value.isupper() or re.fullmatch(r"\d+(\.\d+)?", value)  # a placeholder (URL, N) or a number
+        return f"{name}={value}" if bare else f"{name}={value!r}"
+
+    return re.sub(rf"(--[a-z][a-z0-9-]*)(?: ({_PLACEHOLDER}))?", one, text)
+
+
+def _library_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    import functools
+
+    from toxcmp.errors import ToxcmpError
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ToxcmpError as exc:
+            exc.message, exc.hint = flags_as_keywords(exc.message), flags_as_keywords(exc.hint)
+            exc.args = (exc.message,)
+            raise
+
+    return wrapper
+
+
 class InferenceBackend(str, Enum):
     API = "api"
     LOCAL = "local"
@@ -59,6 +105,7 @@ def respond(policy: Policy, text: str, spec: ModelSpec, backend: str, generation
             cache.close()
 
 
+@_library_errors
 def get_model_response(text: str, policy: str | Policy = "toxic_simple", model: str | ModelSpec | None = None,
                        backend: InferenceBackend | str = InferenceBackend.API, **options: Any) -> ModelResponse:
     """Send one text under one policy to one backend; the raw response (content, reasoning, latency, cached)."""
@@ -67,8 +114,9 @@ def get_model_response(text: str, policy: str | Policy = "toxic_simple", model: 
     model = model or default("model", "smollm2-135m")
     spec = model if isinstance(model, ModelSpec) else resolve_model(model, rest.get("revision"))
     backend_name = backend.value if isinstance(backend, InferenceBackend) else str(backend)
+    # the CLI's defaults: `api_server="auto"` starts a local server for a bundled model, as `toxcmp classify` does
     return respond(policy_obj, text, spec, backend_name, generation, config, rest.get("use_cache", True),
-                   rest.get("api_server"))
+                   rest.get("api_server", "auto"))
 
 
 def verdict_result(response: ModelResponse, policy: Policy) -> ClassificationResult:
@@ -86,6 +134,7 @@ def verdict_result(response: ModelResponse, policy: Policy) -> ClassificationRes
         error=response.error)
 
 
+@_library_errors
 def classify(text: str, policy: str | Policy = "toxic_simple", model: str | ModelSpec | None = None,
              backend: InferenceBackend | str = InferenceBackend.API, **options: Any) -> ClassificationResult:
     """Classify one text: binary label, fine-grained label, reasoning, content and parse status."""
