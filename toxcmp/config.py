@@ -61,6 +61,7 @@ class GenerationConfig:
         base = cls(
             max_new_tokens=int(default("max_new_tokens", cls.max_new_tokens)),
             temperature=float(default("temperature", cls.temperature)),
+            top_p=float(default("top_p", cls.top_p)),
             seed=default("seed", cls.seed),
             reasoning_effort=default("reasoning_effort", cls.reasoning_effort),
         )

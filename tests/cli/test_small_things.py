@@ -22,11 +22,6 @@ def test_names_get_a_did_you_mean_and_proper_plurals(cli, args, needle):
     assert needle in _err(cli(*args))
 
 
-def test_one_backend_spec_suggests_something_that_works(cli, tmp_path):
-    line = _err(cli("compare", "--backends", "api", "--output-dir", str(tmp_path)))
-    assert "'api,api'" not in line and "api,local" in line
-
-
 def test_square_brackets_in_errors_survive(cli, tmp_path):
     line = _err(cli("compare", "--backends", "api[nosuch=1],local", "--output-dir", str(tmp_path)))
     assert "'api[nosuch=1]'" in line  # rich markup used to eat the bracketed part

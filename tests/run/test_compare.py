@@ -155,7 +155,7 @@ def test_unwritable_output_dir_fails_before_any_backend_call(cli, dataset, tmp_p
 @pytest.mark.parametrize("extra, message", [
     (["--sample-size", "0"], "must be positive"),
     (["--sample-size", "-2"], "must be positive"),
-    (["--backends", "rule"], "at least two arms"),
+    (["--backends", ","], "at least one arm"),
     (["--backends", "rule,rule"], "two arms are written 'rule'"),
     (["--backends", "rule,nosuch"], "valid"),
     (["--backends", "rule[colour=red],quirky"], "bad option"),

@@ -19,7 +19,8 @@ from toxcmp.analysis.prompt_tokens import parity_by_arm
 from toxcmp.domain.parsing import recorded_source
 from toxcmp.domain.policies import Policy
 from toxcmp.domain.responses import ModelResponse
-from toxcmp.analysis.scoring import RESPONSE_FIELDS, SIDES, _num, _prop, derive, response_fields, summarize, verdict_fields
+from toxcmp.analysis.scoring import (RESPONSE_FIELDS, SIDES, _num, _prop, derive, evaluate, response_fields, summarize,
+                                     verdict_fields)
 
 ARM_KEYS = ("model", "policy", "reasoning_effort", "max_new_tokens")  # options an arm may override
 EXAMPLE_FIELDS = ("example_id", "text", "toxicity", "jailbreaking", "human_annotation", "weight")
@@ -31,7 +32,7 @@ VERDICT_ORDER = ("incomplete", "fail", "inconclusive", "pass")  # a multi-arm ru
 def tidy_row(example: dict[str, Any], arm: str, repeat: int, response: ModelResponse, policy: Policy,
              harmony: bool | None, unparsed_as: str = "none") -> dict[str, Any]:
     row: dict[str, Any] = {k: example.get(k) for k in EXAMPLE_FIELDS}
-    row["toxicity"] = int(example["toxicity"])
+    row["toxicity"] = None if example.get("toxicity") is None else int(example["toxicity"])  # None: no human label
     row["weight"] = float(example.get("weight") or 1.0)
     row["arm"], row["repeat"] = arm, repeat
     row |= response_fields(response)
@@ -121,13 +122,15 @@ def equivalence(comparison: Sequence[dict[str, Any]], reference_repeats: Sequenc
 
 
 def accuracy_difference(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Paired difference in accuracy (arm − reference) on the rows both answered, 95 % Wald interval."""
-    scored = [r for r in rows if r.get("binary_match") is not None]
-    correct = {p: [float(r[f"{p}_binary"] is not None and r[f"{p}_binary"] == r["toxicity"]) for r in scored]
+    """Paired difference in accuracy (arm − reference) on the rows both answered that have a human label, 95 %
+    Wald interval; blank, with the reason, when no such row exists (a row without a label is no one's mistake)."""
+    scored = [r for r in rows if r.get("binary_match") is not None and r.get("toxicity") is not None]
+    correct = {p: [float(r[f"{p}_binary"] is not None and r[f"{p}_binary"] == int(r["toxicity"])) for r in scored]
                for p in SIDES}
     d = metrics.paired_difference(correct["b"], correct["a"])
     return {"value": _num(d.value), "low": _num(d.low), "high": _num(d.high), "n": d.n,
-            "weighting": "unweighted: paired over the sampled rows"}
+            "weighting": "unweighted: paired over the sampled rows",
+            "reason": None if scored else metrics.NO_LABELLED_ROWS}
 
 
 def pairwise_agreement(first: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -215,7 +218,10 @@ def summarize_arms(assembled: Assembled, arms: Sequence[dict[str, Any]], thresho
                    repeats: int = 1) -> dict[str, Any]:
     """Every statistic of a run. The first comparison's summary is the top level (for two arms: the two-sided
     summary, unchanged), the headline comparison the written summary names in `headline`; `comparisons`,
-    `noise_floor`, `pairwise_agreement`, `fleiss_kappa` cover every arm; `verdict` is the weakest arm's."""
+    `noise_floor`, `pairwise_agreement`, `fleiss_kappa` cover every arm; `verdict` is the weakest arm's. One arm
+    is no comparison: `evaluate_arm`, the arm against the human labels."""
+    if len(assembled.labels) == 1:
+        return evaluate_arm(assembled, arms, threshold, min_labelled, margin, status, kappa_resamples, repeats)
     ref = assembled.reference
     per: dict[str, dict[str, Any]] = {}
     for label, rows in assembled.comparisons.items():
@@ -264,3 +270,22 @@ def summarize_arms(assembled: Assembled, arms: Sequence[dict[str, Any]], thresho
             f" (each arm against {ref}; the run is its weakest arm)")
     return top
 
+
+
+def evaluate_arm(assembled: Assembled, arms: Sequence[dict[str, Any]], threshold: float, min_labelled: float,
+                 margin: float = DEFAULT_MARGIN, status: str = "complete", resamples: int = 2000,
+                 repeats: int = 1) -> dict[str, Any]:
+    """One arm (`--backends api`): `scoring.evaluate` of its first answers against the human labels (accuracy,
+    precision, recall, F1, parse and refusal rates, the verdict), with what a run of arms says about each arm: its
+    noise floor (with `--repeats 2`), response shape, prompt-token parity and conformance line. No comparisons."""
+    label = assembled.labels[0]
+    first = assembled.first[label]
+    out = evaluate(first, label, threshold, status, min_labelled, resamples=resamples)
+    shapes = {label: response_shape(first)}
+    floors = {label: noise_floor(assembled.repeats.get(label, []))}
+    checks = reasoning_effort_checks(arms, shapes)
+    parity = parity_by_arm(assembled.first)
+    out.update({"arms": list(arms), "repeats": repeats, "margin": margin, "comparisons": {}, "noise_floor": floors,
+                "response_shape": shapes, "reasoning_effort_checks": checks, "prompt_tokens": parity})
+    out["conformance"] = conformance(arms, label, assembled.first, {}, floors, shapes, checks, parity)
+    return out

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from toxcmp.cli.common import CacheDirOpt, JsonOpt, console, friendly_errors, print_json
 from toxcmp.config import default_cache_dir
+from toxcmp.errors import ExitCode
 
 cache_app = typer.Typer(help="Inspect or clear the response cache.", no_args_is_help=True)
 
@@ -81,7 +82,15 @@ def cache_clear(
         doomed = sum(g.entries for g in groups if (backend is None or g.backend == backend)
                      and (model_id is None or g.model == model_id))
         if doomed and not yes and sys.stdin.isatty() and console.is_terminal:
-            typer.confirm(f"delete {doomed} cached response(s) from {directory}?", abort=True)
+            try:
+                agreed = typer.confirm(f"delete {doomed} cached response(s) from {directory}?")
+            except typer.Abort:  # Ctrl-C (or Ctrl-D) at the prompt
+                console.print(f"\ninterrupted; nothing removed from {directory}", highlight=False, soft_wrap=True)
+                raise typer.Exit(ExitCode.INTERRUPTED) from None
+            if not agreed:
+                # declined: nothing was done, which is no failure (exit 0; 1 means "below threshold")
+                console.print(f"nothing removed from {directory}", highlight=False, soft_wrap=True)
+                return
         removed = cache.clear(backend=backend, model=model_id)
     finally:
         cache.close()

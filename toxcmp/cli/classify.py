@@ -12,7 +12,8 @@ from rich.table import Table
 
 from toxcmp.cli.common import (ApiServerOpt, BaseUrlOpt, ServedModelOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
                                MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt,
-                               RenderDateOpt, RetriesOpt, RevisionOpt, ThreadsOpt, TimeoutOpt, TokenOpt, clip, console,
+                               RenderDateOpt, RetriesOpt, RevisionOpt, TemperatureOpt, ThreadsOpt, TimeoutOpt, TokenOpt,
+                               TopPOpt, clip, console,
                                err_console, friendly_errors, print_json)
 from toxcmp.config import default, default_cache_dir
 from toxcmp.errors import ExitCode, UsageError
@@ -48,6 +49,8 @@ def classify(
     model: ModelOpt = default("model", "smollm2-135m"),
     revision: RevisionOpt = None,
     max_new_tokens: MaxNewTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    top_p: TopPOpt = None,
     reasoning_effort: ReasoningOpt = None,
     render_date: RenderDateOpt = None,
     device: DeviceOpt = "auto",
@@ -72,15 +75,20 @@ def classify(
     from toxcmp.domain.models import resolve_model
     from toxcmp.domain.policies import load_policy
     from toxcmp.domain.prompting import check_render_date, today_utc
+    from toxcmp.backends import build_options
+    from toxcmp.run.validation import check_device, check_generation
 
     day = check_render_date(render_date) if render_date is not None else today_utc()
     body = read_input_text(text, file)
     policy_obj = load_policy(policy)
     spec = resolve_model(model, revision)
-    generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort)
+    generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort,
+                                                temperature=temperature, top_p=top_p)
     config = BackendConfig(device=device, dtype=dtype, base_url=base_url, served_model=served_model, provider=provider, token=token,
                            concurrency=concurrency, timeout_s=timeout, max_retries=max_retries, threads=threads,
                            cache_dir=cache_dir or default_cache_dir())
+    check_generation(generation)
+    check_device(build_options(backend, config))  # --device cuda without CUDA: now, before a model or server starts
     response = respond(policy_obj, body, spec, backend, generation, config, use_cache=not no_cache,
                        api_server=api_server, notify=lambda note: err_console.print(note, soft_wrap=True),
                        render_date=day)
@@ -124,6 +132,8 @@ def render(
     model: ModelOpt = default("model", "smollm2-135m"),
     revision: RevisionOpt = None,
     max_new_tokens: MaxNewTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    top_p: TopPOpt = None,
     reasoning_effort: ReasoningOpt = None,
     render_date: RenderDateOpt = None,
     cache_dir: CacheDirOpt = None,
@@ -157,7 +167,11 @@ def render(
         if text is None:
             raise UsageError("no text given", "pass TEXT, or --run RUN_DIR with --example ID or --prompt-hash HASH")
         spec = resolve_model(model, revision)
-        generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort)
+        generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort,
+                                                    temperature=temperature, top_p=top_p)
+        from toxcmp.run.validation import check_generation
+
+        check_generation(generation)
         request = build_request(load_policy(policy), text, spec, generation, render_date=render_date or today_utc())
     prompt = LocalBackend(BackendConfig(cache_dir=cache_dir or default_cache_dir())).render(request)
     body = {"model": spec.model_id, "messages": request.chat_messages(), "max_tokens": generation.max_new_tokens,

@@ -33,8 +33,22 @@ NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor w
                                           rich_help_panel=OUTPUT_PANEL)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a rich view.", metavar="",
                                        rich_help_panel=OUTPUT_PANEL)]
-MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, rich_help_panel=MODEL_PANEL,
+# Values are checked by the library (one line, exit 2), not by click's `min=` (a boxed usage error).
+MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", rich_help_panel=MODEL_PANEL,
                                                         help="Generation budget \\[default: 64, from configs/defaults.toml].")]
+TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", rich_help_panel=MODEL_PANEL, help=(
+    "Sampling temperature; 0 is greedy \\[default: 0, from configs/defaults.toml]. Part of the cache key and the run id."))]
+TopPOpt = Annotated[Optional[float], typer.Option("--top-p", rich_help_panel=MODEL_PANEL, help=(
+    "Nucleus sampling (with --temperature above 0) \\[default: 1]. Part of the cache key and the run id."))]
+TextColumnOpt = Annotated[Optional[str], typer.Option("--text-column", rich_help_panel=DATA_PANEL, help=(
+    "The dataset's text column \\[default: user_input, else text]."))]
+LabelColumnOpt = Annotated[Optional[str], typer.Option("--label-column", rich_help_panel=DATA_PANEL, help=(
+    "The dataset's 0/1 label column \\[default: toxicity, else ground_truth]; 'none': rows without labels "
+    "(an empty cell is a row without a label either way)."))]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", rich_help_panel=DATA_PANEL, help=(
+    "The first N rows, in the dataset's order (no sampling; not with --sample-size). Part of the run id."))]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", metavar="", rich_help_panel=OUTPUT_PANEL,
+                                        help="No progress output or notes; the report only.")]
 ReasoningOpt = Annotated[Optional[str], typer.Option("--reasoning-effort", rich_help_panel=MODEL_PANEL,
                                                      help="gpt-oss: low, medium or high \\[default: low, from configs/defaults.toml].")]
 RenderDateOpt = Annotated[Optional[str], typer.Option(

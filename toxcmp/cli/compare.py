@@ -7,14 +7,16 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from toxcmp.cli.config_file import ConfigOpt
 from toxcmp.cli.common import (API_PANEL, ARMS_PANEL, DATA_PANEL, LOCAL_PANEL, OUTPUT_PANEL, ApiServerOpt, BaseUrlOpt, ServedModelOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
-                         MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt, RenderDateOpt,
+                         LabelColumnOpt, LimitOpt, MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt,
+                         QuietOpt, ReasoningOpt, RenderDateOpt, TemperatureOpt, TextColumnOpt, TopPOpt,
                          RetriesOpt, RevisionOpt, ThreadsOpt, TimeoutOpt, TokenOpt, command_line, console, err_console,
                          friendly_errors, print_json)
 from toxcmp.config import default, default_cache_dir
 
 OutputDirOpt = Annotated[Path, typer.Option("--output-dir", rich_help_panel=OUTPUT_PANEL, help="Where run dirs go (replaces outputs/backend_comparison).")]
-ThresholdOpt = Annotated[float, typer.Option("--threshold", rich_help_panel=ARMS_PANEL, help="Pass when binary agreement ≥ this.")]
+ThresholdOpt = Annotated[float, typer.Option("--threshold", rich_help_panel=ARMS_PANEL, help="Pass when binary agreement ≥ this (one arm: its accuracy against the human labels).")]
 UnparsedOpt = Annotated[str, typer.Option("--unparsed-as", rich_help_panel=ARMS_PANEL, help="A side without a label (refusal, unparsed) counts as: "
                                                                "none (its own outcome; default), 0 (the recorded study's way) or 1.")]
 MinLabelledOpt = Annotated[float, typer.Option("--min-labelled", min=0.0, max=1.0, rich_help_panel=ARMS_PANEL, help=(
@@ -62,6 +64,7 @@ def plan(
 @friendly_errors
 def compare(
     ctx: typer.Context,
+    config: ConfigOpt = None,
     policy: PolicyOpt = default("policy", "toxic_simple"),
     model: ModelOpt = default("model", "smollm2-135m"),
     revision: RevisionOpt = None,
@@ -69,14 +72,19 @@ def compare(
     version: Annotated[Optional[str], typer.Option("--dataset-version", rich_help_panel=DATA_PANEL, help="Hub config: toxicchat0124 or toxicchat1123 \\[default: toxicchat0124]; not for files.")] = None,
     split: Annotated[Optional[str], typer.Option("--split", rich_help_panel=DATA_PANEL, help="Hub split: test or train \\[default: test]; not for files.")] = None,
     sample_size: Annotated[Optional[int], typer.Option("--sample-size", "-n", rich_help_panel=DATA_PANEL, help="Rows to run \\[default: all]; larger than the dataset clamps to all.")] = None,
+    limit: LimitOpt = None,
     seed: Annotated[int, typer.Option("--seed", rich_help_panel=DATA_PANEL, help="Sampling seed.")] = 0,
     human_only: Annotated[bool, typer.Option("--human-only", metavar="", rich_help_panel=DATA_PANEL, help="Only human-annotated rows.")] = False,
     stratify: Annotated[bool, typer.Option("--stratify", metavar="", rich_help_panel=DATA_PANEL, help="Oversample positives to half the sample; metrics are re-weighted.")] = False,
-    backends: Annotated[str, typer.Option("--backends", rich_help_panel=ARMS_PANEL, help="Two or more arms: name or name\\[key=value;…], e.g. api,local or 'local,api\\[provider=groq],api\\[model=gpt-oss-safeguard-20b;label=sg]' (keys include model, policy, reasoning_effort, max_new_tokens, label).")] = "api,local",
+    text_column: TextColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    backends: Annotated[str, typer.Option("--backends", rich_help_panel=ARMS_PANEL, help="One arm (scored against the human labels) or more (compared with the first): name or name\\[key=value;…], e.g. api,local or 'local,api\\[provider=groq],api\\[model=gpt-oss-safeguard-20b;label=sg]' (keys include model, policy, reasoning_effort, max_new_tokens, label).")] = "api,local",
     reference: Annotated[Optional[str], typer.Option("--reference", rich_help_panel=ARMS_PANEL, help="The arm the others are judged against (its label or spec) \\[default: the first].")] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, rich_help_panel=ARMS_PANEL, help="Answers per arm and example; 2 or more measures each arm's noise floor (agreement with itself).")] = 1,
     margin: Annotated[float, typer.Option("--margin", min=0.0, max=1.0, rich_help_panel=ARMS_PANEL, help="Equivalence margin: an arm is equivalent when its disagreement with the reference exceeds the reference's own by less than this.")] = 0.02,
     max_new_tokens: MaxNewTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    top_p: TopPOpt = None,
     reasoning_effort: ReasoningOpt = None,
     render_date: RenderDateOpt = None,
     device: DeviceOpt = "auto",
@@ -102,10 +110,10 @@ def compare(
     no_margin: Annotated[bool, typer.Option("--no-margin", metavar="", rich_help_panel=ARMS_PANEL, help="Skip the local model's scoring of label disagreements (margins) and of where texts part (next-token log p).")] = False,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", rich_help_panel=OUTPUT_PANEL, help="No progress output; the report only.")] = False,
+    quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run two backends on a ToxicChat sample: agreement, causes of disagreement, accuracy.
+    """Run backends on a ToxicChat sample: agreement, causes of disagreement, accuracy (one arm: its accuracy).
 
     Exit 0 pass · 1 fail · 2 bad input · 3 inconclusive (too few labels) · 4 backend error or incomplete run · 130 interrupted."""
     from toxcmp.backends import BackendConfig
@@ -117,8 +125,10 @@ def compare(
 
     cfg = CompareConfig(
         policy=policy, model=model, revision=revision, dataset=dataset, version=version, split=split,
-        sample_size=sample_size, seed=seed, human_only=human_only, stratify=stratify, backends=backends,
-        generation=GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort),
+        sample_size=sample_size, limit=limit, text_column=text_column, label_column=label_column, seed=seed,
+        human_only=human_only, stratify=stratify, backends=backends,
+        generation=GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort,
+                                                  temperature=temperature, top_p=top_p),
         backend=BackendConfig(device=device, dtype=dtype, batch_size=batch_size, strategy=strategy, base_url=base_url, served_model=served_model, provider=provider,
                               token=token, concurrency=concurrency, timeout_s=timeout, max_retries=max_retries,
                               rate_limit_wait_s=rate_limit_wait, threads=threads,
@@ -157,6 +167,7 @@ def rescore(
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", rich_help_panel=OUTPUT_PANEL, help="Where the rescored run dir goes \\[default: next to the source].")] = None,
     run_id: RunIdOpt = None,
     no_write: Annotated[bool, typer.Option("--no-write", metavar="", rich_help_panel=OUTPUT_PANEL, help="Report only; write no files.")] = False,
+    quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Recompute parsing, metrics and the report from recorded outputs, without calling any model."""
@@ -171,7 +182,7 @@ def rescore(
     if as_json:
         print_json(dict(result.summary, run_dir=str(result.run_dir) if result.run_dir else None))
     else:
-        for note in result.summary["metadata"].get("rescore_notes", []):
+        for note in [] if quiet else result.summary["metadata"].get("rescore_notes", []):
             err_console.print(f"note: {note}", soft_wrap=True)
         render_report(result.summary, console)
         if result.run_dir:

@@ -1,12 +1,14 @@
 """ToxicChat rows from the Hub or a file → a validated frame; sampling with stratification weights.
 
 Every source ends in `normalize` (the same validation for the Hub, a Hub-layout directory and a plain file):
-columns `example_id, text, toxicity, jailbreaking, human_annotation`, toxicity strictly 0/1.
+columns `example_id, text, toxicity, jailbreaking, human_annotation`, toxicity 0/1, or None for a row without a
+human label (an empty cell, a null, a missing key; `--label-column none`: every row).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,12 @@ VERSIONS = ("toxicchat0124", "toxicchat1123")
 SPLITS = ("test", "train")
 FILE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 REQUIRED = ("user_input", "toxicity")
+TEXT_COLUMNS = ("user_input", "text")  # the text is read from the first of these a source has (text: the study's)
+LABEL_COLUMNS = ("toxicity", "ground_truth")  # the 0/1 human label, likewise
+NO_LABELS = "none"  # --label-column none: the rows carry no human label
+# column names that look like a label: the missing-column error suggests --label-column with them
+_LABEL_LIKE = ("label", "labels", "toxic", "is_toxic", "target", "class", "gold", "y", "human_label")
+_EMPTY = ("", "nan", "null", "none")  # a label cell that holds no label
 STRATIFIED_POSITIVE_SHARE = 0.5
 
 
@@ -38,10 +46,11 @@ class DatasetInfo:
 class Sample:
     frame: pl.DataFrame  # normalized columns + `weight`
     info: DatasetInfo
-    strategy: str  # "all", "random" or "stratified"
+    strategy: str  # "all", "random", "stratified" or "first" (--limit)
     seed: int
     population: int
     note: str | None = None  # a documented clamp, e.g. sample size larger than the dataset
+    limit: int | None = None  # --limit N: the first N rows
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -73,11 +82,10 @@ def bundled_test_split() -> Path:
 
 def hub_reachable(timeout_s: float = 2.0) -> bool:
     """False at once under HF_HUB_OFFLINE; else one TCP connect to the Hub (no retries, no waiting on them)."""
-    import os
     import socket
     from urllib.parse import urlparse
 
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    if hub_offline():
         return False
     endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     try:
@@ -87,9 +95,25 @@ def hub_reachable(timeout_s: float = 2.0) -> bool:
         return False
 
 
-def load(dataset: str = DEFAULT_DATASET, version: str = "toxicchat0124", split: str = "test") -> tuple[pl.DataFrame, DatasetInfo]:
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_host() -> str:
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return endpoint.netloc or "huggingface.co"
+
+
+def load(dataset: str = DEFAULT_DATASET, version: str | None = None, split: str = "test",
+         text_column: str | None = None, label_column: str | None = None) -> tuple[pl.DataFrame, DatasetInfo]:
+    """`version`: the Hub config (None: toxicchat0124 for lmsys/toxic-chat, else the dataset's default).
+    `text_column`/`label_column`: the source's names for the text and the 0/1 label (`NO_LABELS`: none)."""
     note = None
     check_source(dataset)
+    if version is None and dataset == DEFAULT_DATASET:
+        version = "toxicchat0124"
     if is_file_source(dataset):
         frame = read_file(Path(dataset))
         version_used, split_used = None, None
@@ -102,7 +126,7 @@ def load(dataset: str = DEFAULT_DATASET, version: str = "toxicchat0124", split: 
     else:
         frame = read_hub(dataset, version, split)
         version_used, split_used = version, split
-    frame = normalize(frame, dataset)
+    frame = normalize(frame, dataset, text_column, label_column)
     return frame, DatasetInfo(dataset, version_used, split_used, frame.height, content_hash(frame), note)
 
 
@@ -123,57 +147,116 @@ def read_file(path: Path) -> pl.DataFrame:
         raise UsageError(f"cannot read {path} as {kind}: {first}", "check the file is valid " + kind) from None
 
 
-def read_hub(dataset: str, version: str, split: str) -> pl.DataFrame:
-    """`datasets.load_dataset(dataset, version, split=split)`: a Hub id, or a local directory laid out like one."""
-    if split not in SPLITS and not Path(dataset).is_dir():
-        raise UsageError(f"unknown split {split!r}", f"use one of: {', '.join(SPLITS)}")
+def read_hub(dataset: str, version: str | None, split: str) -> pl.DataFrame:
+    """`datasets.load_dataset(dataset, version, split=split)`: a Hub id, or a local directory laid out like one.
+    Offline (HF_HUB_OFFLINE) only the local datasets cache can answer; a Hub that cannot be reached is one line at
+    once, never the Hub client's retries."""
+    local_dir = Path(dataset).is_dir()
+    if dataset == DEFAULT_DATASET and split not in SPLITS:
+        raise UsageError(f"unknown split {split!r} of {DEFAULT_DATASET}", f"--split takes one of: {', '.join(SPLITS)}")
+    files_hint = "or pass --dataset PATH (a .csv/.parquet/.jsonl file or a directory)"
+    if not local_dir and not hub_offline() and not hub_reachable():
+        raise UsageError(f"cannot load {dataset}: the Hugging Face Hub ({hub_host()}) cannot be reached",
+                         "check your network or HF_ENDPOINT; with HF_HUB_OFFLINE=1 a copy in the local datasets cache "
+                         f"is used; {files_hint}")
     try:
         import datasets
     except ImportError:
         raise UsageError("the Hub dataset path needs the 'datasets' package",
                          "pip install 'toxcmp[data]', or pass --dataset PATH (csv, parquet or jsonl)") from None
+    what = f"{dataset} ({version or 'its default config'}, {split})"
     try:
         ds = datasets.load_dataset(dataset, version, split=split)
-    except Exception as exc:  # offline, unknown config, gated repo…
+    except Exception as exc:  # offline, unknown config or split, gated repo…
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot load {dataset} ({version}, {split}): {first}",
-                         "check --version/--split, your network or HF_HUB_OFFLINE, "
-                         "or pass --dataset PATH (csv, parquet or jsonl)") from None
+        kind = type(exc).__name__
+        if not local_dir and hub_offline():
+            bundled = (f"; offline, only {DEFAULT_DATASET} toxicchat0124 test is bundled (the default --dataset)"
+                       if dataset == DEFAULT_DATASET else "")
+            raise UsageError(f"cannot load {what}: HF_HUB_OFFLINE is set and the local datasets cache has no copy"
+                             f"{bundled}", f"unset HF_HUB_OFFLINE to download it, {files_hint}") from None
+        if kind == "DatasetNotFoundError":
+            raise UsageError(f"dataset {dataset} is not on the Hub ({hub_host()}), or it is gated or private",
+                             f"check the id (owner/name); for a gated dataset accept its terms and set HF_TOKEN; "
+                             f"{files_hint}") from None
+        if "BuilderConfig" in first or "config" in first.lower():
+            raise UsageError(f"cannot load {what}: {first}", f"pick a config with --dataset-version NAME; {files_hint}") from None
+        if "split" in first.lower():
+            raise UsageError(f"cannot load {what}: {first}", f"pick a split with --split NAME; {files_hint}") from None
+        raise UsageError(f"cannot load {what}: {first}",
+                         f"check --dataset-version/--split, your network or HF_HUB_OFFLINE, {files_hint}") from None
     return pl.from_arrow(ds.data.table) if hasattr(ds, "data") else pl.DataFrame(ds.to_dict())
 
 
-def _as_binary(frame: pl.DataFrame, column: str, source: str, required: bool) -> pl.Series | None:
+def _as_binary(frame: pl.DataFrame, column: str, source: str, required: bool, shown: str | None = None) -> pl.Series | None:
+    """`column` as 0/1 (Int8). `required` (the label): an empty cell is None, a row without a label; any other
+    value that is not 0/1 is an error naming the column as the source calls it (`shown`). Otherwise (an optional
+    flag) what is not 0/1 is 0."""
     if column not in frame.columns:
         return None
     raw = frame[column]
     as_text = raw.cast(pl.String, strict=False).str.strip_chars().str.to_lowercase()
     mapped = as_text.replace_strict({"0": 0, "1": 1, "0.0": 0, "1.0": 1, "true": 1, "false": 0}, default=None,
                                     return_dtype=pl.Int8)
-    bad = mapped.is_null()
-    if bad.any():
-        examples = ", ".join(repr(v) for v in raw.filter(bad).head(3).to_list())
-        if required:
-            raise UsageError(f"{source}: column {column!r} must be 0/1; {int(bad.sum())} row(s) are not ({examples})",
-                             "fix or drop those rows")
-        mapped = mapped.fill_null(0)
-    return mapped
+    empty = as_text.is_null() | as_text.is_in(list(_EMPTY))
+    bad = mapped.is_null() & ~empty
+    if required:
+        if bad.any():
+            examples = ", ".join(repr(v) for v in raw.filter(bad).head(3).to_list())
+            raise UsageError(f"{source}: column {shown or column!r} must be 0/1; {int(bad.sum())} row(s) are not "
+                             f"({examples})", "fix or drop those rows; an empty cell is a row without a label")
+        return mapped
+    return mapped.fill_null(0)
 
 
-# Column names of the recorded study's comparison files, read as the dataset they were run on.
-STUDY_COLUMNS = {"text": "user_input", "ground_truth": "toxicity"}
+def _column_list(columns: list[str]) -> str:
+    shown = ", ".join(columns[:12]) or "none"
+    return shown + (f", … ({len(columns)} in all)" if len(columns) > 12 else "")
 
 
-def normalize(frame: pl.DataFrame, source: str = "dataset") -> pl.DataFrame:
-    frame = frame.rename({old: new for old, new in STUDY_COLUMNS.items()
-                          if old in frame.columns and new not in frame.columns})
-    missing = [c for c in REQUIRED if c not in frame.columns]
+def _pick_columns(frame: pl.DataFrame, source: str, text_column: str | None,
+                  label_column: str | None) -> pl.DataFrame:
+    """Rename the source's text and label columns to `user_input` and `toxicity` (as `--text-column` /
+    `--label-column` name them, else the first of `TEXT_COLUMNS` / `LABEL_COLUMNS` it has); one line naming the
+    accepted columns and the options otherwise."""
+    columns = list(frame.columns)
+    for flag, name in (("--text-column", text_column), ("--label-column", label_column)):
+        if name is not None and name != NO_LABELS * (flag == "--label-column") and name not in columns:
+            raise UsageError(f"{source} has no column {name!r} ({flag}; its columns: {_column_list(columns)})",
+                             f"pass one of its columns to {flag}")
+    text = text_column or next((c for c in TEXT_COLUMNS if c in columns), None)
+    label = None if label_column == NO_LABELS else (label_column or next((c for c in LABEL_COLUMNS if c in columns), None))
+    missing, hints = [], []
+    if text is None:
+        missing.append("user_input")
+        hints.append(f"the text is read from {' or '.join(TEXT_COLUMNS)}: name yours with --text-column NAME")
+    if label is None and label_column != NO_LABELS:
+        missing.append("toxicity")
+        like = next((c for c in columns if c.lower() in _LABEL_LIKE and c != text), None)
+        mapping = f"--label-column {like}" if like else "--label-column NAME"
+        hints.append(f"the 0/1 label is read from {' or '.join(LABEL_COLUMNS)}: name yours with {mapping}, or pass "
+                     f"--label-column {NO_LABELS} for rows without labels")
     if missing:
-        raise UsageError(f"{source} is missing column(s) {', '.join(missing)} (has: {', '.join(frame.columns[:12]) or 'none'})",
-                         "a dataset needs user_input and toxicity; conv_id and jailbreaking are used when present")
+        raise UsageError(f"{source} is missing column(s) {', '.join(missing)} (its columns: {_column_list(columns)})",
+                         "; ".join(hints))
+    picked = {text: "user_input"}
+    if label is not None:
+        picked[label] = "toxicity"
+    frame = frame.select([pl.col(old).alias(new) for old, new in picked.items()]
+                         + [c for c in columns if c not in picked and c not in picked.values()])
+    if label is None:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Int8).alias("toxicity"))
+    return frame, label
+
+
+def normalize(frame: pl.DataFrame, source: str = "dataset", text_column: str | None = None,
+              label_column: str | None = None) -> pl.DataFrame:
+    frame, label = _pick_columns(frame, source, text_column, label_column)
     if frame.height == 0:
         raise UsageError(f"{source} has no rows", "pick a non-empty file or split")
     text = frame["user_input"].cast(pl.String, strict=False).fill_null("")
-    toxicity = _as_binary(frame, "toxicity", source, required=True)
+    toxicity = (_as_binary(frame, "toxicity", source, required=True, shown=label) if label is not None
+                else pl.Series([None] * frame.height, dtype=pl.Int8))
     jailbreaking = _as_binary(frame, "jailbreaking", source, required=False)
     if "conv_id" in frame.columns:
         ids = frame["conv_id"].cast(pl.String, strict=False)
@@ -195,29 +278,61 @@ def normalize(frame: pl.DataFrame, source: str = "dataset") -> pl.DataFrame:
 
 
 def content_hash(frame: pl.DataFrame) -> str:
+    """Over (example_id, text, toxicity) in order; a row without a label hashes its label as empty."""
     digest = hashlib.sha256()
     for i, t, y in frame.select("example_id", "text", "toxicity").iter_rows():
-        digest.update(f"{i}\x1f{t}\x1f{y}\x1e".encode("utf-8", "surrogatepass"))
+        digest.update(f"{i}\x1f{t}\x1f{'' if y is None else y}\x1e".encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
 
 
+def check_sampling(size: int | None = None, stratify: bool = False, limit: int | None = None,
+                   label_column: str | None = None) -> None:
+    """What the sampling options say of each other, before any data is loaded."""
+    if size is not None and size <= 0:
+        raise UsageError(f"--sample-size must be positive (got {size})", "omit it to use every row")
+    if limit is not None and limit <= 0:
+        raise UsageError(f"--limit must be positive (got {limit})", "omit it to use every row")
+    if limit is not None and size is not None:
+        raise UsageError("--limit takes the first N rows and --sample-size draws N at random",
+                         "pass one of them")
+    if limit is not None and stratify:
+        raise UsageError("--stratify draws a sample; --limit takes the first rows in file order",
+                         "drop one of them (--stratify goes with --sample-size)")
+    if stratify and label_column == NO_LABELS:
+        raise UsageError("--stratify draws half the sample from positives; --label-column none has no labels",
+                         "drop --stratify, or name the label column with --label-column NAME")
+
+
 def sample(frame: pl.DataFrame, info: DatasetInfo, size: int | None = None, seed: int = 0,
-           human_only: bool = False, stratify: bool = False) -> Sample:
+           human_only: bool = False, stratify: bool = False, limit: int | None = None) -> Sample:
     """Rows to run, with a `weight` column such that weighted metrics estimate the population's.
 
     Stratified sampling draws `STRATIFIED_POSITIVE_SHARE` of the sample from positives (toxicity = 1); each
-    row's weight is its stratum's population share over its sample share.
+    row's weight is its stratum's population share over its sample share. `limit`: the first N rows as the source
+    orders them (after --human-only), no sampling.
     """
+    check_sampling(size, stratify, limit)
     if human_only:
         if frame["human_annotation"].null_count() == frame.height:
             raise UsageError(f"{info.source} has no human_annotation column", "drop --human-only")
         frame = frame.filter(pl.col("human_annotation"))
         if frame.height == 0:
             raise UsageError("no human-annotated rows in this dataset", "drop --human-only")
+    if stratify:
+        unlabelled = frame["toxicity"].null_count()
+        if unlabelled == frame.height:
+            raise UsageError(f"{info.source} has no toxicity labels: --stratify draws half the sample from positives",
+                             "drop --stratify, or name the label column with --label-column NAME")
+        if unlabelled:
+            raise UsageError(f"{unlabelled} of {frame.height} rows of {info.source} have no toxicity label: --stratify "
+                             "needs a label on every row", "drop --stratify, or drop the unlabelled rows")
     population = frame.height
-    if size is not None and size <= 0:
-        raise UsageError(f"--sample-size must be positive (got {size})", "omit it to use every row")
     note = None
+    if limit is not None:
+        if limit > population:
+            note = f"--limit {limit} is larger than the dataset ({population} rows); using all {population}"
+        return Sample(frame.head(limit).with_columns(pl.lit(1.0).alias("weight")), info, "first", seed, population,
+                      note, limit=limit)
     if size is not None and size > population:
         note = f"--sample-size {size} is larger than the dataset ({population} rows); using all {population}"
         size = None
@@ -250,7 +365,11 @@ def effective_n(weights: list[float]) -> float:
 def describe(sample_: Sample) -> dict[str, Any]:
     info = sample_.info
     weights = sample_.frame["weight"].to_list()
-    return {"dataset": info.source, "version": info.version, "split": info.split, "rows": info.rows,
-            "content_sha256": info.content_sha256, "population": sample_.population, "sampled": sample_.frame.height,
-            "strategy": sample_.strategy, "seed": sample_.seed, "effective_n": round(effective_n(weights), 2),
-            "positives": int(sample_.frame["toxicity"].sum()), "note": sample_.note}
+    labels = sample_.frame["toxicity"]
+    out = {"dataset": info.source, "version": info.version, "split": info.split, "rows": info.rows,
+           "content_sha256": info.content_sha256, "population": sample_.population, "sampled": sample_.frame.height,
+           "strategy": sample_.strategy, "seed": sample_.seed, "effective_n": round(effective_n(weights), 2),
+           "positives": int(labels.sum() or 0), "labelled": len(labels) - labels.null_count(), "note": sample_.note}
+    if sample_.limit is not None:
+        out["limit"] = sample_.limit
+    return out

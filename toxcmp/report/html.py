@@ -15,38 +15,23 @@ from __future__ import annotations
 import html
 import json
 import math
-import re
 import secrets
-from importlib import resources
 from typing import Any, Collection, Sequence
 
-from toxcmp.analysis import metrics
 from toxcmp.analysis.diagnosis import CAUSES, cause_counts
 from toxcmp.analysis.matrices import fine_matrix, outcome_matrix
-from toxcmp.report.text import divergence_line, equivalence_numbers
+from toxcmp.report.page import _H, _PAD, _W, bar_chart, embed_json, fill, histogram, histogram_chart  # noqa: F401
+from toxcmp.report.page import pct as _pct, running_chart, running_share, seconds as _seconds, table as _table
+from toxcmp.report.page import _SIDE_KEYS, _finite, _raw_for_page, recorded_p50, replayed_arms  # noqa: F401
+from toxcmp.report.page import label_notes_html, sample_text
+from toxcmp.report.text import NO_LABEL_AGREEMENT, divergence_line, equivalence_numbers, f1_text, mcnemar_text
 from toxcmp.report.text import CONFORMANCE_HEAD, conformance_cells, conformance_lead, prompt_tokens_phrase
 from toxcmp.results.schema import headline_of
 
 REPORT_FILE = "report.html"
-_SIDE_KEYS = ("backend", "outcome", "binary", "fine", "parse_error", "refusal", "error", "content", "reasoning",
-              "latency_s", "served_by", "prompt_hash", "cached", "finish_reason")
 
 
 # -- data for the page -------------------------------------------------------------------------------------------
-
-def _raw_for_page(raw: str | None, content: str | None, reasoning: str | None) -> str | None:
-    """The raw output when it says more than final answer + reasoning (markers aside); else None (saves MBs)."""
-    raw, content, reasoning = raw or "", content or "", reasoning or ""
-    if not raw or raw == content:
-        return None
-    if content in raw and reasoning in raw and len(raw) <= len(content) + len(reasoning) + 120:
-        return None
-    return raw
-
-
-def _finite(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
 
 def page_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Rows for the page. Each example's text and each arm's answer are stored once and referenced by index, so a
@@ -83,38 +68,9 @@ def page_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"rows": out, "sides": sides, "texts": texts}
 
 
-def histogram(values: Sequence[float], bins: int, lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
-    values = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not values:
-        return {"edges": [], "counts": []}
-    lo = min(values) if lo is None else lo
-    hi = max(values) if hi is None else hi
-    if hi <= lo:
-        hi = lo + 1e-9
-    width = (hi - lo) / bins
-    counts = [0] * bins
-    for v in values:
-        counts[min(bins - 1, max(0, int((v - lo) / width)))] += 1
-    return {"edges": [lo + i * width for i in range(bins + 1)], "counts": counts}
-
-
 def running_agreement(rows: Sequence[dict[str, Any]]) -> list[tuple[int, float, float, float]]:
     """(n, agreement, low, high) after each scored row, in run order: how the estimate settles with sample size."""
-    out, agree, n = [], 0, 0
-    for r in rows:
-        if r.get("binary_match") is None:
-            continue
-        n += 1
-        agree += bool(r["binary_match"])
-        ci = metrics.wilson(agree, n)
-        out.append((n, ci.value, ci.low, ci.high))
-    return out
-
-
-def replayed_arms(summary: dict[str, Any]) -> set[str]:
-    """Arms that replay a recording (`recorded`): their latencies are the recording's, served from the cache or
-    not."""
-    return {a.get("label") for a in summary.get("arms") or [] if a.get("backend") == "recorded"}
+    return running_share([r.get("binary_match") for r in rows])
 
 
 def side_latencies(rows: Sequence[dict[str, Any]], p: str, replayed: bool) -> list[float]:
@@ -124,95 +80,7 @@ def side_latencies(rows: Sequence[dict[str, Any]], p: str, replayed: bool) -> li
     return [r.get(f"{p}_latency_s") for r in rows if not r.get(f"{p}_cached")]
 
 
-def recorded_p50(values: Sequence[float]) -> str:
-    """A replayed arm's latency p50 (the summary's rule: the upper median), or that its recording has none."""
-    return f"{sorted(values)[len(values) // 2]:.3f} (recorded)" if values else "not in the recording"
-
-
-# -- SVG charts (static, escaped) -------------------------------------------------------------------------------
-
-_W, _H, _PAD = 420, 160, 30
-_COLOURS = ("#3b6ea5", "#c2593b", "#6b8e23", "#8a5fb0")
-
-
-def _svg(body: str, title: str, width: int = _W, height: int = _H) -> str:
-    return (f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}">'
-            f"<title>{html.escape(title)}</title>{body}</svg>")
-
-
-def bar_chart(pairs: Sequence[tuple[str, int]], title: str) -> str:
-    if not pairs or not any(v for _, v in pairs):
-        return f'<p class="muted">{html.escape(title)}: nothing to show</p>'
-    top = max(v for _, v in pairs)
-    bar_w = (_W - 2 * _PAD) / len(pairs)
-    parts = []
-    for i, (label, value) in enumerate(pairs):
-        h = (_H - 2 * _PAD) * value / top
-        x, y = _PAD + i * bar_w, _H - _PAD - h
-        parts.append(f'<rect x="{x + 4:.1f}" y="{y:.1f}" width="{bar_w - 8:.1f}" height="{h:.1f}" fill="{_COLOURS[0]}"/>'
-                     f'<text x="{x + bar_w / 2:.1f}" y="{y - 3:.1f}" text-anchor="middle">{value}</text>'
-                     f'<text x="{x + bar_w / 2:.1f}" y="{_H - _PAD + 14:.1f}" text-anchor="middle">{html.escape(label)}</text>')
-    return _svg("".join(parts), title)
-
-
-def histogram_chart(series: Sequence[tuple[str, dict[str, Any]]], title: str, unit: str = "") -> str:
-    series = [(name, h) for name, h in series if h["counts"]]
-    if not series or all(h["edges"][-1] - h["edges"][0] < 1e-6 for _, h in series):
-        return f'<p class="muted">{html.escape(title)}: no spread to show (no fresh answers, or all equal)</p>'
-    top = max(max(h["counts"]) for _, h in series) or 1
-    parts = []
-    for k, (name, h) in enumerate(series):
-        bins = len(h["counts"])
-        bar_w = (_W - 2 * _PAD) / bins / len(series)
-        for i, c in enumerate(h["counts"]):
-            bh = (_H - 2 * _PAD) * c / top
-            x = _PAD + (i * len(series) + k) * bar_w
-            parts.append(f'<rect x="{x:.1f}" y="{_H - _PAD - bh:.1f}" width="{max(bar_w - 1, 1):.1f}" height="{bh:.1f}" '
-                         f'fill="{_COLOURS[k % len(_COLOURS)]}"><title>{html.escape(name)}: {c} in '
-                         f'[{h["edges"][i]:.3g}, {h["edges"][i + 1]:.3g}){html.escape(unit)}</title></rect>')
-        parts.append(f'<text x="{_W - _PAD}" y="{14 + 13 * k}" text-anchor="end" fill="{_COLOURS[k % len(_COLOURS)]}">'
-                     f"{html.escape(name)}</text>")
-    lo, hi = series[0][1]["edges"][0], series[0][1]["edges"][-1]
-    parts.append(f'<text x="{_PAD}" y="{_H - 8}">{lo:.3g}{html.escape(unit)}</text>'
-                 f'<text x="{_W - _PAD}" y="{_H - 8}" text-anchor="end">{hi:.3g}{html.escape(unit)}</text>')
-    return _svg("".join(parts), title)
-
-
-def running_chart(points: Sequence[tuple[int, float, float, float]], title: str) -> str:
-    if len(points) < 2:
-        return f'<p class="muted">{html.escape(title)}: fewer than two scored rows</p>'
-    n_max = points[-1][0]
-
-    def xy(n: int, v: float) -> str:
-        return f"{_PAD + (_W - 2 * _PAD) * (n - 1) / max(1, n_max - 1):.1f},{_H - _PAD - (_H - 2 * _PAD) * v:.1f}"
-
-    band = " ".join(xy(n, hi) for n, _, _, hi in points) + " " + " ".join(xy(n, lo) for n, _, lo, _ in reversed(points))
-    line = " ".join(xy(n, v) for n, v, _, _ in points)
-    body = (f'<polygon points="{band}" fill="{_COLOURS[0]}" fill-opacity="0.2"/>'
-            f'<polyline points="{line}" fill="none" stroke="{_COLOURS[0]}" stroke-width="1.5"/>'
-            f'<text x="{_PAD}" y="{_H - 8}">n = 1</text><text x="{_W - _PAD}" y="{_H - 8}" text-anchor="end">n = {n_max}</text>'
-            f'<text x="4" y="{_PAD + 4}">100%</text><text x="4" y="{_H - _PAD}">0%</text>')
-    return _svg(body, title)
-
-
 # -- page -------------------------------------------------------------------------------------------------------
-
-def _pct(p: dict[str, Any] | None) -> str:
-    if not p or p.get("value") is None:
-        return "—"
-    ci = f" [{100 * p['low']:.1f}–{100 * p['high']:.1f}]" if p.get("low") is not None else ""
-    return f"{100 * p['value']:.1f}%{ci} (n = {p.get('n')})"
-
-
-def _seconds(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3f}"
-
-
-def _table(head: Sequence[str], body: Sequence[Sequence[str]], cls: str = "") -> str:
-    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in head)
-    b = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in body)
-    return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>'
-
 
 def _matrix(m: dict[str, Any], a: str, b: str, names: dict[str, str] | None = None) -> str:
     if not m["labels"]:
@@ -254,21 +122,24 @@ def statistics_html(summary: dict[str, Any], latency: dict[str, str] | None = No
     if k.get("value") is None and k.get("reason"):
         kappa += f" ({k['reason']})"
     m = summary.get("mcnemar") or {}
+    # no row with a label from both sides: what agrees is two answers without a label, and the cell says so
+    said = f" — {NO_LABEL_AGREEMENT}" if summary.get("n_scored") and summary.get("n_both_labelled") == 0 else ""
+    both = None if summary.get("n_both_parsed", 1) else "no row with a label on both sides"
     agreement = [
-        ("binary agreement", _pct(summary.get("binary_agreement"))),
-        ("binary agreement, both parsed", _pct(summary.get("binary_agreement_both_parsed"))),
-        ("fine-grained agreement", _pct(summary.get("fine_grain_agreement"))),
+        ("binary agreement", _pct(summary.get("binary_agreement")) + said),
+        ("binary agreement, both parsed", _pct(summary.get("binary_agreement_both_parsed"), both)),
+        ("fine-grained agreement", _pct(summary.get("fine_grain_agreement")) + said),
         ("final content byte-identical", _pct(summary.get("content_identical"))),
         ("raw output byte-identical", _pct(summary.get("raw_identical"))),
         ("Cohen's κ (bootstrap 95% CI)", f"{kappa} (n = {k.get('n')})"),
-        ("McNemar exact on correctness", f"p = {m.get('p_value')} (only A right {m.get('only_a_correct')}, "
-                                         f"only B right {m.get('only_b_correct')})"),
+        ("McNemar exact on correctness", mcnemar_text(m) + (f" (n = {m['n']})" if m.get("p_value") is not None and m.get("n") else "")),
     ]
-    metric_rows = []
+    metric_rows = [["human-labelled rows", *("—" if b.get("n_labelled") is None else f"{b['n_labelled']}/{b.get('n')}"
+                                             for b in backends.values())]]
     for name, key in (("parse rate", "parse_rate"), ("refusal rate", "refusal_rate"), ("accuracy", "accuracy"),
                       ("precision", "precision"), ("recall", "recall")):
-        metric_rows.append([name, *(_pct(b.get(key)) for b in backends.values())])
-    metric_rows.append(["F1", *("—" if b.get("f1") is None else f"{b['f1']:.3f}" for b in backends.values())])
+        metric_rows.append([name, *(_pct(b.get(key), (b.get("undefined") or {}).get(key)) for b in backends.values())])
+    metric_rows.append(["F1 (bootstrap 95% CI)", *(f1_text(b) for b in backends.values())])
     metric_rows.append(["why no label", *(", ".join(f"{k} {v}" for k, v in (b.get("parse_failures") or {}).items()) or "—"
                                           for b in backends.values())])
     metric_rows.append(["errors", *(str(b.get("errors")) for b in backends.values())])
@@ -289,7 +160,7 @@ def statistics_html(summary: dict[str, Any], latency: dict[str, str] | None = No
     title = (f"<h3>the headline comparison: {html.escape(headline['arm'])} against the reference "
              f"{html.escape(headline['reference'])}</h3>"
              if headline and len(summary.get("comparisons") or {}) > 1 else "")
-    return (title + _table(["agreement between the sides", "value (95% CI)"], agreement, "stats")
+    return (title + label_notes_html(summary) + _table(["agreement between the sides", "value (95% CI)"], agreement, "stats")
             + _table(["each side against the human labels", *[f"{p.upper()}: {lab}" for p, lab in zip(backends, labels)]],
                      metric_rows, "stats"))
 
@@ -343,7 +214,8 @@ def arms_html(summary: dict[str, Any]) -> str:
         body.append([label, c.get("verdict"), _pct(c.get("binary_agreement")),
                      "—" if k.get("value") is None else f"{k['value']:.3f}",
                      "—" if (c.get("mcnemar") or {}).get("p_holm") is None else f"{c['mcnemar']['p_holm']:.3g}",
-                     "—" if acc.get("value") is None else f"{100 * acc['value']:+.1f} pts [{100 * acc['low']:+.1f}, {100 * acc['high']:+.1f}]",
+                     ("—" + (f" ({acc['reason']})" if acc.get("reason") else "")) if acc.get("value") is None
+                     else f"{100 * acc['value']:+.1f} pts [{100 * acc['low']:+.1f}, {100 * acc['high']:+.1f}]",
                      _pct(floors.get(label)),
                      f"{eq.get('verdict')} ({equivalence_numbers(eq)}; margin {eq.get('margin')})"])
     table = _table(["arm", "verdict", "agreement with the reference", "κ", "McNemar p (Holm)",
@@ -454,15 +326,6 @@ def row_filters(rows: Sequence[dict[str, Any]]) -> list[str]:
     return ["All", "Disagree", "Refusal", "Parse failure", "Error", *scored, *CAUSE_CHIPS]
 
 
-def sample_text(summary: dict[str, Any], meta: dict[str, Any]) -> str:
-    """`n = 50`; a run that did not complete says how many it planned: `n = 48 of 200 planned (interrupted)`."""
-    status = summary.get("status") or meta.get("status") or "complete"
-    planned = (meta.get("dataset") or {}).get("sampled")
-    if status == "complete":
-        return f"n = {summary.get('n')}"
-    return f"n = {summary.get('n')}" + (f" of {planned} planned" if planned else "") + f" ({status})"
-
-
 def replayed_latency(comparison: tuple[str, str, list[dict[str, Any]]], replayed: set[str]) -> dict[str, str]:
     """The headline comparison's replayed arms' latency p50, by label."""
     reference, arm, rows = comparison
@@ -471,6 +334,12 @@ def replayed_latency(comparison: tuple[str, str, list[dict[str, Any]]], replayed
 
 
 def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
+    """The page of a run: its pair rows and summary; one arm (an evaluation, `summary["kind"]`): its tidy rows, laid
+    out by `toxcmp.report.evaluation_page`."""
+    if summary.get("kind") == "evaluation":
+        from toxcmp.report.evaluation_page import build_evaluation_html
+
+        return build_evaluation_html(rows, summary)
     meta = summary.get("metadata") or {}
     backends = summary.get("backends") or {}
     labels = [b.get("label", p) for p, b in backends.items()] or ["A", "B"]
@@ -489,10 +358,8 @@ def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
     filters = row_filters(rows)
     data = {"labels": labels, **page_rows(rows), "filters": filters, "reference": summary.get("reference"),
             "replayed": sorted(replayed)}
-    nonce = secrets.token_urlsafe(16)
-    template = resources.files("toxcmp.report").joinpath("template.html").read_text(encoding="utf-8")
-    fields = {
-        "NONCE": nonce,
+    return fill({
+        "NONCE": secrets.token_urlsafe(16),
         "TITLE": html.escape(f"toxcmp · {' vs '.join(labels)} · {meta.get('run_id') or ''}"),
         "VERDICT_CLASS": html.escape(verdict),
         "VERDICT": html.escape(verdict.upper()),
@@ -501,21 +368,13 @@ def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
                                 f"{(meta.get('model') or {}).get('model_id') or (meta.get('model') or {}).get('name')} · "
                                 f"{sample_text(summary, meta)} · unparsed count as {summary.get('unparsed_as', 'none')}"),
         "PROVENANCE": html.escape(json.dumps(meta, indent=2, ensure_ascii=False, default=str)),
+        "STATISTICS_HEADING": "Agreement and accuracy",
         "STATISTICS": (conformance_html(summary) + arms_html(summary)
                        + statistics_html(summary, replayed_latency(comparisons[0], replayed)) + "".join(partings)),
         "MATRICES": "".join(matrices),
         "CHARTS": "".join(charts),
         "DATA": embed_json(data),
-    }
-    # one pass: text put into the page is never scanned again for placeholders
-    return re.sub(r"\{\{([A-Z_]+)\}\}", lambda m: fields[m.group(1)], template)
-
-
-def embed_json(data: Any) -> str:
-    """JSON that cannot end its <script> block or start markup, whatever strings it holds."""
-    text = json.dumps(data, ensure_ascii=False, default=str, allow_nan=False, separators=(",", ":"))
-    return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    })
 
 
 def rebuild(run_dir: Any) -> Any:
@@ -523,10 +382,16 @@ def rebuild(run_dir: Any) -> Any:
     path."""
     from pathlib import Path
 
-    from toxcmp.results.io import read_run, write_text
+    from toxcmp.results.io import read_run, read_summary, write_text
 
     run_dir = Path(run_dir)
-    rows, summary = read_run(run_dir)
+    summary = read_summary(run_dir)
+    if summary.get("kind") == "evaluation":  # one arm: no pairs; its own first answers (results.parquet)
+        import polars as pl
+
+        rows = pl.read_parquet(run_dir / "results.parquet").filter(pl.col("repeat") == 0).to_dicts()
+    else:
+        rows, summary = read_run(run_dir)
     target = run_dir / REPORT_FILE
     write_text(target, build_html(rows, summary))
     return target

@@ -2,7 +2,9 @@
 
 Both show every arm against the reference: the run hands each finished example's pair rows, one per comparison,
 keyed by arm label in arm order (the first is the headline comparison), and each comparison keeps its own
-running agreement.
+running agreement — beside how many rows both arms labelled, when none (two answers without a label "agree", and
+that is no success). One arm is an evaluation: the run hands the arm's own row, and the view keeps a running
+accuracy against the human labels instead.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ def latency_cell(row: dict[str, Any] | None, p: str, replayed: bool) -> str:
 def recent_table(records: Sequence[Mapping[str, dict[str, Any]]], labels: Sequence[str],
                  replayed: Collection[str] = ()) -> Table:
     """The latest examples: each arm's outcome, agreement with the reference per comparison, cache and latency.
-    `replayed`: the arms that replay a recording."""
+    `replayed`: the arms that replay a recording. One arm: `recent_evaluation_table`."""
+    if len(labels) == 1:
+        return recent_evaluation_table(records, labels[0], labels[0] in replayed)
     t = Table(expand=False, title="latest examples", title_justify="left")
     letters = "/".join(side_letter(k) for k in range(len(labels)))
     for col in ("id", "truth", *(f"{side_letter(k)} {label}" for k, label in enumerate(labels)), "agree", "cached",
@@ -45,13 +49,43 @@ def recent_table(records: Sequence[Mapping[str, dict[str, Any]]], labels: Sequen
         first = next(iter(record.values()))
         arms = [record.get(label) for label in labels[1:]]
         sides = [(first, "a")] + [(row, "b") for row in arms]
-        agree = " ".join("—" if row is None or row["binary_match"] is None else
-                         ("[green]✓[/]" if row["binary_match"] else "[red]✗[/]") for row in arms)
+        agree = " ".join(agree_mark(row) for row in arms)
         cached = "/".join("—" if row is None else ("y" if row[f"{p}_cached"] else "n") for row, p in sides)
         latency = "/".join(latency_cell(row, p, label in replayed) for (row, p), label in zip(sides, labels))
         t.add_row(escape(first["example_id"][:10]), str(first["toxicity"]),
                   *("—" if row is None else escape(row[f"{p}_outcome"]) for row, p in sides), agree, cached,
                   latency)
+    return t
+
+
+def agree_mark(row: dict[str, Any] | None) -> str:
+    """✓ (green: the same label), ✗, — (an error); a dim ✓ where the sides "agree" without both giving a label (two
+    refusals, two unparsed answers, labels forced by --unparsed-as): the same outcome, no success."""
+    if row is None or row["binary_match"] is None:
+        return "—"
+    if not row["binary_match"]:
+        return "[red]✗[/]"
+    return "[green]✓[/]" if row.get("a_parse_ok") and row.get("b_parse_ok") else "[dim]✓[/]"
+
+
+def correct_mark(row: dict[str, Any]) -> str:
+    """One arm's answer against the human label: ✓, ✗ (no label from the arm counts as wrong), — (no human label,
+    or no answer)."""
+    if row.get("error") or row.get("toxicity") is None:
+        return "—"
+    return "[green]✓[/]" if row.get("binary") is not None and row["binary"] == int(row["toxicity"]) else "[red]✗[/]"
+
+
+def recent_evaluation_table(records: Sequence[Mapping[str, dict[str, Any]]], label: str, replayed: bool) -> Table:
+    """The latest examples of one arm: its outcome against the human label, cache and latency."""
+    t = Table(expand=False, title="latest examples", title_justify="left")
+    for col in ("id", "truth", f"A {label}", "correct", "cached", "latency"):
+        t.add_column(escape(col))
+    for record in records:
+        row = next(iter(record.values()))
+        latency = "—" if replayed and not row["latency_s"] else f"{row['latency_s']:.2f}s"
+        t.add_row(escape(row["example_id"][:10]), "—" if row["toxicity"] is None else str(row["toxicity"]),
+                  escape(row["outcome"]), correct_mark(row), "y" if row["cached"] else "n", latency)
     return t
 
 
@@ -69,22 +103,65 @@ def throughput_text(stats: dict[str, Any]) -> str:
 
 
 class RunningAgreement:
-    """One comparison's binary agreement so far (rows with an error on either side left out)."""
+    """One comparison's binary agreement so far (rows with an error on either side left out), and how many of
+    those rows both arms labelled: when none, the agreement is two answers without a label, and says so."""
 
     def __init__(self) -> None:
         self.agree = 0
         self.scored = 0
+        self.both_labelled = 0
 
     def add(self, row: dict[str, Any]) -> None:
         if row["binary_match"] is not None:
             self.scored += 1
             self.agree += bool(row["binary_match"])
+            self.both_labelled += bool(row.get("a_parse_ok")) and bool(row.get("b_parse_ok"))
+
+    def unlabelled(self) -> str | None:
+        """`labelled by both 0/24` while no scored row has a label from both arms; else None."""
+        return f"labelled by both 0/{self.scored}" if self.scored and not self.both_labelled else None
 
     def counts(self) -> str:
-        return f"{self.agree}/{self.scored} ({self.agree / self.scored:.1%})" if self.scored else "—"
+        if not self.scored:
+            return "—"
+        caveat = self.unlabelled()
+        return f"{self.agree}/{self.scored} ({self.agree / self.scored:.1%}" + (f", {caveat})" if caveat else ")")
 
     def __str__(self) -> str:
-        return f"agreement {self.counts()}"
+        caveat = self.unlabelled()
+        if not caveat:
+            return f"agreement {self.counts()}"
+        return f"agreement {self.agree}/{self.scored} ({self.agree / self.scored:.1%}) · {caveat}"
+
+
+class RunningAccuracy:
+    """One arm (an evaluation): its accuracy against the human labels so far — rows without an answer or without
+    a human label left out, an answer without a label counted as wrong (`scoring.evaluate`'s rule)."""
+
+    def __init__(self) -> None:
+        self.correct = 0
+        self.labelled = 0
+        self.answered = 0
+
+    def add(self, rows: Mapping[str, dict[str, Any]]) -> None:
+        for row in rows.values():
+            if row.get("error"):
+                continue
+            self.answered += 1
+            if row.get("toxicity") is not None:
+                self.labelled += 1
+                self.correct += row.get("binary") is not None and row["binary"] == int(row["toxicity"])
+
+    def __str__(self) -> str:
+        if not self.labelled:
+            return f"accuracy — · human-labelled 0/{self.answered}" if self.answered else "accuracy —"
+        text = f"accuracy {self.correct}/{self.labelled} ({self.correct / self.labelled:.1%})"
+        return text + (f" · human-labelled {self.labelled}/{self.answered}" if self.labelled < self.answered else "")
+
+
+def running_for(labels: Sequence[str]) -> "RunningAgreements | RunningAccuracy":
+    """What the view keeps running: each comparison's agreement; one arm's accuracy against the human labels."""
+    return RunningAccuracy() if len(labels) == 1 else RunningAgreements(labels)
 
 
 class RunningAgreements:
@@ -167,8 +244,9 @@ class LiveObserver:
     per-arm pace, the latest rows and each comparison's running agreement. Updated per finished row.
 
     "now" is a claim about the present: a backend's announcement (loading the model) holds until rows arrive,
-    then the arms' own step (answering) shows again; once the rows are in, the run scores and writes, and its
-    later steps print as lines under the last frame (the report that follows is the sign it is done)."""
+    then the arms' own step (answering) shows again; once the rows are in, the run says it is scoring (each step
+    of it: margins, divergences, writing), and the view stops, on the run's last word, after the files are
+    written. A caller that says nothing after the rows gets `after_the_rows` on the last frame."""
 
     def __init__(self, console: Console, recent: int = 8):
         self.console = console
@@ -187,23 +265,26 @@ class LiveObserver:
         self.total = 0
         self.done = 0
         self.rate = RowRate()
+        self.said = False  # a phase came after the last row (the run's scoring steps)
 
     def view(self) -> Group:
-        """What the screen shows now."""
+        """What the screen shows now. It ends on a line of its own: a redraw never runs its first line (the
+        progress bar) on from the last line of the frame before it, for whatever reads the terminal's stream."""
         return Group(self.progress, Text(f"now: {self.now}", style="dim"),
-                     recent_table(self.recent, self.labels, self.replayed), Text(str(self.agreement)))
+                     recent_table(self.recent, self.labels, self.replayed), Text(str(self.agreement)), Text(""))
 
     def start(self, total, labels, meta):  # noqa: D102
         silence_third_party_progress()
         self.labels, self.total = list(labels), total
         self.replayed = {a.get("label") for a in meta.get("arms") or [] if a.get("backend") == "recorded"}
-        self.agreement = RunningAgreements(self.labels)
+        self.agreement = running_for(self.labels)
         self.task = self.progress.add_task("compare", total=total, rate="", eta="")
         self.live = Live(self.view(), console=self.console, refresh_per_second=4, transient=False)
         self.live.start()
 
     def row(self, rows, done, stats):  # noqa: D102
         self.done = done
+        self.said = False
         self.rate.add(done)
         if self.announced:  # answers arrive: whatever was announced (loading, starting a server) is over
             self.now, self.announced = self.step or "answering", False
@@ -216,9 +297,9 @@ class LiveObserver:
     def phase(self, message, detail=False):  # noqa: D102
         if detail:
             self.step = message
-        self.now, self.announced = message, not detail
-        if self.live:
-            self._refresh()
+        self.now, self.announced, self.said = message, not detail, True
+        if self.live:  # drawn now: a step that takes less than a redraw (1/4 s) is still seen
+            self.live.update(self.view(), refresh=True)
         else:  # after the rows: each step of the scoring on a line of its own
             self.console.print(f"now: {escape(message)}", style="dim", highlight=False, soft_wrap=True)
 
@@ -231,8 +312,9 @@ class LiveObserver:
 
     def stop(self):  # noqa: D102
         if self.live:
-            self.now, self.announced = after_the_rows(self.done, self.total), False
-            self._refresh()
+            if not self.said:  # nothing said since the last row: what comes next is the scoring
+                self.now, self.announced = after_the_rows(self.done, self.total), False
+            self.live.update(self.view(), refresh=True)
             self.live.stop()
             self.live = None
 
@@ -258,10 +340,11 @@ class LineObserver:
     def start(self, total, labels, meta):  # noqa: D102
         self.total = total
         self.every = max(1, total // 10)
-        self.agreement = RunningAgreements(list(labels))
+        self.agreement = running_for(list(labels))
         self.printed = (time.perf_counter(), 0)
+        arms = f"{labels[0]} against the human labels" if len(labels) == 1 else " vs ".join(labels)
         if not self.quiet:
-            self.console.print(f"compare: {total} examples · {' vs '.join(labels)} · run {meta['run_id']}", highlight=False,
+            self.console.print(f"compare: {total} examples · {arms} · run {meta['run_id']}", highlight=False,
                                soft_wrap=True)
 
     def row(self, rows, done, stats):  # noqa: D102
@@ -284,10 +367,12 @@ class LineObserver:
 
     def log(self, message):  # noqa: D102
         if not self.quiet:
+            self._print_progress()  # a progress line the throttle held back comes first: lines stay in time order
             self.console.print(message, highlight=False, markup=False, soft_wrap=True)
 
     def phase(self, message, detail=False):  # noqa: D102
         if not self.quiet and not detail:
+            self._print_progress()
             self.console.print(message, highlight=False, markup=False, soft_wrap=True)
 
     def stop(self):  # noqa: D102

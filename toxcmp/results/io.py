@@ -163,10 +163,17 @@ def _side(p: str, answer: recordings.StudyAnswer, backend: str | None) -> dict[s
                              f"{p}_served_by": answer.served_by, f"{p}_backend": backend}
 
 
+def _label(value: Any) -> int | None:
+    """A study file's human label as 0/1; None where the row has none (null, NaN, an empty cell)."""
+    if value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip()):
+        return None
+    return int(float(value)) if isinstance(value, str) else int(value)
+
+
 def _study_pair(frame: pl.DataFrame) -> list[dict[str, Any]]:
     rows = []
     for a, b in zip(*(recordings.read_pair(frame, side) for side in recordings.PAIR_SIDES)):
-        row = {"example_id": a.conv_id or a.text[:32], "text": a.text, "toxicity": int(a.toxicity),
+        row = {"example_id": a.conv_id or a.text[:32], "text": a.text, "toxicity": _label(a.toxicity),
                "jailbreaking": None, "weight": 1.0}
         for p, answer in zip(SIDES, (a, b)):
             row |= _side(p, answer, answer.served_by)
@@ -181,7 +188,7 @@ def _study_singles(frames: Sequence[pl.DataFrame], labels: Sequence[str]) -> lis
         other = keyed[1].get(conv_id)
         if other is None:
             continue
-        row = {"example_id": conv_id, "text": first.text, "toxicity": int(first.toxicity),
+        row = {"example_id": conv_id, "text": first.text, "toxicity": _label(first.toxicity),
                "jailbreaking": first.jailbreaking, "weight": first.weight}
         for p, answer, label in zip(SIDES, (first, other), labels):
             row |= _side(p, answer, label)

@@ -17,7 +17,7 @@ from toxcmp.domain.policies import Policy, load_policy
 from toxcmp.errors import UsageError
 from toxcmp.run.config import CompareConfig
 from toxcmp.run.specs import BackendSpec
-from toxcmp.run.validation import check_generation
+from toxcmp.run.validation import arm_options, check_device, check_generation
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -44,6 +44,8 @@ def default_run_id(cfg: CompareConfig, spec: ModelSpec, policy: Policy, sample_m
                 "human_only": cfg.human_only, "stratify": cfg.stratify, "backends": [s.text for s in specs],
                 "arms": [arm_identity(a.spec.name, a.options) for a in arms], "generation": cfg.generation.to_dict(),
                 "unparsed_as": cfg.unparsed_as, "threshold": cfg.threshold, "min_labelled": cfg.min_labelled}
+    if getattr(cfg, "limit", None) is not None:  # the first N rows: the loaded data's hash does not tell them
+        identity["limit"] = cfg.limit
     if cfg.repeats != 1 or cfg.margin != DEFAULT_MARGIN or cfg.reference is not None:  # two-arm ids stay as they were
         identity.update(repeats=cfg.repeats, margin=cfg.margin, reference=cfg.reference)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -110,7 +112,8 @@ def build_arm(spec: BackendSpec, cfg: CompareConfig, base: BackendConfig) -> tup
             raise UsageError(f"max_new_tokens must be a number in {spec.text!r}", "e.g. max_new_tokens=256") from None
     generation = replace(cfg.generation, **overrides)
     check_generation(generation)
-    options, note = spec.build(base).resolve(model, f"for {spec.text!r}")
+    options, note = arm_options(spec, base).resolve(model, f"for {spec.text!r}")
+    check_device(options, spec.text if "device" in spec.backend_options else "")  # before any model or server starts
     return Arm(spec, model, policy, generation, options), note
 
 

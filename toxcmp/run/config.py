@@ -31,6 +31,9 @@ class CompareConfig:
     version: str | None = None  # Hub config; None: toxicchat0124
     split: str | None = None  # Hub split; None: test
     sample_size: int | None = None
+    limit: int | None = None  # the first N rows, no sampling (part of the run id)
+    text_column: str | None = None  # the dataset's text column (None: user_input, else text)
+    label_column: str | None = None  # its 0/1 label column (None: toxicity, else ground_truth; "none": no labels)
     seed: int = 0
     human_only: bool = False
     stratify: bool = False

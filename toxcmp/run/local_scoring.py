@@ -34,6 +34,7 @@ def add_margins(rows, pair: Sequence[Arm], requests_a, requests_b, examples, obs
     from toxcmp.analysis.diagnosis import label_margin
 
     side, other = SIDES[local], SIDES[1 - local]
+    observer.phase(f"scoring {len(todo)} label disagreement(s) with the local model", detail=True)
     for row, loaded, prompt in with_local_model(todo, pair[local], (requests_a, requests_b)[local], examples):
         candidates = [(row[f"{side}_fine"], row[f"{other}_fine"]), (str(row[f"{side}_binary"]), str(row[f"{other}_binary"]))]
         for own, theirs in candidates:

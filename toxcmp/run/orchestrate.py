@@ -2,7 +2,12 @@
 
 Every arm answers at its own pace (`toxcmp.run.scheduler`); a row is complete the moment its last slot answers, so
 the live view streams and an interrupted run still writes every finished example. Each response is cached the
-moment it arrives, so rerunning the same command resumes at zero cost."""
+moment it arrives, so rerunning the same command resumes at zero cost. One arm is an evaluation: its answers
+against the human labels (`toxcmp.analysis.arms.evaluate_arm`).
+
+Once the rows are in, the observer hears `scoring_phase` (the live view stays up, saying so, while prompt tokens,
+margins and divergences are counted and the summary and files are written) and is stopped only after the files
+are on disk."""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from toxcmp.analysis.arms import (
     summarize_arms,
     tidy_row,
 )
-from toxcmp.analysis.scoring import UNPARSED_AS
+from toxcmp.analysis.scoring import EVALUATION, UNPARSED_AS
 from toxcmp.analysis.verdict import DEFAULT_MIN_LABELLED
 from toxcmp.backends import Backend, Preflight, ReportsReliability, get_backend
 from toxcmp.backends.threads import plan_threads
@@ -50,7 +55,7 @@ from toxcmp.run.provenance import _now, previous_invocations, run_metadata, sett
 from toxcmp.run.requests import cache_keys, model_identity
 from toxcmp.run.scheduler import ArmScheduler, plan_lanes
 from toxcmp.run.specs import parse_backend_specs
-from toxcmp.run.validation import check_generation
+from toxcmp.run.validation import check_data_options, check_generation
 
 
 def _empty_text_response(backend: str, model: str) -> ModelResponse:
@@ -82,6 +87,7 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     cache_dir = Path(cfg.backend.cache_dir or default_cache_dir())
     base = replace(cfg.backend, cache_dir=cache_dir)
     check_generation(cfg.generation)
+    check_data_options(cfg)
     check_source(cfg.dataset)
     if is_file_source(cfg.dataset) and (cfg.version or cfg.split):
         raise UsageError("--dataset-version/--split choose a Hub config and split; a file has neither",
@@ -105,8 +111,8 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
                     engine.check_reachable(arm.model)  # a dead server is found at once
                 except BackendError as exc:
                     unreachable[k] = exc
-        frame, info = load(cfg.dataset, cfg.version or "toxicchat0124", cfg.split or "test")
-        picked = sample(frame, info, cfg.sample_size, cfg.seed, cfg.human_only, cfg.stratify)
+        frame, info = load(cfg.dataset, cfg.version, cfg.split or "test", cfg.text_column, cfg.label_column)
+        picked = sample(frame, info, cfg.sample_size, cfg.seed, cfg.human_only, cfg.stratify, cfg.limit)
         examples = picked.frame.to_dicts()
         sample_meta = describe(picked)
         run_id = cfg.run_id or default_run_id(cfg, arms[0].model, arms[0].policy, sample_meta, specs, arms)
@@ -132,7 +138,6 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
         if note:
             observer.log(note)
     labels = [a.label for a in arms]
-    tidy: list[dict[str, Any]] = []
     stats = {label: {"calls": 0, "seconds": 0.0, "cached": 0} for label in labels}
     status, reason = "complete", None
     started = time.time()
@@ -143,7 +148,7 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
                           "why": scheduling_reason(arms, cfg.concurrent_sides),
                           "lanes": [[labels[k] for k in lane] for lane in lanes]}  # each at its own pace
     observer.start(len(examples), labels, meta)
-    if together:
+    if together and len(arms) > 1:
         observer.log("the arms use different resources: each runs at its own pace")
     elif len(lanes) > 1:
         observer.log(f"{', '.join(labels[k] for k in lanes[0])} compute on this machine: they take turns; "
@@ -152,9 +157,11 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
 
     def make_record(i: int, answers: Sequence[ModelResponse]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
         """An example's tidy rows, and what the live view shows: its pair row in every comparison (each arm's
-        repeat 0 against the reference's), by arm label in arm order."""
+        repeat 0 against the reference's), by arm label in arm order; one arm (an evaluation): its own row."""
         rows = [tidy_row(examples[i], arms[k].label, r, answer, arms[k].policy, arms[k].model.harmony, cfg.unparsed_as)
                 for (k, r), answer in zip(slots, answers)]
+        if len(arms) == 1:
+            return rows, {arms[0].label: rows[0]}
         sides = [(a.policy, a.model.harmony) for a in arms]
         return rows, {arms[k].label: pair_row(rows[0], rows[k * cfg.repeats], (sides[0], sides[k]), cfg.unparsed_as)
                       for k in range(1, len(arms))}
@@ -184,7 +191,35 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
                 pass
         if cache is not None:
             cache.close()
+    try:  # the view stays up, saying what the run does, until the files are written (`scoring_phase`)
+        observer.phase(scoring_phase(len(records), len(examples)), detail=True)
+        result = score_and_write(cfg, arms, engines, requests, examples, records, stats, meta, run_dir,
+                                 status, reason, started, observer, cache_dir)
+        observer.phase(written_phase(len(records), len(examples), run_dir), detail=True)
+    finally:
         observer.stop()
+    return result
+
+
+def scoring_phase(done: int, total: int) -> str:
+    """What the run does once its rows are in (or it stopped): it scores them and writes the files."""
+    rows = f"all {total} rows answered" if done >= total else f"stopped after {done} of {total} rows"
+    return f"{rows}; scoring and writing the results"
+
+
+def written_phase(done: int, total: int, run_dir: Path) -> str:
+    rows = f"all {total} rows answered" if done >= total else f"stopped after {done} of {total} rows"
+    return f"{rows}; scored, results written to {run_dir}"
+
+
+def score_and_write(cfg: CompareConfig, arms: Sequence[Arm], engines: Sequence[Backend],
+                    requests: Sequence[Sequence[ChatRequest | None]], examples: Sequence[dict[str, Any]],
+                    records: Sequence[tuple[list[dict[str, Any]], dict[str, Any]]], stats: dict[str, dict[str, Any]],
+                    meta: dict[str, Any], run_dir: Path, status: str, reason: str | None, started: float,
+                    observer: Observer, cache_dir: Path) -> RunResult:
+    """After the rows: prompt-token counts, margins and divergences (the local model), the summary, the files."""
+    labels = [a.label for a in arms]
+    tidy: list[dict[str, Any]] = []
     for rows, _ in records:
         tidy.extend(rows)
     try:  # toxcmp's own render counted beside each reported prompt-token count (needs the tokenizer only)
@@ -223,8 +258,11 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     summary = finalize_summary(assembled, tidy, cfg.threshold, meta, cfg.unparsed_as, cfg.min_labelled, cfg.margin,
                                cfg.repeats)
     pairs = [row for rows in assembled.comparisons.values() for row in rows]
+    observer.phase(f"writing the results to {run_dir}", detail=True)
     write_run_files(run_dir, tidy, pairs, summary)
-    return RunResult(assembled.comparisons[labels[1]], summary, run_dir, status, reason, tidy=tidy, pairs=pairs,
+    # the headline comparison's pair rows; one arm (an evaluation): its own first answers, one tidy row per example
+    headline = assembled.comparisons[labels[1]] if len(labels) > 1 else assembled.first[labels[0]]
+    return RunResult(headline, summary, run_dir, status, reason, tidy=tidy, pairs=pairs,
                      comparisons=assembled.comparisons)
 
 
@@ -287,7 +325,8 @@ def write_run_files(run_dir: Path, tidy: Sequence[dict[str, Any]], pairs: Sequen
     from toxcmp.report.html import REPORT_FILE, build_html  # noqa: PLC0415 - keeps rich/pyarrow off the library import path
     from toxcmp.results.io import write_outputs  # noqa: PLC0415
 
-    write_outputs(run_dir, tidy, pairs, summary, pages={REPORT_FILE: lambda: build_html(pairs, summary)})
+    shown = pairs if summary.get("kind") != EVALUATION else [r for r in tidy if not r.get("repeat")]  # one arm: its rows
+    write_outputs(run_dir, tidy, pairs, summary, pages={REPORT_FILE: lambda: build_html(shown, summary)})
 
 
 def _eps(stat: dict[str, Any]) -> dict[str, Any]:

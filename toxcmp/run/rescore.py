@@ -77,7 +77,8 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
         default_id = (meta.get("run_id") or source.stem) + "-rescored"
         run_dir = prepare_run_dir(Path(output_dir), run_id or _safe_name(default_id)[:128])
         write_run_files(run_dir, tidy, pairs, summary)
-    return RescoreResult(assembled.comparisons[labels[1]], summary, layout, run_dir, assembled.comparisons,
+    headline = assembled.comparisons[labels[1]] if len(labels) > 1 else assembled.first[labels[0]]  # one arm
+    return RescoreResult(headline, summary, layout, run_dir, assembled.comparisons,
                          source_version)
 
 

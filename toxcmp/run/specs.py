@@ -62,10 +62,10 @@ def parse_backend_specs(text: str, model: str | None = None, settings: Any = Non
     parts.append(current)
     specs = [parse_backend_spec(p.strip()) for p in parts if p.strip()]
     specs = expand_every_provider(specs, model, settings, notes)
-    if len(specs) < 2:
-        raise UsageError(f"--backends needs at least two arms, got {len(specs)} ({text!r})",
-                         "e.g. --backends api,local, or the same backend twice with different options: "
-                         "'api[provider=together],api[provider=groq]'")
+    if not specs:  # one arm is an evaluation against the human labels; two or more, a comparison
+        raise UsageError(f"--backends needs at least one arm ({text!r})",
+                         "e.g. --backends api (one arm, scored against the human labels), --backends api,local, or "
+                         "the same backend twice with different options: 'api[provider=together],api[provider=groq]'")
     texts, labels = [s.text for s in specs], [s.label for s in specs]
     for seen, kind in ((texts, "written"), (labels, "labelled")):
         dupes = sorted({x for x in seen if seen.count(x) > 1})
