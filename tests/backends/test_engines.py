@@ -92,4 +92,4 @@ def test_bad_options_are_one_line(written, match):
 
 def test_a_dead_url_says_nothing_about_engines():
     options, note = ApiOptions(base_url="http://127.0.0.1:9/v1").resolve(resolve_model("gpt-oss-20b"))
-    assert note is None and options.engine is None  # the preflight reports the dead server in its own words
+    assert note is None and options.engine == "unknown"  # the preflight reports the dead server in its own words

@@ -118,6 +118,6 @@ class ApiOptions(BackendOptions):
         url = url if url.endswith("/v1") else f"{url}/v1"
         try:
             engine, evidence = detect_engine(url, {"Authorization": f"Bearer {self.token}"} if self.token else None)
-        except Unreachable:  # nothing to ask: the preflight says so in its own line (or the cache answers)
-            return self, None
+        except Unreachable:  # nobody to ask: `unknown`, as a server that does not say (the preflight or the
+            return replace(self, engine="unknown"), None  # cache speaks next)
         return replace(self, engine=engine), engine_note(self.base_url, engine, evidence)

@@ -69,6 +69,7 @@ def _cached_compare(rows, workdir) -> float:
     import polars as pl
 
     from toxcmp.backends import get_backend
+    from toxcmp.backends.api_options import ApiOptions
     from toxcmp.run.cache import ResponseCache
     from toxcmp.run.config import CompareConfig
     from toxcmp.run.orchestrate import run_compare
@@ -88,7 +89,9 @@ def _cached_compare(rows, workdir) -> float:
     cache = ResponseCache(base.cache_dir)
     try:
         for side, url in zip("ab", urls):
-            engine = get_backend("api", dc_replace(base, base_url=url))
+            # the options as the run settles them (the engine asked of the URL: `unknown` here), so the keys match
+            options, _ = ApiOptions.build(dc_replace(base, base_url=url)).resolve(spec)
+            engine = get_backend("api", options)
             requests = [build_request(policy, r["text"], spec, generation, render_date=render_date) for r in rows]
             for r, request, key in zip(rows, requests, cache_keys(engine, requests)):  # the runner's own keys
                 cache.put(key, ModelResponse(
