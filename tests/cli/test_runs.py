@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 def _run(root, name, finished, verdict, n, planned, status="complete"):
@@ -33,3 +34,22 @@ def test_runs_newest_first_with_verdict_rows_and_arms(cli, tmp_path):
 def test_no_runs_is_one_line_and_exit_0(cli, tmp_path):
     result = cli("runs", "--output-dir", str(tmp_path / "nothing"))
     assert result.exit_code == 0 and "no runs under" in result.stdout
+
+
+def test_view_without_a_run_dir_opens_the_newest(cli, tmp_path):
+    from toxcmp.results.runs import latest_run
+
+    n50 = Path(__file__).resolve().parents[2] / "configs" / "recordings" / (
+        "backend_comparison_gpt-oss-safeguard-20b_toxic_chat_claude_1_n50.parquet")
+    for label in ("first", "second"):
+        arms = f"recorded[path={n50};side=api;label={label}],recorded[path={n50};side=local]"
+        done = cli("compare", "--backends", arms, "--dataset", str(n50), "--policy", "toxic_chat_claude_1",
+                   "--model", "gpt-oss-safeguard-20b", "--output-dir", str(tmp_path), "--cache-dir",
+                   str(tmp_path / "cache"), "--json", "--quiet")
+        assert done.exit_code in (0, 1), done.output
+        newest = Path(json.loads(done.stdout)["run_dir"])
+    assert latest_run(tmp_path) == newest
+    shown = cli("view", "--output-dir", str(tmp_path), "--no-open")
+    assert shown.exit_code == 0 and shown.stdout.strip() == str(newest / "report.html")
+    empty = cli("view", "--output-dir", str(tmp_path / "none"), "--no-open")
+    assert empty.exit_code == 2 and "no runs under" in empty.stderr

@@ -36,13 +36,22 @@ def read_input_text(text: Optional[str], file: Optional[Path]) -> str:
             raise UsageError(f"{file} is not UTF-8 (invalid byte at offset {exc.start})",
                              "re-encode it, e.g. iconv -f latin1 -t utf-8") from None
     if text is None:
-        raise UsageError("no text given", "pass TEXT or --file PATH")
+        raise UsageError("no text given", "pass TEXT, - (read it from standard input) or --file PATH")
+    if text == "-":
+        import sys
+
+        data = sys.stdin.buffer.read()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"standard input is not UTF-8 (invalid byte at offset {exc.start})",
+                             "re-encode it, e.g. iconv -f latin1 -t utf-8") from None
     return text
 
 
 @friendly_errors
 def classify(
-    text: Annotated[Optional[str], typer.Argument(help="Text to classify.")] = None,
+    text: Annotated[Optional[str], typer.Argument(help="Text to classify; - reads it from standard input.")] = None,
     file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read the text from a UTF-8 file.")] = None,
     policy: PolicyOpt = default("policy", "toxic_simple"),
     backend: Annotated[str, typer.Option("--backend", "-b", help="api or local (or a plugin).")] = default("backend", "api"),
