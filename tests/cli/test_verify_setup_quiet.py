@@ -22,3 +22,19 @@ def test_verify_setup_writes_no_model_and_prints_nothing_on_stderr(tmp_path):
                               str(tmp_path / "cache")], env=env, capture_output=True, text=True, timeout=300)
     shaped = next(c for c in json.loads(as_json.stdout)["checks"] if c["name"] == "model gpt-oss-shaped")
     assert shaped["ok"] and "built on first use" in shaped["detail"]
+
+
+def test_a_hint_with_brackets_keeps_them_on_screen():
+    from rich.console import Console
+
+    from toxcmp.bench.setup_check import Check
+    from toxcmp.cli.setup import checks_table
+
+    console = Console(record=True, width=200)
+    console.print(checks_table([Check("import torch", False, "ModuleNotFoundError: torch", "pip install 'toxcmp[local]'",
+                                      False)]))
+    assert "pip install 'toxcmp[local]'" in console.export_text()
+
+
+def test_version_is_described_in_the_help(cli):
+    assert "Print toxcmp's version and exit." in " ".join(cli("--help").stdout.split())

@@ -37,7 +37,8 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def root(version: Annotated[bool, typer.Option("--version", metavar="", callback=_version, is_eager=True)] = False) -> None:
+def root(version: Annotated[bool, typer.Option("--version", metavar="", callback=_version, is_eager=True,
+                                               help="Print toxcmp's version and exit.")] = False) -> None:
     """toxcmp: run a policy classifier on two backends; agreement, causes of disagreement, accuracy."""
 
 

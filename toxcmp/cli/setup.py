@@ -14,6 +14,20 @@ def register(app: typer.Typer) -> None:
     app.command("verify-setup")(verify_setup)
 
 
+def checks_table(checks) -> Table:
+    """The checks as a table; their texts are printed as written (`pip install 'toxcmp[local]'` keeps its
+    brackets: they are not rich markup)."""
+    from rich.markup import escape
+
+    table = Table(title="toxcmp verify-setup")
+    for col in ("", "check", "detail", "fix"):
+        table.add_column(col)
+    for c in checks:
+        mark = "[green]✓[/]" if c.ok else ("[red]✗[/]" if c.required else "[yellow]✗[/]")
+        table.add_row(mark, escape(c.name), escape(c.detail), "" if c.ok else escape(c.hint))
+    return table
+
+
 @friendly_errors
 def verify_setup(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
     """Check dependencies, backends, policies, models, cache and token without loading model weights."""
@@ -24,13 +38,7 @@ def verify_setup(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> Non
     if as_json:
         print_json({"ok": not failed, "checks": [c.__dict__ for c in checks]})
     else:
-        table = Table(title="toxcmp verify-setup")
-        for col in ("", "check", "detail", "fix"):
-            table.add_column(col)
-        for c in checks:
-            mark = "[green]✓[/]" if c.ok else ("[red]✗[/]" if c.required else "[yellow]✗[/]")
-            table.add_row(mark, c.name, c.detail, "" if c.ok else c.hint)
-        console.print(table)
+        console.print(checks_table(checks))
         console.print("[green]all required checks passed[/]" if not failed else f"[red]{len(failed)} required check(s) failed[/]")
     if failed:
         raise typer.Exit(ExitCode.FAIL)
