@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from toxcmp.backends import BackendConfig, build_options, get_backend
 from toxcmp.run.cache import ResponseCache
@@ -89,16 +89,26 @@ def respond(policy: Policy, text: str, spec: ModelSpec, backend: str, generation
             notify: Callable[[str], None] | None = None, render_date: str | None = None) -> ModelResponse:
     """One request through one backend, the cache in front; a spawned API server is stopped on every exit.
     `render_date`: YYYY-MM-DD the chat template's clock reads (None: the template's own clock)."""
+    return respond_many(policy, [text], spec, backend, generation, config, use_cache, api_server, notify,
+                        render_date)[0]
+
+
+def respond_many(policy: Policy, texts: Sequence[str], spec: ModelSpec, backend: str, generation: GenerationConfig,
+                 config: BackendConfig, use_cache: bool = True, api_server: str | None = "auto",
+                 notify: Callable[[str], None] | None = None, render_date: str | None = None,
+                 on_response: Callable[[int, ModelResponse], None] | None = None) -> list[ModelResponse]:
+    """`texts` through one backend (one server for all of them), the cache in front; responses in input order,
+    each stored in the cache as it arrives; `on_response(i, response)` as each one is known (cached ones first)."""
     check_generation(generation)
     options = build_options(backend, replace(config, api_server=None if api_server in (None, "", "none") else api_server))
-    request = build_request(policy, text, spec, generation, render_date=render_date)
+    requests = [build_request(policy, text, spec, generation, render_date=render_date) for text in texts]
     options, note = options.resolve(spec, "or use --backend local")
     if note and notify:
         notify(note)
     engine = get_backend(backend, options)
     cache = ResponseCache(Path(config.cache_dir or default_cache_dir())) if use_cache else None
     try:
-        return run_requests(engine, [request], cache)[0]
+        return run_requests(engine, requests, cache, on_response=on_response)
     finally:
         engine.close()
         if cache is not None:

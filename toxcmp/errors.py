@@ -34,6 +34,12 @@ class ToxcmpError(Exception):
         return " ".join(text.split())
 
 
+class Declined(ToxcmpError):
+    """The user said no at a prompt (a run's plan, `cache clear`): nothing ran, which is not a failure."""
+
+    exit_code = ExitCode.OK
+
+
 class UsageError(ToxcmpError):
     """Bad input from the user: options, texts, files."""
 

@@ -98,6 +98,14 @@ class ReportsReliability(Protocol):
 
 
 @runtime_checkable
+class AnswersKnownRows(Protocol):
+    """Holds answers for some rows only (a recording): a run whose arms all are such, on the default dataset,
+    takes the rows every one of them holds."""
+
+    def covers(self, example_id: str | None, text: str) -> bool: ...
+
+
+@runtime_checkable
 class SpawnsServer(Protocol):
     def start_server(self, requests: Sequence[ChatRequest]) -> None:
         """Start the server it answers from now (a benchmark keeps start-up out of its clock)."""

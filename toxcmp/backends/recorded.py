@@ -183,6 +183,9 @@ class RecordedBackend:
         user = next((content for role, content in reversed(request.messages) if role == "user"), "")
         return self.answers.get(text_key(user))
 
+    def covers(self, example_id: str | None, text: str) -> bool:
+        return (bool(example_id) and example_id in self.answers) or text_key(text) in self.answers
+
     def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse | None = None) -> list[ModelResponse]:
         out = []
         for i, request in enumerate(requests):

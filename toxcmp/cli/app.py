@@ -21,8 +21,9 @@ import typer
 from toxcmp import __version__
 from toxcmp.cli import bench, cache, catalog, classify, compare, providers, runs, setup, view
 from toxcmp.cli.common import console
+from toxcmp.cli.group import ToxcmpGroup
 
-app = typer.Typer(name="toxcmp", help="Compare LLM toxicity classifiers across inference backends.",
+app = typer.Typer(name="toxcmp", cls=ToxcmpGroup, help="Compare LLM toxicity classifiers across inference backends.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 # Registration order is the order `toxcmp --help` lists them: commands first, then the groups.
@@ -39,7 +40,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(version: Annotated[bool, typer.Option("--version", metavar="", callback=_version, is_eager=True,
                                                help="Print toxcmp's version and exit.")] = False) -> None:
-    """toxcmp: run a policy classifier on two backends; agreement, causes of disagreement, accuracy."""
+    """toxcmp: run a policy classifier on one backend or several; agreement, causes of disagreement, accuracy."""
 
 
 def main() -> None:

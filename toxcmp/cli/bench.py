@@ -46,7 +46,7 @@ def bench_local(
     policy: PolicyOpt = "toxic_chat_claude_1",
     model: ModelOpt = "smollm2-135m",
     batch_size: Annotated[str, typer.Option("--batch-size", help="auto or N.")] = "auto",
-    dataset: Annotated[Path, typer.Option("--dataset", help="CSV with user_input.")] = Path("../shared/data/toxicchat0124/test.csv"),
+    dataset: Annotated[Path, typer.Option("--dataset", show_default=False, help="CSV with user_input \\[default: toxicchat0124/test.csv under ../shared/data].")] = Path("../shared/data/toxicchat0124/test.csv"),
     as_json: JsonOpt = False,
 ) -> None:
     """local backend: naive per-example generate vs batched vs batched + shared prefix KV (same process)."""
@@ -78,7 +78,7 @@ def bench_serve(
     rows: Annotated[int, typer.Option("--rows", min=1, help="ToxicChat rows.")] = 16,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 32,
     concurrency: Annotated[int, typer.Option("--concurrency", min=2, help="Concurrency compared against 1.")] = 8,
-    dataset: Annotated[Path, typer.Option("--dataset", help="CSV with user_input.")] = Path("../shared/data/toxicchat0124/test.csv"),
+    dataset: Annotated[Path, typer.Option("--dataset", show_default=False, help="CSV with user_input \\[default: toxicchat0124/test.csv under ../shared/data].")] = Path("../shared/data/toxicchat0124/test.csv"),
     as_json: JsonOpt = False,
 ) -> None:
     """api --api-server local: concurrency 1 vs N, with and without `transformers serve --continuous-batching`."""
@@ -104,7 +104,8 @@ def bench_engines(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 32,
     policy: PolicyOpt = "toxic_chat_claude_1",
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads of both engines \[default: torch's].")] = None,
-    dataset: Annotated[Path, typer.Option("--dataset", help="CSV or parquet with user_input.")] = Path(
+    dataset: Annotated[Path, typer.Option("--dataset", show_default=False, help=(
+        "CSV or parquet with user_input \\[default: toxicchat0124_test_sample.csv in configs/samples, 24 rows]."))] = Path(
         "configs/samples/toxicchat0124_test_sample.csv"),
     as_json: JsonOpt = False,
 ) -> None:
@@ -173,7 +174,7 @@ def bench_busy(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 64,
     hog_cores: Annotated[int, typer.Option("--hog-cores", min=1, help="Cores the CPU hog keeps busy.")] = 1,
     threads: ThreadsOpt = None,
-    dataset: Annotated[Path, typer.Option("--dataset", help="CSV with user_input.")] = Path("../shared/data/toxicchat0124/test.csv"),
+    dataset: Annotated[Path, typer.Option("--dataset", show_default=False, help="CSV with user_input \\[default: toxicchat0124/test.csv under ../shared/data].")] = Path("../shared/data/toxicchat0124/test.csv"),
     as_json: JsonOpt = False,
 ) -> None:
     """compare --backends api,local --api-server local, idle and under a CPU hog in one process (goal ≤ 2.5×)."""
@@ -202,7 +203,7 @@ def bench_sides(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 16,
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1)] = 16,
     delay: Annotated[Optional[float], typer.Option("--delay", min=0.0, help="Endpoint delay per request \\[default: calibrated to the local side].")] = None,
-    dataset: Annotated[Path, typer.Option("--dataset", help="CSV with user_input.")] = Path("../shared/data/toxicchat0124/test.csv"),
+    dataset: Annotated[Path, typer.Option("--dataset", show_default=False, help="CSV with user_input \\[default: toxicchat0124/test.csv under ../shared/data].")] = Path("../shared/data/toxicchat0124/test.csv"),
     as_json: JsonOpt = False,
 ) -> None:
     """compare api (fixed-delay loopback endpoint) + local: sides at the same time vs one after the other (goal ≥ 1.6×)."""

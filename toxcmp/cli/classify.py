@@ -12,8 +12,8 @@ from rich.table import Table
 
 from toxcmp.cli.common import (ApiServerOpt, BaseUrlOpt, ServedModelOpt, CacheDirOpt, ConcurrencyOpt, DeviceOpt, DtypeOpt, JsonOpt,
                                MaxNewTokensOpt, ModelOpt, NoCacheOpt, PolicyOpt, ProviderOpt, ReasoningOpt,
-                               RenderDateOpt, RetriesOpt, RevisionOpt, TemperatureOpt, ThreadsOpt, TimeoutOpt, TokenOpt,
-                               TopPOpt, clip, console,
+                               RenderDateOpt, RetriesOpt, RevisionOpt, TemperatureOpt, TextColumnOpt, ThreadsOpt, TimeoutOpt, TokenOpt,
+                               TopPOpt, QuietOpt, clip, console,
                                err_console, friendly_errors, print_json)
 from toxcmp.config import default, default_cache_dir
 from toxcmp.errors import ExitCode, UsageError
@@ -24,19 +24,9 @@ def register(app: typer.Typer) -> None:
     app.command()(render)
 
 
-def read_input_text(text: Optional[str], file: Optional[Path]) -> str:
-    if file is not None:
-        try:
-            data = file.read_bytes()
-        except OSError as exc:
-            raise UsageError(f"cannot read {file}: {exc.strerror}", "check the path") from None
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise UsageError(f"{file} is not UTF-8 (invalid byte at offset {exc.start})",
-                             "re-encode it, e.g. iconv -f latin1 -t utf-8") from None
+def read_input_text(text: Optional[str]) -> str:
     if text is None:
-        raise UsageError("no text given", "pass TEXT, - (read it from standard input) or --file PATH")
+        raise UsageError("no text given", "pass TEXT, - (read it from standard input) or --file PATH (many texts)")
     if text == "-":
         import sys
 
@@ -52,7 +42,10 @@ def read_input_text(text: Optional[str], file: Optional[Path]) -> str:
 @friendly_errors
 def classify(
     text: Annotated[Optional[str], typer.Argument(help="Text to classify; - reads it from standard input.")] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read the text from a UTF-8 file.")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help=(
+        "Classify many texts: a .txt file (one text per line) or a .csv/.parquet/.jsonl file's text column; a "
+        "progress bar, then one row per text (--json: one JSON object per line). One text from a file: classify - < FILE."))] = None,
+    text_column: TextColumnOpt = None,
     policy: PolicyOpt = default("policy", "toxic_simple"),
     backend: Annotated[str, typer.Option("--backend", "-b", help="api or local (or a plugin).")] = default("backend", "api"),
     model: ModelOpt = default("model", "smollm2-135m"),
@@ -76,8 +69,9 @@ def classify(
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Classify one text: binary label, fine-grained label, parse status, reasoning, content."""
+    """Classify one text (or a file of them): binary label, fine-grained label, parse status, reasoning, content."""
     from toxcmp.backends import BackendConfig
     from toxcmp.config import GenerationConfig
     from toxcmp.core import respond, verdict_result
@@ -88,7 +82,17 @@ def classify(
     from toxcmp.run.validation import check_device, check_generation
 
     day = check_render_date(render_date) if render_date is not None else today_utc()
-    body = read_input_text(text, file)
+    if file is not None and text is not None:
+        raise UsageError("TEXT and --file: one or the other", "drop TEXT to classify the file's texts")
+    if text_column is not None and file is None:
+        raise UsageError("--text-column without --file", "pass --file PATH (a .csv/.parquet/.jsonl file)")
+    if file is not None:
+        from toxcmp.domain.data import read_texts
+
+        texts = read_texts(file, text_column)
+    else:
+        texts = None
+        body = read_input_text(text)
     policy_obj = load_policy(policy)
     spec = resolve_model(model, revision)
     generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens, reasoning_effort=reasoning_effort,
@@ -98,6 +102,14 @@ def classify(
                            cache_dir=cache_dir or default_cache_dir())
     check_generation(generation)
     check_device(build_options(backend, config))  # --device cuda without CUDA: now, before a model or server starts
+    if texts is not None:
+        from toxcmp.cli.classify_file import classify_texts
+
+        failed = classify_texts(texts, policy_obj, spec, backend, generation, config, use_cache=not no_cache,
+                                api_server=api_server, render_date=day, as_json=as_json, quiet=quiet)
+        if failed:
+            raise typer.Exit(ExitCode.BACKEND)
+        return
     response = respond(policy_obj, body, spec, backend, generation, config, use_cache=not no_cache,
                        api_server=api_server, notify=lambda note: err_console.print(note, soft_wrap=True),
                        render_date=day)

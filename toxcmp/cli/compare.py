@@ -78,7 +78,7 @@ def compare(
     stratify: Annotated[bool, typer.Option("--stratify", metavar="", rich_help_panel=DATA_PANEL, help="Oversample positives to half the sample; metrics are re-weighted.")] = False,
     text_column: TextColumnOpt = None,
     label_column: LabelColumnOpt = None,
-    backends: Annotated[str, typer.Option("--backends", rich_help_panel=ARMS_PANEL, help="One arm (scored against the human labels) or more (compared with the first): name or name\\[key=value;…], e.g. api,local or 'local,api\\[provider=groq],api\\[model=gpt-oss-safeguard-20b;label=sg]' (keys include model, policy, reasoning_effort, max_new_tokens, label).")] = "api,local",
+    backends: Annotated[str, typer.Option("--backends", rich_help_panel=ARMS_PANEL, help="One arm (scored against the human labels) or more (compared with the first): name or name\\[key=value;…], e.g. api,local, or three arms: local, api\\[provider=groq], api\\[label=sg;model=…] (written without the spaces; quote the brackets in a shell) (keys include model, policy, reasoning_effort, max_new_tokens, label).")] = "api,local",
     reference: Annotated[Optional[str], typer.Option("--reference", rich_help_panel=ARMS_PANEL, help="The arm the others are judged against (its label or spec) \\[default: the first].")] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, rich_help_panel=ARMS_PANEL, help="Answers per arm and example; 2 or more measures each arm's noise floor (agreement with itself).")] = 1,
     margin: Annotated[float, typer.Option("--margin", min=0.0, max=1.0, rich_help_panel=ARMS_PANEL, help="Equivalence margin: an arm is equivalent when its disagreement with the reference exceeds the reference's own by less than this.")] = 0.02,
@@ -112,6 +112,9 @@ def compare(
     no_cache: NoCacheOpt = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", metavar="", rich_help_panel=OUTPUT_PANEL, help=(
+        "Start without asking: in a terminal, a run estimated at 10 min or more (or with 200+ requests to arms "
+        "never measured here) shows its plan and asks first."))] = False,
 ) -> None:
     """Run backends on a ToxicChat sample: agreement, causes of disagreement, accuracy (one arm: its accuracy).
 
@@ -143,7 +146,13 @@ def compare(
         observer = LiveObserver(console)
     else:
         observer = LineObserver(console)
-    result = run_compare(cfg, observer)
+    from toxcmp.errors import Declined
+
+    try:
+        result = run_compare(cfg, observer, confirm=plan_prompt(quiet=quiet or as_json, ask=not yes))
+    except Declined:
+        err_console.print("nothing ran: no request was sent and no file written")
+        raise typer.Exit(Declined.exit_code)
     if as_json:
         print_json(dict(result.summary, run_dir=str(result.run_dir)))
     else:
@@ -155,6 +164,24 @@ def compare(
                           "finished rows are saved and every response is cached: rerun the same command to resume",
                           soft_wrap=True)
     raise typer.Exit(result.exit_code)
+
+
+def plan_prompt(quiet: bool, ask: bool):
+    """The run's plan on stderr (unless quiet); in a terminal, a long run asks before it starts."""
+
+    def confirm(work) -> bool:
+        import sys
+
+        from toxcmp.run.planning import plan_lines
+
+        if not quiet:
+            for line in plan_lines(work):
+                err_console.print(line, soft_wrap=True, highlight=False)
+        if not (ask and work.is_long and sys.stdin.isatty() and err_console.is_terminal):
+            return True
+        return typer.confirm("start it?", default=False, err=True)
+
+    return confirm
 
 
 @friendly_errors

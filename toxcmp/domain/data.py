@@ -147,6 +147,46 @@ def read_file(path: Path) -> pl.DataFrame:
         raise UsageError(f"cannot read {path} as {kind}: {first}", "check the file is valid " + kind) from None
 
 
+TEXT_LIST_SUFFIXES = (".txt",)  # `classify --file`: one text per non-empty line
+
+
+def read_texts(path: Path, text_column: str | None = None) -> list[tuple[str, str]]:
+    """The texts of a file for `classify --file`, as (id, text) in file order: a .txt file's non-empty lines (id: the
+    line number), or a .csv/.parquet/.jsonl file's text column (`text_column`, else user_input or text; id: its
+    conv_id or id column, else the row number). Repeated texts are kept: each is a line the user gave."""
+    if path.suffix.lower() in TEXT_LIST_SUFFIXES:
+        if text_column is not None:
+            raise UsageError(f"--text-column with a text file ({path.name}): each line is a text",
+                             "drop --text-column, or pass a .csv/.parquet/.jsonl file")
+        try:
+            lines = path.read_bytes().decode("utf-8").splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}", "check the path") from None
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{path} is not UTF-8 (invalid byte at offset {exc.start})",
+                             "re-encode it, e.g. iconv -f latin1 -t utf-8") from None
+        texts = [(str(n), line) for n, line in enumerate(lines, 1) if line.strip()]
+    else:
+        if path.suffix.lower() not in FILE_SUFFIXES:
+            raise UsageError(f"unsupported file type {path.suffix!r} for --file",
+                             "use .txt (one text per line), .csv, .parquet or .jsonl; or pipe one text: classify - < FILE")
+        frame = read_file(path)
+        columns = list(frame.columns)
+        text = text_column or next((c for c in TEXT_COLUMNS if c in columns), None)
+        if text is None or text not in columns:
+            shown = f"no column {text_column!r}" if text_column else f"no {' or '.join(TEXT_COLUMNS)} column"
+            raise UsageError(f"{path.name} has {shown} (its columns: {_column_list(columns)})",
+                             "name the text column with --text-column NAME")
+        ids_column = next((c for c in ("conv_id", "id") if c in columns), None)
+        values = frame[text].cast(pl.String, strict=False).fill_null("").to_list()
+        ids = (frame[ids_column].cast(pl.String, strict=False).to_list() if ids_column
+               else [str(n) for n in range(1, len(values) + 1)])
+        texts = [(str(i), t) for i, t in zip(ids, values) if t.strip()]
+    if not texts:
+        raise UsageError(f"{path} holds no text", "one text per line (.txt) or a text column with values")
+    return texts
+
+
 def read_hub(dataset: str, version: str | None, split: str) -> pl.DataFrame:
     """`datasets.load_dataset(dataset, version, split=split)`: a Hub id, or a local directory laid out like one.
     Offline (HF_HUB_OFFLINE) only the local datasets cache can answer; a Hub that cannot be reached is one line at

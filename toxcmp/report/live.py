@@ -307,8 +307,8 @@ class LiveObserver:
         if self.live:
             self.live.update(self.view())
 
-    def log(self, message):  # noqa: D102
-        self.console.log(escape(message))
+    def log(self, message):  # noqa: D102 - printed above the view; no time stamp or source line (console.log's)
+        self.console.print(escape(message), highlight=False, soft_wrap=True)
 
     def stop(self):  # noqa: D102
         if self.live:

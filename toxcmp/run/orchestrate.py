@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from toxcmp import phases
 from toxcmp.analysis.arms import (
@@ -26,11 +26,13 @@ from toxcmp.analysis.arms import (
 )
 from toxcmp.analysis.scoring import EVALUATION, UNPARSED_AS
 from toxcmp.analysis.verdict import DEFAULT_MIN_LABELLED
-from toxcmp.backends import Backend, Preflight, ReportsReliability, get_backend
+from toxcmp.backends import AnswersKnownRows, Backend, Preflight, ReportsReliability, get_backend
 from toxcmp.backends.threads import plan_threads
 from toxcmp.config import default_cache_dir
 from toxcmp.domain.data import (
+    DEFAULT_DATASET,
     check_source,
+    content_hash,
     describe,
     is_file_source,
     load,
@@ -38,7 +40,7 @@ from toxcmp.domain.data import (
 )
 from toxcmp.domain.prompting import ChatRequest, build_request, check_render_date, today_utc
 from toxcmp.domain.responses import ModelResponse
-from toxcmp.errors import BackendError, ToxcmpError, UsageError
+from toxcmp.errors import BackendError, Declined, ToxcmpError, UsageError
 from toxcmp.run.arms import (
     Arm,
     build_arm,
@@ -50,6 +52,7 @@ from toxcmp.run.arms import (
 from toxcmp.run.cache import ResponseCache
 from toxcmp.run.config import CompareConfig, Observer, RunResult, SilentObserver
 from toxcmp.run.local_scoring import add_divergences, add_margins
+from toxcmp.run.planning import PlannedWork, plan_work, record_speeds, speed_key
 from toxcmp.run.prompt_tokens import add_prompt_token_counts
 from toxcmp.run.provenance import _now, previous_invocations, run_metadata, settle_render_date
 from toxcmp.run.requests import cache_keys, model_identity
@@ -63,7 +66,10 @@ def _empty_text_response(backend: str, model: str) -> ModelResponse:
                          error="input text is empty")
 
 
-def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResult:
+def run_compare(cfg: CompareConfig, observer: Observer | None = None,
+                confirm: Callable[[PlannedWork], bool] | None = None) -> RunResult:
+    """`confirm`: shown the planned work (rows, requests, what the cache holds, an estimate) once the arms and
+    the rows are known and before anything is sent or written; a False answer stops the run (`Declined`)."""
     observer = observer or SilentObserver()
     today = today_utc()  # the run's start date: its default render date
     if cfg.unparsed_as not in UNPARSED_AS:
@@ -112,6 +118,7 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
                 except BackendError as exc:
                     unreachable[k] = exc
         frame, info = load(cfg.dataset, cfg.version, cfg.split or "test", cfg.text_column, cfg.label_column)
+        frame, info, rows_note = rows_the_recordings_hold(frame, info, engines, cfg)
         picked = sample(frame, info, cfg.sample_size, cfg.seed, cfg.human_only, cfg.stratify, cfg.limit)
         examples = picked.frame.to_dicts()
         sample_meta = describe(picked)
@@ -126,6 +133,14 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
             if not all(all_cached(engines[k], live, cache, r) for r in range(cfg.repeats)):
                 raise exc
             notes.append(f"{arms[k].label}: {exc.message}; every answer is in the cache, so the run goes on")
+        for note in (*notes, info.note, rows_note, picked.note):  # before the plan: they say what the rows and arms are
+            if note:
+                observer.log(note)
+        if confirm is not None:
+            lanes = plan_lanes([a.options.computes_here() for a in arms], cfg.concurrent_sides)
+            work = plan_work([a.label for a in arms], engines, requests, cfg.repeats, cache, lanes, cache_dir)
+            if not confirm(work):
+                raise Declined("the run was declined at its plan", "nothing was sent or written")
         run_dir = prepare_run_dir(Path(cfg.output_dir), run_id)
         meta = run_metadata(cfg, arms, engines, sample_meta, run_id, render_date)
     except BaseException:
@@ -134,9 +149,6 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
         if cache is not None:
             cache.close()
         raise
-    for note in (*notes, info.note, picked.note):
-        if note:
-            observer.log(note)
     labels = [a.label for a in arms]
     stats = {label: {"calls": 0, "seconds": 0.0, "cached": 0} for label in labels}
     status, reason = "complete", None
@@ -184,6 +196,8 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
         status = "failed"
         observer.log(f"backend failure after {len(records)} of {len(examples)} examples: {reason}")
     finally:
+        if cfg.use_cache:
+            record_speeds(cache_dir, measured_speeds(engines, requests, labels, stats), _now())
         for engine in engines:
             try:
                 engine.close()
@@ -199,6 +213,35 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None) -> RunResu
     finally:
         observer.stop()
     return result
+
+
+def rows_the_recordings_hold(frame: Any, info: Any, engines: Sequence[Backend],
+                              cfg: CompareConfig) -> tuple[Any, Any, str | None]:
+    """When every arm replays a recording and no dataset was named, the rows every recording holds (the default
+    dataset would make each row they lack an error row)."""
+    import polars as pl
+
+    if cfg.dataset != DEFAULT_DATASET or not engines or not all(isinstance(e, AnswersKnownRows) for e in engines):
+        return frame, info, None
+    held = pl.Series([all(e.covers(i, t) for e in engines)
+                      for i, t in zip(frame["example_id"].to_list(), frame["text"].to_list())], dtype=pl.Boolean)
+    kept = frame.filter(held)
+    if kept.height == 0:
+        raise UsageError(f"the recordings hold none of the {frame.height} rows of {info.source}",
+                         "pass the dataset they were recorded on with --dataset")
+    info = replace(info, rows=kept.height, content_sha256=content_hash(kept))  # the rows run: the run id's data
+    return kept, info, (f"every arm is recorded: the run takes the {kept.height} rows of {info.source} that every "
+                  f"recording holds (of its {frame.height})")
+
+
+def measured_speeds(engines: Sequence[Backend], requests: Sequence[Sequence[ChatRequest | None]],
+                    labels: Sequence[str], stats: dict[str, dict[str, Any]]) -> dict[str, tuple[int, float]]:
+    measured = {}
+    for engine, arm_requests, label in zip(engines, requests, labels):
+        first = next((r for r in arm_requests if r is not None), None)
+        if first is not None and stats[label]["calls"]:
+            measured[speed_key(engine, first)] = (stats[label]["calls"], stats[label]["seconds"])
+    return measured
 
 
 def scoring_phase(done: int, total: int) -> str:
