@@ -38,3 +38,18 @@ def test_loading_the_local_model_prints_no_progress_bar_into_a_log(tmp_path, mod
                            "--no-cache", "--json"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "Loading weights" not in done.stderr and "it/s]" not in done.stderr, done.stderr
+
+
+def test_rows_without_a_human_label_show_a_dash_not_none_in_the_live_view(tmp_path):
+    import polars as pl
+
+    data = tmp_path / "unlabelled.csv"
+    pl.read_parquet(N50).select("conv_id", pl.col("text").alias("user_input"),
+                                pl.lit(None, dtype=pl.Int8).alias("toxicity")).write_csv(data)
+    backends = f"recorded[path={N50};side=api],recorded[path={N50};side=local]"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    code, out = run_in_terminal(["compare", "--backends", backends, "--model", "gpt-oss-safeguard-20b", "--policy",
+                                 "toxic_chat_claude_1", "--dataset", str(data), "--output-dir", str(tmp_path / "out"),
+                                 "--cache-dir", str(tmp_path / "cache")], env, columns=160)
+    assert "latest examples" in out, out
+    assert "None" not in out, out

@@ -12,7 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from toxcmp.report.text import NO_LABEL_AGREEMENT, divergence_line, equivalence_numbers, f1_text, mcnemar_text, share_text
-from toxcmp.report.text import CONFORMANCE_HEAD, conformance_cells, conformance_lead, prompt_tokens_phrase
+from toxcmp.report.text import (CONFORMANCE_HEAD, conformance_cells, conformance_lead, prompt_tokens_phrase,
+                                replayed_arms)
 from toxcmp.results.schema import headline_of
 
 
@@ -105,7 +106,7 @@ def causes_table(summary: dict[str, Any]) -> Table:
         t.add_column(col)
     for name, count in summary["causes"].items():
         examples = summary["cause_examples"].get(name, [])
-        lines = [f"{escape(e['example_id'][:12])} · {e['truth']} · {escape(e['a'])} · {escape(e['b'])}"
+        lines = [f"{escape(e['example_id'][:12])} · {'—' if e['truth'] is None else e['truth']} · {escape(e['a'])} · {escape(e['b'])}"
                  + (f" · {e['margin']}" if e.get("margin") else "")
                  + f"\n  [dim]{escape(e['text'])!s}" + (f" · {escape(e['reasoning'])}" if e.get("reasoning") else "") + "[/]"
                  for e in examples]
@@ -152,17 +153,29 @@ _CONFORMANCE_COLUMNS = ("#", "arm", "standing", "agreement", "noise floor", "equ
 assert len(_CONFORMANCE_COLUMNS) == len(CONFORMANCE_HEAD)
 
 
-def conformance_table(summary: dict[str, Any]) -> Table | None:
-    """Every arm's fidelity facts, ranked (toxcmp.analysis.conformance); the findings against each in the caption."""
+CONFORMANCE_WIDE = 160  # columns a terminal needs for one row per arm; narrower, one row per fact
+
+
+def conformance_table(summary: dict[str, Any], width: int | None = None) -> Table | None:
+    """Every arm's fidelity facts, ranked (toxcmp.analysis.conformance); the findings against each in the caption.
+    On a terminal narrower than CONFORMANCE_WIDE (`width`), arms are columns and facts rows, so 80 columns read."""
     conf = summary.get("conformance") or {}
     lines = [*(conf.get("ranked") or []), *([conf["reference"]] if conf.get("reference") else [])]
     if not conf.get("ranked"):
         return None
     t = Table(title="conformance, ranked: which arm to trust for this model and policy", title_justify="left")
-    for col in _CONFORMANCE_COLUMNS:  # CONFORMANCE_HEAD, shortened for a terminal (the page has it in full)
-        t.add_column(col, overflow="fold")
-    for line in lines:
-        t.add_row(*(escape(c) for c in conformance_cells(line)))
+    cells = [conformance_cells(line) for line in lines]
+    if width is not None and width < CONFORMANCE_WIDE:
+        t.add_column("", style="bold", overflow="fold")
+        for row in cells:
+            t.add_column(escape(f"{row[0]}. {row[1]}" if row[0] != "ref" else f"ref. {row[1]}"), overflow="fold")
+        for i, fact in enumerate(CONFORMANCE_HEAD[2:], start=2):
+            t.add_row(escape(fact), *(escape(row[i]) for row in cells))
+    else:
+        for col in _CONFORMANCE_COLUMNS:  # CONFORMANCE_HEAD, shortened for a terminal (the page has it in full)
+            t.add_column(col, overflow="fold")
+        for row in cells:
+            t.add_row(*(escape(c) for c in row))
     found = [f"{line['arm']}: {'; '.join(line['findings'])}" for line in lines if line["findings"]]
     found += [f"{line['arm']} (note): {note}" for line in lines for note in line.get("notes") or []]
     t.caption = escape("\n".join([conformance_lead(conf) or "", *found]))
@@ -211,11 +224,12 @@ def render_evaluation(summary: dict[str, Any], console: Console) -> None:
     console.print(verdict_line(summary), soft_wrap=True)
     console.print(_header(summary, f"{summary['backends']['a']['label']} against the human labels"))
     console.print(evaluation_table(summary))
-    conformance = conformance_table(summary)
+    conformance = conformance_table(summary, console.width)
     if conformance is not None:
         console.print(conformance)
     for label, parity in (summary.get("prompt_tokens") or {}).items():
-        console.print(f"prompt tokens, {escape(label)}: {escape(prompt_tokens_phrase(parity))}", soft_wrap=True)
+        console.print(f"prompt tokens, {escape(label)}: {escape(prompt_tokens_phrase(parity, label in replayed_arms(summary)))}",
+                      soft_wrap=True)
     console.print(verdict_line(summary) + (f" · {escape(str(meta.get('reason')))}" if meta.get("reason") else ""),
                   soft_wrap=True)
 
@@ -237,14 +251,15 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
     arms = arms_table(summary)
     if arms is not None:
         console.print(arms)
-    conformance = conformance_table(summary)
+    conformance = conformance_table(summary, console.width)
     if conformance is not None:
         console.print(conformance)
     line = divergence_line(summary.get("divergence"))
     if line:
         console.print(line, soft_wrap=True)
     for label, parity in (summary.get("prompt_tokens") or {}).items():  # reported vs toxcmp's own render
-        console.print(f"prompt tokens, {escape(label)}: {escape(prompt_tokens_phrase(parity))}", soft_wrap=True)
+        console.print(f"prompt tokens, {escape(label)}: {escape(prompt_tokens_phrase(parity, label in replayed_arms(summary)))}",
+                      soft_wrap=True)
     mk = summary.get("margins", {})
     if mk.get("scored"):
         console.print(f"local-model margin on label disagreements: {mk['near_tie']} near-tie, "

@@ -17,7 +17,7 @@ from toxcmp.analysis.matrices import OUTCOMES
 from toxcmp.report.page import (_SIDE_KEYS, _finite, _raw_for_page, bar_chart, embed_json, fill, histogram,
                                 histogram_chart, label_notes_html, pct, recorded_p50, replayed_arms, running_chart,
                                 running_share, sample_text, seconds, table)
-from toxcmp.report.text import CONFORMANCE_HEAD, conformance_cells, f1_text, prompt_tokens_phrase
+from toxcmp.report.text import CONFORMANCE_HEAD, conformance_cells, f1_text, prompt_tokens_phrase, replayed_arms
 
 WRONG = ("missed", "false alarm", "no label")  # why an answer is not the human label (the row browser's causes)
 NO_HUMAN_LABEL = "no human label"
@@ -97,7 +97,8 @@ def statistics_html(summary: dict[str, Any], latency: str | None = None) -> str:
              ["latency p50 (s)", latency or seconds(b.get("latency_p50_s"))],
              ["served by", ", ".join(b.get("served_by") or []) or "—"]]
     if parity:
-        body.append(["prompt tokens (reported vs toxcmp's render)", prompt_tokens_phrase(parity)])
+        body.append(["prompt tokens (reported vs toxcmp's render)",
+                     prompt_tokens_phrase(parity, label in replayed_arms(summary))])
     return (label_notes_html(summary) + table([f"{label} against the human labels", "value (95% CI)"], body,
                                               "stats evaluation") + served_html(summary))
 

@@ -25,7 +25,8 @@ from toxcmp.report.page import pct as _pct, running_chart, running_share, second
 from toxcmp.report.page import _SIDE_KEYS, _finite, _raw_for_page, recorded_p50, replayed_arms  # noqa: F401
 from toxcmp.report.page import label_notes_html, sample_text
 from toxcmp.report.text import NO_LABEL_AGREEMENT, divergence_line, equivalence_numbers, f1_text, mcnemar_text
-from toxcmp.report.text import CONFORMANCE_HEAD, conformance_cells, conformance_lead, prompt_tokens_phrase
+from toxcmp.report.text import (CONFORMANCE_HEAD, conformance_cells, conformance_lead, prompt_tokens_phrase,
+                                replayed_arms)
 from toxcmp.results.schema import headline_of
 
 REPORT_FILE = "report.html"
@@ -149,7 +150,8 @@ def statistics_html(summary: dict[str, Any], latency: dict[str, str] | None = No
     parity = summary.get("prompt_tokens")
     if parity:  # reported prompt tokens against toxcmp's own render of the same request
         metric_rows.append(["prompt tokens (reported vs toxcmp's render)",
-                            *(prompt_tokens_phrase(parity.get(label)) for label in labels)])
+                            *(prompt_tokens_phrase(parity.get(label), label in replayed_arms(summary))
+                              for label in labels)])
     parting = divergence_line(summary.get("divergence"))
     if parting:
         agreement.append(("where the raw texts part", parting))

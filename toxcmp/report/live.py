@@ -34,6 +34,11 @@ def latency_cell(row: dict[str, Any] | None, p: str, replayed: bool) -> str:
     return f"{row[f'{p}_latency_s']:.2f}s"
 
 
+def truth_cell(toxicity: Any) -> str:
+    """The human label: 0 or 1; a row without one shows —, not "None"."""
+    return "—" if toxicity is None else str(int(toxicity))
+
+
 def recent_table(records: Sequence[Mapping[str, dict[str, Any]]], labels: Sequence[str],
                  replayed: Collection[str] = ()) -> Table:
     """The latest examples: each arm's outcome, agreement with the reference per comparison, cache and latency.
@@ -52,7 +57,7 @@ def recent_table(records: Sequence[Mapping[str, dict[str, Any]]], labels: Sequen
         agree = " ".join(agree_mark(row) for row in arms)
         cached = "/".join("—" if row is None else ("y" if row[f"{p}_cached"] else "n") for row, p in sides)
         latency = "/".join(latency_cell(row, p, label in replayed) for (row, p), label in zip(sides, labels))
-        t.add_row(escape(first["example_id"][:10]), str(first["toxicity"]),
+        t.add_row(escape(first["example_id"][:10]), truth_cell(first["toxicity"]),
                   *("—" if row is None else escape(row[f"{p}_outcome"]) for row, p in sides), agree, cached,
                   latency)
     return t
@@ -84,7 +89,7 @@ def recent_evaluation_table(records: Sequence[Mapping[str, dict[str, Any]]], lab
     for record in records:
         row = next(iter(record.values()))
         latency = "—" if replayed and not row["latency_s"] else f"{row['latency_s']:.2f}s"
-        t.add_row(escape(row["example_id"][:10]), "—" if row["toxicity"] is None else str(row["toxicity"]),
+        t.add_row(escape(row["example_id"][:10]), truth_cell(row["toxicity"]),
                   escape(row["outcome"]), correct_mark(row), "y" if row["cached"] else "n", latency)
     return t
 

@@ -67,13 +67,21 @@ def divergence_line(d: dict[str, Any] | None) -> str | None:
     return text
 
 
-def prompt_tokens_phrase(p: dict[str, Any] | None) -> str:
+def replayed_arms(summary: dict[str, Any]) -> set[str]:
+    """The labels of the arms that replay a recording (`metadata.arms[].backend == "recorded"`)."""
+    return {a.get("label") for a in (summary.get("metadata") or {}).get("arms") or [] if a.get("backend") == "recorded"}
+
+
+def prompt_tokens_phrase(p: dict[str, Any] | None, replayed: bool = False) -> str:
     """One arm's prompt-token parity (`summary["prompt_tokens"][arm]`) in words: the share of rows whose reported
-    prompt tokens equal toxcmp's own render, the differences, and the render variants that match them."""
+    prompt tokens equal toxcmp's own render, the differences, and the render variants that match them. `replayed`:
+    the arm replays a recording, so missing usage is the recording's, not a server's."""
     if not p:
         return "not measured"
     if p.get("equal") is None:
         reason = p.get("reason") or "not measured"
+        if replayed and p.get("reported") == 0 and p.get("answered"):
+            return "the recording holds no usage (prompt tokens were not recorded)"
         if p.get("reported") == 0 and p.get("answered"):
             reason += " (some servers send usage only when not streaming, llama.cpp's among them: stream=false)"
         return reason
