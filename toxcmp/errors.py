@@ -13,7 +13,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad input or options: nothing ran (or nothing more than the checks)
     INCONCLUSIVE = 3  # compare/rescore: too few labels to judge agreement
     BACKEND = 4  # a backend, server or the disk failed; finished rows are kept — rerun the same command to resume
-    INTERRUPTED = 130  # Ctrl-C; finished rows are kept
+    INTERRUPTED = 130  # Ctrl-C (or a declined start: nothing ran); finished rows are kept
 
 
 class ToxcmpError(Exception):
@@ -35,9 +35,10 @@ class ToxcmpError(Exception):
 
 
 class Declined(ToxcmpError):
-    """The user said no at a prompt (a run's plan, `cache clear`): nothing ran, which is not a failure."""
+    """The user said no to a run's plan: nothing was sent or written. Exit 130, as a Ctrl-C before the start, so a
+    script chaining on `compare`'s 0 (pass) never reads a declined run as a pass."""
 
-    exit_code = ExitCode.OK
+    exit_code = ExitCode.INTERRUPTED
 
 
 class UsageError(ToxcmpError):

@@ -58,7 +58,7 @@ def test_a_csv_text_column_with_ids_and_the_table_and_summary(tmp_path):
     lines = done.stdout.splitlines()
     row_of = {text_id: next(line for line in lines if f" {text_id} " in line) for text_id in ("a7", "b2", "c9")}
     assert "idiot!" in row_of["a7"] and " 1 " in row_of["a7"] and " 0 " in row_of["b2"]
-    assert "3 texts: 1 violating (1), 2 safe (0); 0 answered from the cache" in done.stdout
+    assert "3 texts: 1 violating (label 1), 2 safe (label 0); 0 answered from the cache" in done.stdout
 
 
 def test_a_jsonl_file_reads_its_text_column(tmp_path):
@@ -97,4 +97,33 @@ def test_a_terminal_shows_a_progress_bar_while_texts_are_answered(tmp_path):
     assert code == 0, out
     bar = re.findall(r"classify .*?(\d)/6 +(\d) from the cache", out)  # the bar, redrawn as rows arrive
     assert len({done for done, _ in bar}) >= 2, out
-    assert "6 texts: 0 violating (1), 6 safe (0)" in out
+    assert "6 texts: 0 violating (label 1), 6 safe (label 0)" in out
+
+
+def test_a_latin1_csv_is_refused_in_one_line_not_read_with_replacement_characters(tmp_path):
+    (tmp_path / "rows.csv").write_bytes("text\ncafé idiot\n".encode("latin-1"))
+    with FakeChatServer(models=["org/m"], responder=_by_text) as server:
+        done = _classify(["--file", str(tmp_path / "rows.csv")], tmp_path, server)
+        sent = list(server.requests)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and "not UTF-8" in lines[0] and "iconv" in lines[0], done.stderr
+    assert not [r for r in sent if "messages" in r]
+
+
+def test_a_bom_is_not_part_of_the_first_text_and_blank_lines_are_counted(tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes("\ufeffidiot\n\n\nfine\n".encode("utf-8"))
+    with FakeChatServer(models=["org/m"], responder=_by_text) as server:
+        done = _classify(["--file", str(texts), "--json"], tmp_path, server)
+        first_sent = server.requests[-2]["messages"][-1]["content"] if len(server.requests) >= 2 else ""
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert rows[0]["text"] == "idiot" and "\ufeff" not in first_sent
+    assert "note: 2 blank lines of texts.txt skipped" in done.stderr, done.stderr
+
+
+def test_file_dash_and_a_directory_say_what_to_do(tmp_path):
+    with FakeChatServer(models=["org/m"], responder=_by_text) as server:
+        dash = _classify(["--file", "-"], tmp_path, server)
+        folder = _classify(["--file", str(tmp_path)], tmp_path, server)
+    assert dash.returncode == 2 and "classify -" in dash.stderr and len(dash.stderr.strip().splitlines()) == 1
+    assert folder.returncode == 2 and "is a directory" in folder.stderr

@@ -70,3 +70,28 @@ def test_help_has_one_metavar_style_and_nothing_cut(cli, command):
     assert re.findall(r"[\[{]([a-z_]+)[\]}]", usage) == [], usage  # arguments in capitals: [TEXT], {RUN_DIR}
     cut = [line for line in text.splitlines() if re.search(r"\w…\s*│\s*$", line)]
     assert cut == [], cut  # rich's ellipsis at a box edge: a word too long for the column was cut
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--alpha", "0"), "--alpha must be in (0, 1) (got 0.0) — e.g. --alpha 0.05"),
+    (("--power", "0"), "--power must be in (0, 1) (got 0.0) — e.g. --power 0.8"),
+    (("--margin", "2"), "--margin must be in (0, 1) (got 2.0) — e.g. --margin 0.02"),
+    (("--floor", "1"), "--floor must be in [0, 1) (got 1.0)"),
+])
+def test_plan_checks_each_probability_with_its_own_example(cli, args, words):
+    result = cli("plan", *args)
+    assert result.exit_code == ExitCode.USAGE and words in _one_error_line(result)
+
+
+def test_every_commands_summary_is_one_sentence_and_markup_keeps_its_brackets(cli):
+    from typer.main import get_command
+
+    from toxcmp.cli.app import app
+
+    group = get_command(app)
+    for name, command in group.commands.items():
+        summary = (command.help or "").strip().split("\n\n")[0]
+        assert "\n" not in summary, (name, summary)  # the command list would break it mid-sentence
+    text = cli("classify", "--help", env={"COLUMNS": "250"}).output
+    assert "pip install 'toxcmp[llamacpp]'" in " ".join(text.split())
+    assert "api[provider=*]" in cli("providers", "--help").output

@@ -24,7 +24,7 @@ from tests.helpers.processes import listening_addresses, server_dies_with_parent
 
 # serial: a real transformers serve each, and the orphan checks count every serve process on the machine
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
-PARITY_ROWS = 24
+PARITY_ROWS = 12
 
 
 @pytest.fixture(scope="session")

@@ -55,3 +55,10 @@ def test_a_recorded_arm_without_usage_is_not_told_about_streaming(tmp_path):
     lines = [line for line in text.splitlines() if line.startswith("prompt tokens, ")]
     assert len(lines) == 3, text
     assert all("the recording holds no usage" in line and "stream" not in line for line in lines), lines
+
+
+def test_nothing_in_the_80_column_report_is_cut_with_an_ellipsis(tmp_path):
+    import re
+
+    cut = [line for line in _report(tmp_path, 80).splitlines() if re.search(r"\w…\s*│", line)]
+    assert cut == [], cut  # e.g. "served by" once showed backend_comparison_gpt-…

@@ -1,5 +1,5 @@
 """Issue 23: a run's plan before it starts — requests per arm, what the cache holds, an estimate from the speed this
-arm configuration last ran at on this machine — and, in a terminal, a question before a long run (`--yes` skips).
+arm configuration last ran at on this machine — and, in a terminal, a question before a long run (`--yes` skips; no is exit 130, never a pass).
 
 The arithmetic is checked against hand counts; the speeds against a loopback server whose per-request delay is
 known; the prompt in a real pseudo-terminal."""
@@ -60,12 +60,12 @@ def test_a_run_measures_its_speed_and_the_next_plan_estimates_from_it(tmp_path):
         second = subprocess.run([sys.executable, "-m", "toxcmp", *_args(server, tmp_path, data)],
                                 env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert first.returncode in (0, 1, 3), first.stderr
-    assert "plan: 6 rows × 1 arm(s); time unknown: 6 requests" in first.stderr, first.stderr
+    assert "plan: 6 rows × 1 arm; time unknown: 6 requests" in first.stderr, first.stderr
     (entry,) = speeds.values()
     assert entry["calls"] == 6 and delay <= entry["seconds_per_request"] < delay + 0.5, entry
     line = next(line for line in second.stderr.splitlines() if line.startswith("  api:"))
     assert "12 requests, 6 in the cache, 6 to send" in line, line
-    assert f"at {entry['seconds_per_request']:.2f} s per request (measured over 6 requests" in line, line
+    assert f"({entry['seconds_per_request']:.2f} s of run time per request over 6 requests)" in line, line
 
 
 def test_a_terminal_is_asked_before_a_long_run_and_no_stops_it_before_anything_is_sent(tmp_path):
@@ -74,8 +74,8 @@ def test_a_terminal_is_asked_before_a_long_run_and_no_stops_it_before_anything_i
         code, out = run_in_terminal(_args(server, tmp_path, data), _env(tmp_path), answers={b"[y/N]": b"n\r"})
         sent = [r for r in server.requests if "messages" in r]
     assert "240 requests, 0 in the cache, 240 to send; speed not measured yet" in out, out
-    assert "start it? [y/N]" in out and "nothing ran" in out, out
-    assert code == 0 and sent == [] and not (tmp_path / "out").exists()
+    assert "start it? [y/N]" in out and "declined: nothing ran" in out, out
+    assert code == 130 and sent == [] and not (tmp_path / "out").exists()  # never 0, which is a pass
 
 
 def test_yes_and_a_pipe_start_without_asking(tmp_path):

@@ -102,6 +102,8 @@ class AnswersKnownRows(Protocol):
     """Holds answers for some rows only (a recording): a run whose arms all are such, on the default dataset,
     takes the rows every one of them holds."""
 
+    rows: int  # how many rows it holds
+
     def covers(self, example_id: str | None, text: str) -> bool: ...
 
 

@@ -27,7 +27,8 @@ ENGINE_SAMPLING: dict[str, dict[str, float]] = {
 ENGINES = tuple(ENGINE_SAMPLING)
 UNKNOWN_DEFAULTS = ("server-side sampling defaults could explain differences: llama-cpp-python applies "
                     "repeat_penalty 1.1 even to greedy decoding, vLLM and SGLang a model's generation_config.json "
-                    "(repetition_penalty), Ollama its Modelfile's repeat_penalty; name it with the arm option engine=NAME "
+                    "(repetition_penalty), Ollama its Modelfile's repeat_penalty; name the engine in compare with an arm "
+                    "option, --backends 'api[engine=NAME]' "
                     f"({', '.join(e for e in ENGINES if e not in ('unknown', 'generic'))})")
 PROBE_TIMEOUT_S = 3.0
 # what /v1/models says in `owned_by` when the engine fills it in itself

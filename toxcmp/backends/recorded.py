@@ -72,8 +72,8 @@ def _resolve_file(path_text: str | None) -> Path:
     return path
 
 
-def load_recording(path: Path, side: str | None) -> tuple[dict[str, RecordedAnswer], str]:
-    """Recorded answers keyed by example id and by text hash, and the side that was read."""
+def load_recording(path: Path, side: str | None) -> tuple[dict[str, RecordedAnswer], str, int]:
+    """Recorded answers keyed by example id and by text hash, the side that was read, and how many rows it holds."""
     import polars as pl
 
     try:
@@ -119,7 +119,7 @@ def load_recording(path: Path, side: str | None) -> tuple[dict[str, RecordedAnsw
             answers.setdefault(str(example_id), answer)
         if text:
             answers.setdefault(text_key(text), answer)
-    return answers, side
+    return answers, side, len(rows)
 
 
 def _arm_side(path: Path, side: str | None, labels: list[str]) -> str:
@@ -167,7 +167,7 @@ class RecordedBackend:
         self.options = config if isinstance(config, RecordedOptions) else RecordedOptions.build(config)
         self.path = _resolve_file(self.options.recording)
         self.sha256 = file_sha256(self.path)
-        self.answers, self.side = load_recording(self.path, self.options.side)
+        self.answers, self.side, self.rows = load_recording(self.path, self.options.side)
 
     @property
     def endpoint(self) -> str:

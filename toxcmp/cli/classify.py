@@ -89,7 +89,10 @@ def classify(
     if file is not None:
         from toxcmp.domain.data import read_texts
 
-        texts = read_texts(file, text_column)
+        texts, skipped = read_texts(file, text_column)
+        if skipped and not quiet:
+            err_console.print(f"note: {skipped} blank {'line' if file.suffix.lower() == '.txt' else 'row'}"
+                              f"{'s' if skipped != 1 else ''} of {file.name} skipped", soft_wrap=True, highlight=False)
     else:
         texts = None
         body = read_input_text(text)
@@ -135,7 +138,8 @@ def verdict_panel(result) -> Panel:
     rows = [("binary label", label), ("fine-grained", result.fine_grain_label or "—"), ("parse", status),
             ("content", clip(result.content)), ("reasoning", clip(result.reasoning) or "—"),
             ("backend", f"{result.backend} ({result.served_by or '?'})"), ("model", result.model),
-            ("policy", result.policy), ("latency", f"{result.latency_s:.2f}s"), ("cached", str(result.cached))]
+            ("policy", result.policy), ("latency", f"{result.latency_s:.2f}s"),
+            ("cached", "yes" if result.cached else "no")]
     if result.error:
         rows.append(("error", f"[red]{result.error}[/]"))
     for key, value in rows:
@@ -160,8 +164,9 @@ def render(
     cache_dir: CacheDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print the prompt the local backend feeds and the request body the API backend sends (with --run: at the
-    date the run recorded; an API server writes its own date)."""
+    """Print the prompt the local backend feeds and the request body the API backend sends.
+
+    With --run: at the date the run recorded (an API server writes its own date)."""
     from toxcmp.backends import BackendConfig
     from toxcmp.backends.local import LocalBackend
     from toxcmp.config import GenerationConfig

@@ -93,7 +93,7 @@ def summary_line(results: Sequence[ClassificationResult]) -> str:
     errors = sum(1 for r in results if r.error)
     unparsed = n - violating - safe - errors
     cached = sum(1 for r in results if r.cached)
-    parts = [f"{n} texts: {violating} violating (1), {safe} safe (0)"]
+    parts = [f"{n} text{'s' if n != 1 else ''}: {violating} violating (label 1), {safe} safe (label 0)"]
     if unparsed:
         parts.append(f"{unparsed} without a label (refusal or unparsable answer)")
     if errors:

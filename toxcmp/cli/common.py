@@ -69,7 +69,7 @@ TokenOpt = Annotated[Optional[str], typer.Option("--token", help="api: HF token 
 ApiServerOpt = Annotated[str, typer.Option("--api-server", rich_help_panel=API_PANEL,
                                            help="api: 'local' starts transformers serve on 127.0.0.1 for the same model; "
                                                 "'llamacpp' starts llama.cpp's server on its GGUF (a different engine: "
-                                                "pip install 'toxcmp[llamacpp]'); 'none' uses --base-url/provider; "
+                                                "pip install 'toxcmp\\[llamacpp]'); 'none' uses --base-url/provider; "
                                                 "'auto' is local for a bundled model, else none.")]
 ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", min=1, rich_help_panel=API_PANEL, help=(
     "api: requests in flight \\[default: what the server serves at once: 1 for a spawned transformers serve, 8 for a "

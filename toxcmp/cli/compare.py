@@ -44,9 +44,12 @@ def plan(
     from toxcmp.errors import UsageError
     from toxcmp.analysis.metrics import rows_for_equivalence
 
-    for name, value in (("--disagreement", disagreement), ("--floor", floor), ("--power", power), ("--alpha", alpha)):
-        if not 0.0 <= value < 1.0:
-            raise UsageError(f"{name} must be in [0, 1) (got {value})", "e.g. 0.02")
+    ranges = (("--margin", margin, False, "e.g. --margin 0.02"), ("--disagreement", disagreement, True, "e.g. 0.02"),
+              ("--floor", floor, True, "e.g. 0.02"), ("--power", power, False, "e.g. --power 0.8"),
+              ("--alpha", alpha, False, "e.g. --alpha 0.05"))
+    for name, value, zero_ok, example in ranges:
+        if not (0.0 <= value < 1.0 if zero_ok else 0.0 < value < 1.0):
+            raise UsageError(f"{name} must be in {'[0' if zero_ok else '(0'}, 1) (got {value})", example)
     try:
         n = rows_for_equivalence(margin, disagreement, floor, power, alpha / arms)
     except ValueError as exc:
@@ -151,7 +154,7 @@ def compare(
     try:
         result = run_compare(cfg, observer, confirm=plan_prompt(quiet=quiet or as_json, ask=not yes))
     except Declined:
-        err_console.print("nothing ran: no request was sent and no file written")
+        err_console.print("declined: nothing ran, no request was sent and no file written (exit 130)")
         raise typer.Exit(Declined.exit_code)
     if as_json:
         print_json(dict(result.summary, run_dir=str(result.run_dir)))
@@ -179,7 +182,10 @@ def plan_prompt(quiet: bool, ask: bool):
                 err_console.print(line, soft_wrap=True, highlight=False)
         if not (ask and work.is_long and sys.stdin.isatty() and err_console.is_terminal):
             return True
-        return typer.confirm("start it?", default=False, err=True)
+        try:
+            return typer.confirm("start it?", default=False, err=True)
+        except typer.Abort:  # Ctrl-D or Ctrl-C at the question: a no
+            return False
 
     return confirm
 

@@ -25,9 +25,9 @@ from toxcmp.errors import ExitCode
 
 def usage_line(exc: ClickException) -> str:
     """`exc` as toxcmp's one line: the message, then where the command's help is."""
-    message = " ".join(exc.format_message().split())
+    message = " ".join(exc.format_message().split()).rstrip(".")
     ctx = getattr(exc, "ctx", None)
-    where = f" — see '{ctx.command_path} --help'" if ctx is not None else ""
+    where = f" — see '{ctx.command_path} --help'" if ctx is not None else " — see 'toxcmp --help'"
     return f"{message}{where}"
 
 

@@ -18,9 +18,10 @@ def providers(
     model: Annotated[str, typer.Argument(help="Model alias (e.g. gpt-oss-20b) or Hub id (owner/name).")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Inference Providers that serve MODEL (the Hub's provider mapping): provider, status (live: anyone;
-    staging: the provider's own members), the provider's model id, task. `api[provider=*]` in --backends runs
-    one arm per live one.
+    """Inference Providers that serve MODEL (the Hub's provider mapping), and whether each is live.
+
+    Provider, status (live: anyone; staging: the provider's own members), the provider's model id, task.
+    `api\\[provider=*]` in --backends runs one arm per live one.
 
     Exit 0 listed · 2 bad input or no provider serves it · 4 the Hub cannot be reached."""
     from rich.markup import escape

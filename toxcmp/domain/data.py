@@ -130,15 +130,28 @@ def load(dataset: str = DEFAULT_DATASET, version: str | None = None, split: str 
     return frame, DatasetInfo(dataset, version_used, split_used, frame.height, content_hash(frame), note)
 
 
+def check_utf8(path: Path) -> None:
+    """One line naming the first byte that is not UTF-8, and how to re-encode the file."""
+    try:
+        path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", "check the path") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 (invalid byte at offset {exc.start})",
+                         "re-encode it, e.g. iconv -f latin1 -t utf-8") from None
+
+
 def read_file(path: Path) -> pl.DataFrame:
     kind = FILE_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise UsageError(f"unsupported dataset file type {path.suffix!r}", "use .csv, .parquet or .jsonl")
     if not path.is_file():
         raise UsageError(f"dataset file not found: {path}", "check the path, or pass a Hub id such as lmsys/toxic-chat")
+    if kind in ("csv", "jsonl"):
+        check_utf8(path)  # polars would read a latin-1 file with U+FFFD in place of its accents, silently
     try:
         if kind == "csv":
-            return pl.read_csv(path, infer_schema=False, encoding="utf8-lossy")  # all strings; typed in normalize
+            return pl.read_csv(path, infer_schema=False)  # all strings; typed in normalize
         if kind == "parquet":
             return pl.read_parquet(path)
         return pl.read_ndjson(path, infer_schema_length=None)
@@ -150,22 +163,28 @@ def read_file(path: Path) -> pl.DataFrame:
 TEXT_LIST_SUFFIXES = (".txt",)  # `classify --file`: one text per non-empty line
 
 
-def read_texts(path: Path, text_column: str | None = None) -> list[tuple[str, str]]:
-    """The texts of a file for `classify --file`, as (id, text) in file order: a .txt file's non-empty lines (id: the
-    line number), or a .csv/.parquet/.jsonl file's text column (`text_column`, else user_input or text; id: its
-    conv_id or id column, else the row number). Repeated texts are kept: each is a line the user gave."""
+def read_texts(path: Path, text_column: str | None = None) -> tuple[list[tuple[str, str]], int]:
+    """The texts of a file for `classify --file`, as (id, text) in file order, and how many blank lines or empty
+    cells were skipped: a .txt file's non-empty lines (id: the line number), or a .csv/.parquet/.jsonl file's text
+    column (`text_column`, else user_input or text; id: its conv_id or id column, else the row number). Repeated
+    texts are kept: each is a line the user gave."""
+    if str(path) == "-":
+        raise UsageError("--file - : many texts are read from a file", "one text from standard input: classify -")
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory", "pass a .txt (one text per line), .csv, .parquet or .jsonl file")
     if path.suffix.lower() in TEXT_LIST_SUFFIXES:
         if text_column is not None:
             raise UsageError(f"--text-column with a text file ({path.name}): each line is a text",
                              "drop --text-column, or pass a .csv/.parquet/.jsonl file")
         try:
-            lines = path.read_bytes().decode("utf-8").splitlines()
+            lines = path.read_bytes().decode("utf-8-sig").splitlines()  # -sig: a BOM is not part of the text
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}", "check the path") from None
         except UnicodeDecodeError as exc:
             raise UsageError(f"{path} is not UTF-8 (invalid byte at offset {exc.start})",
                              "re-encode it, e.g. iconv -f latin1 -t utf-8") from None
         texts = [(str(n), line) for n, line in enumerate(lines, 1) if line.strip()]
+        skipped = len(lines) - len(texts)
     else:
         if path.suffix.lower() not in FILE_SUFFIXES:
             raise UsageError(f"unsupported file type {path.suffix!r} for --file",
@@ -182,9 +201,10 @@ def read_texts(path: Path, text_column: str | None = None) -> list[tuple[str, st
         ids = (frame[ids_column].cast(pl.String, strict=False).to_list() if ids_column
                else [str(n) for n in range(1, len(values) + 1)])
         texts = [(str(i), t) for i, t in zip(ids, values) if t.strip()]
+        skipped = len(values) - len(texts)
     if not texts:
         raise UsageError(f"{path} holds no text", "one text per line (.txt) or a text column with values")
-    return texts
+    return texts, skipped
 
 
 def read_hub(dataset: str, version: str | None, split: str) -> pl.DataFrame:

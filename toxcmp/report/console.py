@@ -34,9 +34,9 @@ def agreement_table(summary: dict[str, Any]) -> Table:
     if len(summary.get("comparisons") or {}) > 1 and headline:  # which of the comparisons these numbers are
         title += f" (headline: {escape(headline['arm'])} against the reference {escape(headline['reference'])})"
     t = Table(title=title, title_justify="left")
-    t.add_column("statistic")
-    t.add_column("value (95 % CI)")
-    t.add_column("n", justify="right")
+    t.add_column("statistic", overflow="fold")
+    t.add_column("value (95 % CI)", overflow="fold")
+    t.add_column("n", justify="right", overflow="fold")
     k = summary["cohen_kappa"]
     kappa = (f"— ({k['reason']})" if k.get("reason") else "—") if k["value"] is None else (
         f"{k['value']:.3f}" + (f" [{k['low']:.3f}, {k['high']:.3f}]" if k["low"] is not None else "")
@@ -64,10 +64,10 @@ def agreement_table(summary: dict[str, Any]) -> Table:
 def backend_table(summary: dict[str, Any]) -> Table:
     """Metrics as rows, backends as columns: stays readable in an 80-column terminal."""
     t = Table(title="each backend against the human labels (95 % CI)", title_justify="left")
-    t.add_column("metric")
+    t.add_column("metric", overflow="fold")
     backends = summary["backends"]
     for p, b in backends.items():
-        t.add_column(f"{p.upper()}: {escape(b['label'])}")
+        t.add_column(f"{p.upper()}: {escape(b['label'])}", overflow="fold")
     rows = [("parse rate", lambda b: _pct(b["parse_rate"])), ("refusal rate", lambda b: _pct(b["refusal_rate"])),
             *_accuracy_rows(),
             ("TP / FP / FN / TN", lambda b: " / ".join(_fmt_count(b["confusion"][k]) for k in ("tp", "fp", "fn", "tn"))),
@@ -93,7 +93,7 @@ def _accuracy_rows() -> list[tuple[str, Any]]:
             ("accuracy", lambda b: _pct(b["accuracy"], _why(b, "accuracy"))),
             ("precision", lambda b: _pct(b["precision"], _why(b, "precision"))),
             ("recall", lambda b: _pct(b["recall"], _why(b, "recall"))),
-            ("F1 (bootstrap CI)", lambda b: escape(f1_text(b)))]
+            ("F1 (percentile bootstrap CI)", lambda b: escape(f1_text(b)))]
 
 
 def _fmt_count(x: float) -> str:
@@ -103,7 +103,7 @@ def _fmt_count(x: float) -> str:
 def causes_table(summary: dict[str, Any]) -> Table:
     t = Table(title="why they disagree", title_justify="left")
     for col in ("cause", "count", "top examples (id · truth · A · B)"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for name, count in summary["causes"].items():
         examples = summary["cause_examples"].get(name, [])
         lines = [f"{escape(e['example_id'][:12])} · {'—' if e['truth'] is None else e['truth']} · {escape(e['a'])} · {escape(e['b'])}"
@@ -132,7 +132,7 @@ def arms_table(summary: dict[str, Any]) -> Table | None:
     t = Table(title=f"arms against the reference {escape(str(summary.get('reference')))} "
                     f"(equivalence margin {summary.get('margin')}, Holm-corrected)", title_justify="left")
     for col in ("arm", "verdict", "agreement", "κ", "McNemar p", "noise floor", "equivalence"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     floors = summary.get("noise_floor") or {}
     t.add_row(escape(str(summary.get("reference"))), "reference", "—", "—", "—", _pct(floors.get(summary.get("reference"))), "—")
     for label, c in comparisons.items():
@@ -188,7 +188,7 @@ def evaluation_table(summary: dict[str, Any]) -> Table:
     b = summary["backends"]["a"]
     t = Table(title=f"{escape(b['label'])} against the human labels (95 % CI)", title_justify="left")
     for col, justify in (("statistic", "left"), ("value (95 % CI)", "left"), ("n", "right")):
-        t.add_column(col, justify=justify)
+        t.add_column(col, justify=justify, overflow="fold")
     cm = b["confusion"]
     t.add_row("accuracy", _pct(b["accuracy"], _why(b, "accuracy")), str(b["accuracy"]["n"] or b.get("n_labelled", "")))
     t.add_row("precision", _pct(b["precision"], _why(b, "precision")), str(b["precision"]["n"]))

@@ -230,8 +230,11 @@ def rows_the_recordings_hold(frame: Any, info: Any, engines: Sequence[Backend],
         raise UsageError(f"the recordings hold none of the {frame.height} rows of {info.source}",
                          "pass the dataset they were recorded on with --dataset")
     info = replace(info, rows=kept.height, content_sha256=content_hash(kept))  # the rows run: the run id's data
-    return kept, info, (f"every arm is recorded: the run takes the {kept.height} rows of {info.source} that every "
-                  f"recording holds (of its {frame.height})")
+    held = sorted({e.rows for e in engines})
+    sizes = " and ".join(str(n) for n in held) + (" rows each" if len(engines) > 1 and len(held) == 1 else " rows")
+    return kept, info, (f"every arm is recorded: the run takes the {kept.height} rows of {info.source} (of its "
+                        f"{frame.height}) that every recording holds (the recordings hold {sizes}; a recorded row "
+                        f"that is not in {info.source} is not run)")
 
 
 def measured_speeds(engines: Sequence[Backend], requests: Sequence[Sequence[ChatRequest | None]],

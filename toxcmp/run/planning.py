@@ -122,6 +122,8 @@ def plan_work(labels: Sequence[str], engines: Sequence[Backend], requests: Seque
 
 
 def duration_text(seconds: float) -> str:
+    if seconds < 1:
+        return "under a second"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
@@ -129,25 +131,25 @@ def duration_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _arm_line(arm: ArmWork) -> str:
+    if arm.replayed:
+        return f"  {arm.label}: {arm.requests} rows replayed from its recording (no model call)"
+    if not arm.to_send:
+        return f"  {arm.label}: {arm.requests} requests, all in the cache"
+    head = f"  {arm.label}: {arm.requests} requests, {arm.cached} in the cache, {arm.to_send} to send"
+    if arm.estimate_s is None:
+        return f"{head}; speed not measured yet on this machine"
+    return (f"{head}; ~{duration_text(arm.estimate_s)} at the pace of an earlier run "
+            f"({arm.seconds_per_request:.2f} s of run time per request over {arm.measured_calls} requests)")
+
+
 def plan_lines(work: PlannedWork) -> list[str]:
     """What the run is about to do, for a person about to wait for it."""
-    lines = []
-    for arm in work.arms:
-        if not arm.to_send:
-            speed = "nothing to send"
-        elif arm.replayed:
-            speed = "replayed from its recording"
-        elif arm.estimate_s is None:
-            speed = "speed not measured yet on this machine"
-        else:
-            speed = (f"~{duration_text(arm.estimate_s)} at {arm.seconds_per_request:.2f} s per request "
-                     f"(measured over {arm.measured_calls} requests in an earlier run)")
-        lines.append(f"  {arm.label}: {arm.requests} requests, {arm.cached} in the cache, {arm.to_send} to "
-                     f"{'read' if arm.replayed else 'send'}; {speed}")
     estimate = work.estimate_s
     if estimate is None:
         total = (f"time unknown: {work.unmeasured_requests} requests go to arms never measured here "
                  "(the live view's ETA appears once rows arrive)")
     else:
-        total = f"about {duration_text(estimate)} in all"
-    return [f"plan: {work.rows} rows × {len(work.arms)} arm(s); {total}", *lines]
+        total = f"about {duration_text(estimate)} in all" if estimate >= 1 else "done in under a second"
+    arms = f"{len(work.arms)} arm{'s' if len(work.arms) != 1 else ''}"
+    return [f"plan: {work.rows} rows × {arms}; {total}", *(_arm_line(arm) for arm in work.arms)]
