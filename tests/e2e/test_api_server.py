@@ -71,6 +71,24 @@ def test_api_and_local_give_identical_answers_on_real_toxicchat_rows(smol_server
     assert len(rows) == PARITY_ROWS
 
 
+def test_transformers_serve_sends_no_logprobs_and_the_arm_is_marked_so(smol_server, cli, tmp_path):
+    """Issue 24: `transformers serve` sends no token log-probabilities when asked (it ignores `logprobs`, or
+    refuses it with a 422 and is asked again without): the run completes without an error row and the arm is
+    marked "no log-probabilities" in summary.json and the console."""
+    data = tmp_path / "rows.csv"
+    data.write_text("conv_id,user_input,toxicity\nc0,you are an idiot,1\nc1,have a nice day,0\n", encoding="utf-8")
+    arm = f"api[base_url={smol_server.base_url};served_model={smol_server.served_model};logprobs=2;label=served]"
+    result = cli("compare", "--backends", arm, "--model", "smollm2-135m", "--dataset", str(data), "--max-new-tokens",
+                 "4", "--output-dir", str(tmp_path / "out"))
+    assert result.exit_code in (0, 1, 3), result.output
+    run_dir = next(p for p in (tmp_path / "out").iterdir() if p.is_dir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["n_errors"] == 0
+    assert summary["logprobs"]["served"]["state"] in ("not sent", "refused")
+    assert summary["logprobs"]["served"]["with_logprobs"] == 0 and not (run_dir / "tokens.parquet").exists()
+    assert "— no log-probabilities" in result.output
+
+
 def test_api_server_local_from_cli_leaves_no_orphan(cli):
     before = set(_serve_pids())
     result = cli("classify", "hello", "--backend", "api", "--api-server", "local", "--max-new-tokens", "4", "--json")

@@ -149,6 +149,37 @@ def test_server_answers_equal_llama_cpp_in_process_greedy():
         assert answer.content == own["choices"][0]["message"]["content"], request.chat_messages()[-1]["content"][:60]
 
 
+def test_token_logprobs_from_the_server_equal_llama_cpp_in_process(models_dir):
+    """Issue 24: `logprobs=K` on the spawned llama.cpp server (streamed) gives each generated token with its log p
+    and top K; they equal llama-cpp-python's own in-process completion of the same messages (an oracle outside
+    toxcmp: the same library's `create_chat_completion(logprobs=True, top_logprobs=K)`) to 1e-3."""
+    require_llamacpp()
+    from llama_cpp import Llama
+
+    from toxcmp.backends.server import gguf_of
+
+    spec = resolve_model("smollm2-135m")
+    texts = ["you are an idiot", "have a nice day"]
+    requests = [build_request(load_policy("toxic_simple"), t, spec, GenerationConfig(max_new_tokens=12)) for t in texts]
+    api = get_backend("api", BackendConfig(api_server="llamacpp", threads=1, logprobs=3))
+    try:
+        answers = api.generate(requests)
+    finally:
+        api.close()
+    llm = Llama(model_path=str(gguf_of(spec)), n_ctx=4096, n_threads=1, verbose=False, logits_all=True)
+    for request, answer in zip(requests, answers):
+        assert answer.extra["streamed"] and answer.extra["logprobs_asked"] == 3
+        own = llm.create_chat_completion(messages=request.chat_messages(), max_tokens=12, temperature=0.0,
+                                         repeat_penalty=1.0, logprobs=True, top_logprobs=3)
+        expected = own["choices"][0]["logprobs"]["content"]
+        got = answer.extra["token_logprobs"]
+        assert [t["token"] for t in got] == [t["token"] for t in expected] and len(got) == 12
+        for mine, theirs in zip(got, expected):
+            assert abs(mine["logprob"] - float(theirs["logprob"])) < 1e-3, (mine, theirs)
+            assert [t for t, _ in mine["top"]] == [t["token"] for t in theirs["top_logprobs"]]
+            assert all(abs(lp - float(t["logprob"])) < 1e-3 for (_, lp), t in zip(mine["top"], theirs["top_logprobs"]))
+
+
 @pytest.mark.slow
 def test_cli_leaves_no_server_behind(cli):
     require_llamacpp()

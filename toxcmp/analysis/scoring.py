@@ -29,6 +29,7 @@ RESPONSE_FIELDS = ("raw", "content", "reasoning", "latency_s", "cached", "error"
 RESPONSE_FIELDS += ("prompt_tokens", "completion_tokens")  # usage as the backend reported it (analysis.prompt_tokens)
 RESPONSE_FIELDS += ("queue_s",)  # api: time waiting for an in-flight slot, never in latency_s
 RESPONSE_FIELDS += ("rejected_parameters",)  # asked for, refused by the server (a 400/422), not sent: comma-joined
+RESPONSE_FIELDS += ("logprobs_asked", "logprob_tokens")  # token log p: top K asked, tokens sent (tokens.parquet)
 VERDICT_FIELDS = ("binary", "fine", "parse_ok", "parse_error", "parse_failure", "refusal", "outcome")
 
 
@@ -44,7 +45,18 @@ def response_fields(response: ModelResponse) -> dict[str, Any]:
             # where the reasoning came from, as the backend read it off the wire (REASONING_SOURCES)
             "reasoning_source": (response.extra or {}).get("reasoning_source"),
             "rejected_parameters": ",".join((response.extra or {}).get("rejected_parameters") or ()) or None,
-            "queue_s": (response.extra or {}).get("queue_s")}
+            "queue_s": (response.extra or {}).get("queue_s"),
+            **logprob_fields(response.extra)}
+
+
+def logprob_fields(extra: dict[str, Any] | None) -> dict[str, Any]:
+    """What the backend sent of its token log-probabilities: `logprobs_asked` (top K asked for; None: not asked),
+    `logprob_tokens` (tokens that came with one; None: none sent) and the tokens themselves (`token_logprobs`,
+    written to tokens.parquet, not to results.parquet)."""
+    extra = extra or {}
+    tokens = extra.get("token_logprobs")
+    return {"logprobs_asked": extra.get("logprobs_asked"), "logprob_tokens": None if tokens is None else len(tokens),
+            "token_logprobs": tokens}
 
 
 def verdict_fields(recorded: dict[str, Any], policy: Policy, harmony: bool | None, unparsed_as: str = "none") -> dict[str, Any]:

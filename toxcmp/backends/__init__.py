@@ -55,6 +55,7 @@ class BackendConfig:
     endpoint_label: str | None = None  # stable cache identity for a server whose URL changes (random port)
     api_server: str | None = None  # "local": start `transformers serve` for the model on first use
     stream: bool | None = None  # None: stream from a spawned server (a timed-out request is then cancelled there)
+    logprobs: int | None = None  # ask for token log-probabilities with the top K alternatives; None: not asked
     # recorded
     recording: str | None = None  # a toxcmp run dir / results.parquet, or a study parquet
     side: str | None = None  # which side of a two-sided recording: a/b, a backend label, or api/local

@@ -296,6 +296,9 @@ class ApiBackend:
                                   "temperature": gen.temperature, "seed": gen.seed}
         if not gen.greedy:
             kwargs["top_p"] = gen.top_p
+        if self.config.logprobs is not None:  # optional: a server that refuses them is asked again without
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = self.config.logprobs
         extra_body = {**request.template_options(), **self._sampling()}
         if extra_body:
             kwargs["extra_body"] = extra_body
@@ -341,6 +344,8 @@ class ApiBackend:
             except HttpStatus as exc:
                 status, served = exc.status, exc.served_by
                 names = rejected_parameters(status, exc.body, exc.param, body)
+                if {"logprobs", "top_logprobs"} & set(names):  # one without the other is malformed: both go
+                    names = sorted({*names, *({"logprobs", "top_logprobs"} & set(body))})
                 if names:  # sent once more without them, at once: a refusal is not a failure to back off from
                     for name in names:
                         self.rejected.setdefault(name, redact(f"HTTP {status}: {exc.body}", self._token))
@@ -425,6 +430,8 @@ class ApiBackend:
                                     "reasoning_source": parts.source,
                                     # asked for, refused by the server, not sent: this answer is without them
                                     "rejected_parameters": list(dropped),
+                                    # token log-probabilities as sent (None: not asked, refused or not sent)
+                                    "logprobs_asked": self.config.logprobs, "token_logprobs": answer.tokens,
                                     "first_token_s": answer.first_token_s, **clock.facts()})
 
     def close(self) -> None:

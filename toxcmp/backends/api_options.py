@@ -12,6 +12,7 @@ from toxcmp.errors import UsageError
 
 SPAWNED_SERVERS = ("local", "llamacpp")  # --api-server values that start a server on 127.0.0.1
 API_SERVERS = (*SPAWNED_SERVERS, "auto", "none")
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit on top_logprobs, which servers copy
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class ApiOptions(BackendOptions):
                                      "ollama, unknown, or generic (send nothing engine-specific); None/auto: asked "
                                      "of the server. Picks what makes its greedy decoding greedy "
                                      "(toxcmp.backends.engines)")
+    logprobs: int | None = option(None, changes_answer=True,
+                                  help="ask for each generated token's log-probability and its top K alternatives "
+                                       "(logprobs: true, top_logprobs: K; 0: the token's own only); a server that "
+                                       "refuses them is asked again without, and the arm has none. None: not asked")
     # how hard to push it: never part of an identity
     token: str | None = field(default=None, repr=False, metadata={
         "changes_answer": False, "secret": True, "help": "--token / HF_TOKEN; never printed, logged or cached"})
@@ -54,6 +59,9 @@ class ApiOptions(BackendOptions):
             raise UsageError(f"unknown --api-server {self.api_server!r}{suffix}", "use auto, local, llamacpp or none")
         from toxcmp.backends.engines import ENGINES
 
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            raise UsageError(f"logprobs must be 0 to {MAX_TOP_LOGPROBS} (got {self.logprobs}){suffix}",
+                             "e.g. logprobs=5 (the top 5 alternatives of each token)")
         if self.base_url and not self.base_url.lower().startswith(("http://", "https://")):
             raise UsageError(f"base URL {self.base_url!r} has no scheme{suffix}",
                              f"add http:// (e.g. http://{self.base_url})")

@@ -103,6 +103,10 @@ def compare(
     timeout: TimeoutOpt = None,
     max_retries: RetriesOpt = 4,
     threads: ThreadsOpt = None,
+    logprobs: Annotated[Optional[int], typer.Option("--logprobs", rich_help_panel=API_PANEL, help=(
+        "api: ask every api arm for each token's log-probability and its top K alternatives (logprobs: true, "
+        "top_logprobs: K) → tokens.parquet; a server that refuses is asked again without them and the arm marked "
+        "'no log-probabilities' (arm key: logprobs=K). Part of the cache key and the run id."))] = None,
     rate_limit_wait: Annotated[float, typer.Option("--rate-limit-wait", min=0.0, rich_help_panel=API_PANEL, help="api: seconds a request keeps waiting out HTTP 429s.")] = 300.0,
     threshold: ThresholdOpt = 0.95,
     min_labelled: MinLabelledOpt = 0.5,
@@ -137,7 +141,7 @@ def compare(
                                                   temperature=temperature, top_p=top_p),
         backend=BackendConfig(device=device, dtype=dtype, batch_size=batch_size, strategy=strategy, base_url=base_url, served_model=served_model, provider=provider,
                               token=token, concurrency=concurrency, timeout_s=timeout, max_retries=max_retries,
-                              rate_limit_wait_s=rate_limit_wait, threads=threads,
+                              rate_limit_wait_s=rate_limit_wait, threads=threads, logprobs=logprobs,
                               api_server=None if api_server in ("", "none") else api_server,
                               cache_dir=cache_dir or default_cache_dir()),
         threshold=threshold, min_labelled=min_labelled, reference=reference, repeats=repeats, margin=margin,

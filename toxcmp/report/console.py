@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from toxcmp.report.text import NO_LABEL_AGREEMENT, divergence_line, equivalence_numbers, f1_text, mcnemar_text, share_text
+from toxcmp.analysis.logprobs import logprob_phrase
 from toxcmp.report.text import (CONFORMANCE_HEAD, conformance_cells, conformance_lead, prompt_tokens_phrase,
                                 replayed_arms)
 from toxcmp.results.schema import headline_of
@@ -227,6 +228,8 @@ def render_evaluation(summary: dict[str, Any], console: Console) -> None:
     conformance = conformance_table(summary, console.width)
     if conformance is not None:
         console.print(conformance)
+    for label, asked in (summary.get("logprobs") or {}).items():
+        console.print(escape(logprob_phrase(label, asked)), soft_wrap=True, highlight=False)
     for label, parity in (summary.get("prompt_tokens") or {}).items():
         console.print(f"prompt tokens, {escape(label)}: {escape(prompt_tokens_phrase(parity, label in replayed_arms(summary)))}",
                       soft_wrap=True)
@@ -257,6 +260,8 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
     line = divergence_line(summary.get("divergence"))
     if line:
         console.print(line, soft_wrap=True)
+    for label, asked in (summary.get("logprobs") or {}).items():
+        console.print(escape(logprob_phrase(label, asked)), soft_wrap=True, highlight=False)
     for label, parity in (summary.get("prompt_tokens") or {}).items():  # reported vs toxcmp's own render
         console.print(f"prompt tokens, {escape(label)}: {escape(prompt_tokens_phrase(parity, label in replayed_arms(summary)))}",
                       soft_wrap=True)

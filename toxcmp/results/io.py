@@ -24,6 +24,8 @@ from toxcmp.results.schema import (
     PARQUET_META_KEY,
     PARQUET_SCHEMA_KEY,
     PARQUET_SUMMARY_KEY,
+    TOKENS_FILE,
+    TOKENS_SCHEMA,
     RESULTS_FILE,
     SCHEMA_VERSION,
     SIDE_SCHEMA,
@@ -41,6 +43,19 @@ class OutputError(ToxcmpError):
 
 def frame_of(rows: Sequence[dict[str, Any]], schema: dict[str, Any]) -> pl.DataFrame:
     return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema, orient="row")
+
+
+def token_rows(tidy: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """tokens.parquet: one row per (example, arm, repeat, position) of every answer that came with log p."""
+    rows = []
+    for r in tidy:
+        for position, t in enumerate(r.get("token_logprobs") or []):
+            top = t.get("top") or []
+            rows.append({"example_id": r["example_id"], "arm": r["arm"], "repeat": int(r.get("repeat") or 0),
+                         "position": position, "part": t.get("part"), "token": t.get("token"),
+                         "logprob": t.get("logprob"), "top_tokens": [x[0] for x in top],
+                         "top_logprobs": [float(x[1]) for x in top]})
+    return rows
 
 
 def _atomic(final: Path, write: Callable[[Path], Any]) -> None:
@@ -78,6 +93,10 @@ def write_outputs(run_dir: Path, tidy: Sequence[dict[str, Any]], pairs: Sequence
         (SUMMARY_FILE, lambda p: p.write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n",
                                               encoding="utf-8")),
     ]
+    tokens = token_rows(tidy)
+    if tokens:  # an arm sent token log-probabilities
+        frame = frame_of(tokens, TOKENS_SCHEMA)
+        targets.append((TOKENS_FILE, lambda p: frame.write_parquet(p, metadata=parquet_meta)))
     for name, build in (pages or {}).items():
         targets.append((name, lambda p, build=build: p.write_text(build(), encoding="utf-8")))
     for name, write in targets:

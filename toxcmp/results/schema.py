@@ -27,6 +27,10 @@ PARQUET_SUMMARY_KEY = "toxcmp_summary"  # the summary, JSON
 RESULTS_FILE = "results.parquet"  # tidy: one row per (example, arm, repeat)
 PAIRS_FILE = "pairs.parquet"  # every arm against the reference, two-sided a_*/b_* columns
 SUMMARY_FILE = "summary.json"
+TOKENS_FILE = "tokens.parquet"  # one row per (example, arm, repeat, token position) of the arms that sent log p
+TOKENS_SCHEMA: dict[str, Any] = {"example_id": pl.String, "arm": pl.String, "repeat": pl.Int32, "position": pl.Int32,
+                                 "part": pl.String, "token": pl.String, "logprob": pl.Float64,
+                                 "top_tokens": pl.List(pl.String), "top_logprobs": pl.List(pl.Float64)}
 
 SIDE_SCHEMA = {"raw": pl.String, "content": pl.String, "reasoning": pl.String, "binary": pl.Int8, "fine": pl.String,
                "parse_ok": pl.Boolean, "parse_error": pl.String, "parse_failure": pl.String, "refusal": pl.Boolean,
@@ -40,6 +44,9 @@ SIDE_SCHEMA |= {"prompt_tokens": pl.Int32, "completion_tokens": pl.Int32}
 SIDE_SCHEMA |= {"rejected_parameters": pl.String}
 # api: seconds the request waited for an in-flight slot (latency_s is its own time on the wire); None: not reported
 SIDE_SCHEMA |= {"queue_s": pl.Float64}
+# token log-probabilities: the top K asked for (None: not asked) and how many tokens came with one (None: none
+# sent — not asked, refused, or the server does not send them); the tokens themselves are in tokens.parquet
+SIDE_SCHEMA |= {"logprobs_asked": pl.Int32, "logprob_tokens": pl.Int32}
 EXAMPLE_SCHEMA = {"example_id": pl.String, "text": pl.String, "toxicity": pl.Int8, "jailbreaking": pl.Int8,
                   "human_annotation": pl.Boolean, "weight": pl.Float64}
 TIDY_SCHEMA: dict[str, Any] = {

@@ -24,6 +24,7 @@ from toxcmp.analysis.arms import (
     summarize_arms,
     tidy_row,
 )
+from toxcmp.analysis.logprobs import logprob_summary
 from toxcmp.analysis.scoring import EVALUATION, UNPARSED_AS
 from toxcmp.analysis.verdict import DEFAULT_MIN_LABELLED
 from toxcmp.backends import AnswersKnownRows, Backend, Preflight, ReportsReliability, get_backend
@@ -354,6 +355,9 @@ def finalize_summary(assembled, tidy: Sequence[dict[str, Any]], threshold: float
     summary["unparsed_as"] = unparsed_as
     summary["status"] = meta.get("status") or "complete"
     summary["metadata"] = meta
+    asked = logprob_summary(tidy)
+    if asked:
+        summary["logprobs"] = asked
     reliability = meta.get("reliability") or {}
     for side in summary["backends"].values():  # this invocation's network counters, beside the rows' retries
         counters = reliability.get(side["label"]) or {}

@@ -25,15 +25,19 @@ class Reply:
 
 
 def completion(content: str = "0", reasoning: str | None = None, reasoning_key: str = "reasoning",
-               model: str = "fake-model", finish_reason: str = "stop") -> dict[str, Any]:
+               model: str = "fake-model", finish_reason: str = "stop",
+               logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A chat completion: `content` as the server sends it, `reasoning` (if any) in the message field
     `reasoning_key` (`reasoning`: Groq, Cerebras, Together, the HF router; `reasoning_content`: vLLM, SGLang,
-    llama.cpp, Fireworks); `finish_reason="length"` for an answer the token budget cut off."""
+    llama.cpp, Fireworks); `finish_reason="length"` for an answer the token budget cut off; `logprobs`: the
+    choice's `logprobs.content` (OpenAI's shape: token, logprob, top_logprobs), sent in the last content event of
+    a stream."""
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if reasoning is not None:
         message[reasoning_key] = reasoning
     return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason,
+                         **({"logprobs": {"content": logprobs}} if logprobs is not None else {})}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
 
 
@@ -142,6 +146,8 @@ class FakeChatServer:
                                                        "finish_reason": None}]))
                 events += [dict(base, choices=[{"index": 0, "delta": {"content": p}, "finish_reason": None}])
                            for p in pieces]
+                if body["choices"][0].get("logprobs"):
+                    events[-1]["choices"][0]["logprobs"] = body["choices"][0]["logprobs"]
                 usage = dict(body.get("usage") or {}, completion_tokens=len(pieces))
                 events.append(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason":
                                                    body["choices"][0].get("finish_reason")}], usage=usage))

@@ -53,6 +53,7 @@ class Answer:
     first_token_s: float | None = None  # streaming: seconds from send to the first generated text
     served_by: str | None = None  # the router's provider header, when there is one
     reasoning_field: str | None = None  # the message field the reasoning came in: "reasoning" or "reasoning_content"
+    tokens: list[dict[str, Any]] | None = None  # token log-probabilities as sent (`token_logprobs`); None: none sent
 
 
 def error_text(text: str, fallback: str = "") -> str:
@@ -153,12 +154,34 @@ def _reasoning(message: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
+_LOGPROB_PARTS = {"content": "content", "reasoning_content": "reasoning", "reasoning": "reasoning"}
+
+
+def token_logprobs(logprobs: Any) -> list[dict[str, Any]]:
+    """A choice's `logprobs` (OpenAI's shape: `{"content": [{"token", "logprob", "top_logprobs": [...]}, …]}`,
+    and the reasoning's under `reasoning_content`/`reasoning` where a server sends them) as one list in the order
+    sent: {"part": "content" | "reasoning", "token", "logprob", "top": [[token, logprob], …]}."""
+    out: list[dict[str, Any]] = []
+    if not isinstance(logprobs, dict):
+        return out
+    for key, part in _LOGPROB_PARTS.items():
+        for item in logprobs.get(key) or []:
+            if not isinstance(item, dict) or not isinstance(item.get("logprob"), (int, float)):
+                continue
+            top = [[t.get("token"), float(t["logprob"])] for t in item.get("top_logprobs") or []
+                   if isinstance(t, dict) and isinstance(t.get("logprob"), (int, float))]
+            out.append({"part": part, "token": item.get("token"), "logprob": float(item["logprob"]), "top": top})
+    return out
+
+
 def _parse_completion(data: dict[str, Any]) -> Answer:
     choice = data["choices"][0]
     message = choice.get("message") or {}
     usage = data.get("usage") or {}
     reasoning, field = _reasoning(message)
+    sent = choice.get("logprobs")
     return Answer(content=message.get("content") or "", reasoning=reasoning, reasoning_field=field,
+                  tokens=token_logprobs(sent) if sent else None,
                   finish_reason=choice.get("finish_reason"),
                   prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
                   model=data.get("model"), system_fingerprint=data.get("system_fingerprint"))
@@ -195,6 +218,8 @@ async def _read_stream(reply: httpx.Response, sent: float) -> Answer:
                 chunks += 1
             if choice.get("finish_reason"):
                 answer.finish_reason = choice["finish_reason"]
+            if choice.get("logprobs"):
+                answer.tokens = (answer.tokens or []) + token_logprobs(choice["logprobs"])
         usage = event.get("usage") or {}
         answer.prompt_tokens = usage.get("prompt_tokens", answer.prompt_tokens)
         answer.completion_tokens = usage.get("completion_tokens", answer.completion_tokens)
