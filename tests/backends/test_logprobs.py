@@ -56,7 +56,8 @@ def _compare(tmp_path, server, *extra, stream: bool = False):
                            "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), *extra],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode in (0, 1, 3), done.stderr
-    run_dir = next(p for p in (tmp_path / "out").iterdir() if p.is_dir())
+    run_dir = max((p for p in (tmp_path / "out").iterdir() if p.is_dir()),
+                  key=lambda p: (p / "summary.json").stat().st_mtime)  # this run's (a test may run several)
     return done, run_dir
 
 

@@ -181,6 +181,58 @@ def test_token_logprobs_from_the_server_equal_llama_cpp_in_process(models_dir):
 
 
 @pytest.mark.slow
+def test_llamacpp_tokens_scored_under_the_local_model_match_a_plain_forward_pass(cli, tmp_path, models_dir):
+    """Issue 24, step 2: beside a local arm, the llama.cpp arm's own tokens (logprobs=5) are scored under the local
+    model. Q4_1 kernels against the dequantized float weights: |Δ log p| is not zero. Each stored local log p
+    equals a plain forward pass written here (transformers, the chat template applied by hand) to 1e-4."""
+    require_llamacpp()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from toxcmp.domain.models import materialize
+
+    result = cli("compare", "--model", "smollm2-135m", "--backends", "local,api[api_server=llamacpp;logprobs=5;label=cpp]",
+                 "--dataset", str(SAMPLE), "--sample-size", "3", "--max-new-tokens", "16", "--output-dir",
+                 str(tmp_path / "out"))
+    assert result.exit_code == 3, result.output  # SmolLM2 gives no labels
+    run_dir = next(p for p in (tmp_path / "out").iterdir() if p.is_dir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    parity = summary["token_parity"]["cpp"]
+    assert parity["reference"] == "local" and parity["rows"] == 3 and parity["aligned"] >= 30
+    assert parity["mean_abs_delta"] > 0 and parity["max_abs_delta"] >= parity["mean_abs_delta"]
+    assert "token log p, cpp vs local's model: |Δ| mean" in " ".join(result.output.split())
+    tokens = pl.read_parquet(run_dir / "tokens.parquet").filter(pl.col("local_logprob").is_not_null())
+    results = pl.read_parquet(run_dir / "results.parquet").filter(pl.col("arm") == "cpp")
+    path = materialize(resolve_model("smollm2-135m"))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    texts = dict(zip(results["example_id"], results["text"]))
+    raws = dict(zip(results["example_id"], results["raw"]))
+    checked = 0
+    for example_id in tokens["example_id"].unique().to_list():
+        request = build_request(load_policy("toxic_simple"), texts[example_id], resolve_model("smollm2-135m"),
+                                GenerationConfig(max_new_tokens=16))
+        prompt = tokenizer.apply_chat_template(request.chat_messages(), add_generation_prompt=True, tokenize=False)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(raws[example_id], add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(torch.tensor([prompt_ids + ids])).logits[0].float(), dim=-1)
+        # position j of the answer is predicted at prompt + j - 1; map each stored token to its local token
+        pieces = [tokenizer.decode(ids[: j + 1]) for j in range(len(ids))]
+        starts = {len(pieces[j - 1]) if j else 0: j for j in range(len(ids))}
+        at = 0
+        for row in tokens.filter(pl.col("example_id") == example_id).sort("position").iter_rows(named=True):
+            j = starts.get(at)
+            at += len(row["token"])
+            if j is None:
+                continue
+            expected = float(logp[len(prompt_ids) + j - 1, ids[j]])
+            assert abs(row["local_logprob"] - expected) < 1e-4, (example_id, row["token"], row["local_logprob"], expected)
+            checked += 1
+    assert checked >= 30
+
+
+@pytest.mark.slow
 def test_cli_leaves_no_server_behind(cli):
     require_llamacpp()
     before = set(_llamacpp_pids())

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from toxcmp.report.text import NO_LABEL_AGREEMENT, divergence_line, equivalence_numbers, f1_text, mcnemar_text, share_text
 from toxcmp.analysis.logprobs import logprob_phrase
+from toxcmp.analysis.token_parity import parity_phrase
 from toxcmp.report.text import (CONFORMANCE_HEAD, conformance_cells, conformance_lead, prompt_tokens_phrase,
                                 replayed_arms)
 from toxcmp.results.schema import headline_of
@@ -260,6 +261,8 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
     line = divergence_line(summary.get("divergence"))
     if line:
         console.print(line, soft_wrap=True)
+    for label, parity in (summary.get("token_parity") or {}).items():
+        console.print(escape(parity_phrase(label, parity.get("reference"), parity)), soft_wrap=True, highlight=False)
     for label, asked in (summary.get("logprobs") or {}).items():
         console.print(escape(logprob_phrase(label, asked)), soft_wrap=True, highlight=False)
     for label, parity in (summary.get("prompt_tokens") or {}).items():  # reported vs toxcmp's own render

@@ -54,7 +54,8 @@ def token_rows(tidy: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             rows.append({"example_id": r["example_id"], "arm": r["arm"], "repeat": int(r.get("repeat") or 0),
                          "position": position, "part": t.get("part"), "token": t.get("token"),
                          "logprob": t.get("logprob"), "top_tokens": [x[0] for x in top],
-                         "top_logprobs": [float(x[1]) for x in top]})
+                         "top_logprobs": [float(x[1]) for x in top], "local_logprob": t.get("local_logprob"),
+                         "local_top1": t.get("local_top1"), "top_overlap": t.get("top_overlap")})
     return rows
 
 

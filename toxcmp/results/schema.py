@@ -30,7 +30,10 @@ SUMMARY_FILE = "summary.json"
 TOKENS_FILE = "tokens.parquet"  # one row per (example, arm, repeat, token position) of the arms that sent log p
 TOKENS_SCHEMA: dict[str, Any] = {"example_id": pl.String, "arm": pl.String, "repeat": pl.Int32, "position": pl.Int32,
                                  "part": pl.String, "token": pl.String, "logprob": pl.Float64,
-                                 "top_tokens": pl.List(pl.String), "top_logprobs": pl.List(pl.Float64)}
+                                 "top_tokens": pl.List(pl.String), "top_logprobs": pl.List(pl.Float64),
+                                 # the local model's log p of the same characters (None: not scored, or not
+                                 # aligned), whether this token was its top-1, the share of top-K alternatives shared
+                                 "local_logprob": pl.Float64, "local_top1": pl.Boolean, "top_overlap": pl.Float64}
 
 SIDE_SCHEMA = {"raw": pl.String, "content": pl.String, "reasoning": pl.String, "binary": pl.Int8, "fine": pl.String,
                "parse_ok": pl.Boolean, "parse_error": pl.String, "parse_failure": pl.String, "refusal": pl.Boolean,

@@ -53,6 +53,7 @@ from toxcmp.run.arms import (
 from toxcmp.run.cache import ResponseCache
 from toxcmp.run.config import CompareConfig, Observer, RunResult, SilentObserver
 from toxcmp.run.local_scoring import add_divergences, add_margins
+from toxcmp.run.teacher_forcing import add_token_parity
 from toxcmp.run.planning import PlannedWork, plan_work, record_speeds, speed_key
 from toxcmp.run.prompt_tokens import add_prompt_token_counts
 from toxcmp.run.provenance import _now, previous_invocations, run_metadata, settle_render_date
@@ -286,6 +287,12 @@ def score_and_write(cfg: CompareConfig, arms: Sequence[Arm], engines: Sequence[B
                                 examples, observer)
             except Exception as exc:  # noqa: BLE001
                 observer.log(f"divergence scoring skipped: {type(exc).__name__}: {exc}")
+    token_parity: dict[str, Any] = {}
+    if status == "complete" and cfg.margins:
+        try:  # arms that sent token log p, each token against the local model's (issue 24)
+            token_parity = add_token_parity(tidy, arms, requests, examples, observer)
+        except Exception as exc:  # noqa: BLE001 - a diagnosis extra must never cost the run its results
+            observer.log(f"token log-probability scoring skipped: {type(exc).__name__}: {exc}")
     meta["reliability"] = {label: engine.reliability() for label, engine in zip(labels, engines)
                            if isinstance(engine, ReportsReliability)}
     meta["model"]["identity"] = {}
@@ -304,6 +311,8 @@ def score_and_write(cfg: CompareConfig, arms: Sequence[Arm], engines: Sequence[B
                  "total_elapsed_s": round(sum(i["elapsed_s"] for i in invocations), 3)})
     summary = finalize_summary(assembled, tidy, cfg.threshold, meta, cfg.unparsed_as, cfg.min_labelled, cfg.margin,
                                cfg.repeats)
+    if token_parity:
+        summary["token_parity"] = token_parity
     pairs = [row for rows in assembled.comparisons.values() for row in rows]
     observer.phase(f"writing the results to {run_dir}", detail=True)
     write_run_files(run_dir, tidy, pairs, summary)

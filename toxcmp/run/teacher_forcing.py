@@ -1,0 +1,75 @@
+"""Teacher-forced scoring (issue 24, step 2): every arm that sent its own token log-probabilities, beside a local arm
+of the same model, has its exact text run through the local model — one forward pass over prompt + text — and
+each of its tokens gets the local log p of the same characters (toxcmp.analysis.token_parity)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from toxcmp.analysis.token_parity import LocalScores, align, arm_parity, row_parity
+from toxcmp.backends import ScoresTokens, backend_class, get_backend
+from toxcmp.run.arms import Arm
+
+TOP_K = 5  # local alternatives kept per position, for the top-K overlap
+
+
+def score_text(loaded: Any, prompt: str, text: str, top_k: int = TOP_K) -> LocalScores:
+    """The local model's log p of each of its own tokens of `text` after the exact `prompt`, their character spans
+    (from cumulative decoding, so a leading space belongs to its token, as on the wire), top-1 and top-K."""
+    import torch
+
+    tokenizer = loaded.tokenizer
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if not ids:
+        return LocalScores([], [], [], [])
+    device = next(loaded.model.parameters()).device
+    with torch.inference_mode():
+        logits = loaded.model(torch.tensor([prompt_ids + ids], device=device)).logits[0]
+    logp = torch.log_softmax(logits[len(prompt_ids) - 1:-1].float(), dim=-1)
+    chosen = logp[torch.arange(len(ids)), torch.tensor(ids)]
+    top = torch.topk(logp, top_k, dim=-1).indices
+    spans, before = [], ""
+    for j in range(len(ids)):
+        now = tokenizer.decode(ids[: j + 1], skip_special_tokens=False)
+        spans.append((len(before), len(now)))
+        before = now
+    return LocalScores(spans=spans, logprobs=chosen.tolist(), top1=(top[:, 0] == torch.tensor(ids)).tolist(),
+                       top=[[tokenizer.decode([t]) for t in row] for row in top.tolist()])
+
+
+def add_token_parity(tidy: Sequence[dict[str, Any]], arms: Sequence[Arm],
+                     requests: Sequence[Sequence[Any]], examples: Sequence[dict[str, Any]],
+                     observer: Any) -> dict[str, dict[str, Any]]:
+    """Score every other arm's sent tokens (repeat 0, content part) under the first in-process arm's model; fills
+    `local_logprob`, `local_top1` and `top_overlap` into each token of the tidy rows (tokens.parquet) and returns
+    the per-arm parity (`summary["token_parity"]`)."""
+    local_k = next((k for k, a in enumerate(arms) if issubclass(backend_class(a.spec.name), ScoresTokens)), None)
+    if local_k is None:
+        return {}
+    local_arm = arms[local_k]
+    todo = {a.label: [r for r in tidy if r["arm"] == a.label and not r.get("repeat") and r.get("token_logprobs")]
+            for k, a in enumerate(arms) if k != local_k and a.model.model_id == local_arm.model.model_id}
+    todo = {label: rows for label, rows in todo.items() if rows}
+    if not todo:
+        return {}
+    backend = get_backend(local_arm.spec.name, local_arm.options)
+    prompts = {ex["example_id"]: req for ex, req in zip(examples, requests[local_k]) if req is not None}
+    observer.phase(f"scoring {sum(len(r) for r in todo.values())} answer(s) token by token with the local model",
+                   detail=True)
+    out = {}
+    for label, rows in todo.items():
+        per_row = []
+        for row in rows:
+            request = prompts.get(row["example_id"])
+            if request is None:
+                continue
+            loaded = backend.load(request.model)
+            tokens = [t for t in row["token_logprobs"] if t.get("part") == "content"]
+            text = row.get("raw") or ""
+            scored = align(tokens, text, score_text(loaded, backend.prompt_for(loaded, request), text))
+            for token, s in zip(tokens, scored):
+                token.update(s)
+            per_row.append(dict(row_parity(tokens, scored), example_id=row["example_id"]))
+        out[label] = dict(arm_parity(per_row), reference=local_arm.label)
+    return out
