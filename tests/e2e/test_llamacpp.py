@@ -230,6 +230,13 @@ def test_llamacpp_tokens_scored_under_the_local_model_match_a_plain_forward_pass
             assert abs(row["local_logprob"] - expected) < 1e-4, (example_id, row["token"], row["local_logprob"], expected)
             checked += 1
     assert checked >= 30
+    # rescore calls no model: it keeps the tokens and their parity as measured
+    rescored = cli("rescore", str(run_dir), "--output-dir", str(tmp_path / "rescored"), "--json")
+    again = json.loads(rescored.stdout)
+    assert again["token_parity"] == summary["token_parity"] and again["logprobs"] == summary["logprobs"]
+    order = ("example_id", "arm", "repeat", "position")
+    assert pl.read_parquet(Path(again["run_dir"]) / "tokens.parquet").sort(order).equals(
+        pl.read_parquet(run_dir / "tokens.parquet").sort(order))
 
 
 @pytest.mark.slow

@@ -62,6 +62,7 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
     assembled = assemble(tidy, labels, reference, sides, unparsed_as)
     carry_margins(Path(paths[0]), assembled)
     carry_divergences(Path(paths[0]), assembled)
+    token_parity = carry_tokens(Path(paths[0]), tidy)
     first_policy = sides[reference][0]
     meta = dict(meta, arms=arms_meta, rescored_at=_now(), rescored_with=__version__, rescore_layout=layout,
                 rescore_source_schema_version=source_version,
@@ -70,6 +71,8 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
     margin = margin if margin is not None else float(meta.get("margin") or DEFAULT_MARGIN)
     summary = finalize_summary(assembled, tidy, threshold, meta, unparsed_as, min_labelled, margin,
                                int(meta.get("repeats") or 1))
+    if token_parity:
+        summary["token_parity"] = token_parity
     pairs = [row for rows in assembled.comparisons.values() for row in rows]
     run_dir = None
     if output_dir is not None:
@@ -80,6 +83,35 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
     headline = assembled.comparisons[labels[1]] if len(labels) > 1 else assembled.first[labels[0]]  # one arm
     return RescoreResult(headline, summary, layout, run_dir, assembled.comparisons,
                          source_version)
+
+
+def carry_tokens(source: Path, tidy) -> dict:
+    """Token log-probabilities came off the wire and were scored by a model, not parsed: a rescore puts the run's
+    tokens.parquet back on its rows (so the rescored dir has it too) and keeps the run's token parity."""
+    import json
+
+    import polars as pl
+
+    from toxcmp.results.schema import SUMMARY_FILE, TOKENS_FILE
+
+    run_dir = source if source.is_dir() else source.parent
+    if not (run_dir / TOKENS_FILE).is_file():
+        return {}
+    by_row: dict[tuple, list] = {}
+    for t in pl.read_parquet(run_dir / TOKENS_FILE).sort("position").iter_rows(named=True):
+        by_row.setdefault((t["example_id"], t["arm"], t["repeat"]), []).append(
+            {"part": t["part"], "token": t["token"], "logprob": t["logprob"],
+             "top": [[tok, lp] for tok, lp in zip(t["top_tokens"] or [], t["top_logprobs"] or [])],
+             "local_logprob": t.get("local_logprob"), "local_top1": t.get("local_top1"),
+             "top_overlap": t.get("top_overlap")})
+    for row in tidy:
+        tokens = by_row.get((row["example_id"], row["arm"], int(row.get("repeat") or 0)))
+        if tokens is not None:
+            row["token_logprobs"] = tokens
+    try:
+        return json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8")).get("token_parity") or {}
+    except (OSError, ValueError):
+        return {}
 
 
 def carry_margins(source: Path, assembled) -> None:
