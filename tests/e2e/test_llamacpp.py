@@ -137,16 +137,21 @@ def test_server_answers_equal_llama_cpp_in_process_greedy():
         texts = [row["user_input"] for _, row in zip(range(4), csv.DictReader(fh))]
     requests = [build_request(load_policy("toxic_simple"), t, spec, GenerationConfig(max_new_tokens=24)) for t in texts]
     # two in flight: the server queues the second (it must not cut off the one it is streaming)
-    api = get_backend("api", BackendConfig(api_server="llamacpp", threads=1, concurrency=2))
-    try:
-        answers = api.generate(requests)
-    finally:
-        api.close()
+    answers = _spawned_answers(requests, concurrency=2)
     llm = Llama(model_path=str(gguf_of(spec)), n_ctx=8192, n_threads=1, verbose=False)
     for request, answer in zip(requests, answers):
         own = llm.create_chat_completion(messages=request.chat_messages(), max_tokens=24, temperature=0.0,
                                          repeat_penalty=1.0)
         assert answer.content == own["choices"][0]["message"]["content"], request.chat_messages()[-1]["content"][:60]
+
+
+def _spawned_answers(requests, **settings):
+    """`requests` answered by a llama.cpp server toxcmp starts (one thread), stopped afterwards."""
+    api = get_backend("api", BackendConfig(api_server="llamacpp", threads=1, **settings))
+    try:
+        return api.generate(requests)
+    finally:
+        api.close()
 
 
 def test_token_logprobs_from_the_server_equal_llama_cpp_in_process(models_dir):
@@ -161,11 +166,7 @@ def test_token_logprobs_from_the_server_equal_llama_cpp_in_process(models_dir):
     spec = resolve_model("smollm2-135m")
     texts = ["you are an idiot", "have a nice day"]
     requests = [build_request(load_policy("toxic_simple"), t, spec, GenerationConfig(max_new_tokens=12)) for t in texts]
-    api = get_backend("api", BackendConfig(api_server="llamacpp", threads=1, logprobs=3))
-    try:
-        answers = api.generate(requests)
-    finally:
-        api.close()
+    answers = _spawned_answers(requests, logprobs=3)
     llm = Llama(model_path=str(gguf_of(spec)), n_ctx=4096, n_threads=1, verbose=False, logits_all=True)
     for request, answer in zip(requests, answers):
         assert answer.extra["streamed"] and answer.extra["logprobs_asked"] == 3
