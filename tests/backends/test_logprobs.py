@@ -9,10 +9,12 @@ to send, and the request bodies are the ones it received."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
 import polars as pl
+import pytest
 
 from toxcmp.testing.fake_server import FakeChatServer, Reply, completion
 
@@ -90,6 +92,13 @@ def test_asked_log_probabilities_are_sent_for_and_stored_per_token(tmp_path):
     assert summary["logprobs"]["api"] == {"asked": 2, "answered": 4, "with_logprobs": 4, "tokens": 8,
                                           "refused": False, "state": "sent"}
     assert "log-probabilities, api: asked for the top 2; sent on 4/4 answers, 8 tokens" in done.stdout
+    # the label is the answer's first token: p(violating) from its top 2, p(1) / (p(0) + p(1)), by hand
+    high = math.exp(-0.125) / (math.exp(-0.125) + math.exp(-2.25))  # the server wrote 1 ("idiot" rows)
+    low = math.exp(-2.25) / (math.exp(-0.125) + math.exp(-2.25))  # it wrote 0
+    calibration = summary["label_probs"]["arms"]["api"]
+    assert calibration["labelled"] == 4 and calibration["auroc"] == 1.0  # every toxic row scored above every safe one
+    assert calibration["brier"] == pytest.approx(((1 - high) ** 2 + low ** 2 + (1 - high) ** 2 + low ** 2) / 4)
+    assert "label probabilities, api (its own top-K at the first token): on 4 rows, 4 labelled; AUROC 1.000" in done.stdout
 
 
 def test_a_streamed_answer_keeps_its_log_probabilities(tmp_path):

@@ -231,10 +231,24 @@ def test_llamacpp_tokens_scored_under_the_local_model_match_a_plain_forward_pass
             assert abs(row["local_logprob"] - expected) < 1e-4, (example_id, row["token"], row["local_logprob"], expected)
             checked += 1
     assert checked >= 30
+    # the local arm's label probability at its answer's first position, against the same plain forward pass
+    local = summary["label_probs"]["arms"]["local"]
+    assert local["source"] == "its model, in process" and local["rows"] == 3
+    zero, one = (tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in ("0", "1"))
+    mine = pl.read_parquet(run_dir / "results.parquet").filter(pl.col("arm") == "local")
+    for example_id, p_violating in zip(mine["example_id"], mine["p_violating"]):
+        request = build_request(load_policy("toxic_simple"), texts[example_id], resolve_model("smollm2-135m"),
+                                GenerationConfig(max_new_tokens=16))
+        prompt = tokenizer.apply_chat_template(request.chat_messages(), add_generation_prompt=True, tokenize=False)
+        with torch.inference_mode():
+            probs = torch.softmax(model(torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]]))
+                                  .logits[0, -1].float(), dim=-1)
+        assert abs(p_violating - float(probs[one] / (probs[zero] + probs[one]))) < 1e-5
     # rescore calls no model: it keeps the tokens and their parity as measured
     rescored = cli("rescore", str(run_dir), "--output-dir", str(tmp_path / "rescored"), "--json")
     again = json.loads(rescored.stdout)
     assert again["token_parity"] == summary["token_parity"] and again["logprobs"] == summary["logprobs"]
+    assert again["label_probs"] == summary["label_probs"]
     order = ("example_id", "arm", "repeat", "position")
     assert pl.read_parquet(Path(again["run_dir"]) / "tokens.parquet").sort(order).equals(
         pl.read_parquet(run_dir / "tokens.parquet").sort(order))

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from toxcmp.report.text import NO_LABEL_AGREEMENT, divergence_line, equivalence_numbers, f1_text, mcnemar_text, share_text
+from toxcmp.analysis.label_probs import label_prob_lines
 from toxcmp.analysis.logprobs import logprob_phrase
 from toxcmp.analysis.token_parity import parity_phrase
 from toxcmp.report.text import (CONFORMANCE_HEAD, conformance_cells, conformance_lead, prompt_tokens_phrase,
@@ -229,6 +230,8 @@ def render_evaluation(summary: dict[str, Any], console: Console) -> None:
     conformance = conformance_table(summary, console.width)
     if conformance is not None:
         console.print(conformance)
+    for line in label_prob_lines(summary):
+        console.print(escape(line), soft_wrap=True, highlight=False)
     for label, asked in (summary.get("logprobs") or {}).items():
         console.print(escape(logprob_phrase(label, asked)), soft_wrap=True, highlight=False)
     for label, parity in (summary.get("prompt_tokens") or {}).items():
@@ -263,6 +266,8 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
         console.print(line, soft_wrap=True)
     for label, parity in (summary.get("token_parity") or {}).items():
         console.print(escape(parity_phrase(label, parity.get("reference"), parity)), soft_wrap=True, highlight=False)
+    for line in label_prob_lines(summary):
+        console.print(escape(line), soft_wrap=True, highlight=False)
     for label, asked in (summary.get("logprobs") or {}).items():
         console.print(escape(logprob_phrase(label, asked)), soft_wrap=True, highlight=False)
     for label, parity in (summary.get("prompt_tokens") or {}).items():  # reported vs toxcmp's own render

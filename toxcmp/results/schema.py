@@ -59,6 +59,9 @@ TIDY_SCHEMA: dict[str, Any] = {
 # toxcmp's own render of the row's request, counted with the model's tokenizer, and the render variants whose count
 # equals the reported one (toxcmp.analysis.prompt_tokens)
 TIDY_SCHEMA |= {"own_prompt_tokens": pl.Int32, "prompt_variants": pl.String}
+# the probability of the policy's violating labels where the answer writes its label (repeat 0; None: not measured,
+# toxcmp.analysis.label_probs)
+TIDY_SCHEMA |= {"p_violating": pl.Float64}
 ROW_SCHEMA: dict[str, Any] = {
     **EXAMPLE_SCHEMA,
     **{f"{p}_{k}": t for p in SIDES for k, t in SIDE_SCHEMA.items()},

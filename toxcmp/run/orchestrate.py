@@ -53,6 +53,7 @@ from toxcmp.run.arms import (
 from toxcmp.run.cache import ResponseCache
 from toxcmp.run.config import CompareConfig, Observer, RunResult, SilentObserver
 from toxcmp.run.local_scoring import add_divergences, add_margins
+from toxcmp.run.label_scoring import add_label_probs
 from toxcmp.run.teacher_forcing import add_token_parity
 from toxcmp.run.planning import PlannedWork, plan_work, record_speeds, speed_key
 from toxcmp.run.prompt_tokens import add_prompt_token_counts
@@ -293,6 +294,12 @@ def score_and_write(cfg: CompareConfig, arms: Sequence[Arm], engines: Sequence[B
             token_parity = add_token_parity(tidy, arms, requests, examples, observer)
         except Exception as exc:  # noqa: BLE001 - a diagnosis extra must never cost the run its results
             observer.log(f"token log-probability scoring skipped: {type(exc).__name__}: {exc}")
+    label_probs: dict[str, Any] = {}
+    if status == "complete" and cfg.margins and any(r.get("logprobs_asked") is not None for r in tidy):
+        try:  # asked for log-probabilities: each arm's label probabilities and calibration (issue 24)
+            label_probs = add_label_probs(tidy, arms, requests, examples, observer)
+        except Exception as exc:  # noqa: BLE001
+            observer.log(f"label probabilities skipped: {type(exc).__name__}: {exc}")
     meta["reliability"] = {label: engine.reliability() for label, engine in zip(labels, engines)
                            if isinstance(engine, ReportsReliability)}
     meta["model"]["identity"] = {}
@@ -313,6 +320,8 @@ def score_and_write(cfg: CompareConfig, arms: Sequence[Arm], engines: Sequence[B
                                cfg.repeats)
     if token_parity:
         summary["token_parity"] = token_parity
+    if label_probs:
+        summary["label_probs"] = label_probs
     pairs = [row for rows in assembled.comparisons.values() for row in rows]
     observer.phase(f"writing the results to {run_dir}", detail=True)
     write_run_files(run_dir, tidy, pairs, summary)

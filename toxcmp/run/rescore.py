@@ -62,7 +62,7 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
     assembled = assemble(tidy, labels, reference, sides, unparsed_as)
     carry_margins(Path(paths[0]), assembled)
     carry_divergences(Path(paths[0]), assembled)
-    token_parity = carry_tokens(Path(paths[0]), tidy)
+    measured = carry_tokens(Path(paths[0]), tidy)  # token parity and label probabilities: a model's, kept
     first_policy = sides[reference][0]
     meta = dict(meta, arms=arms_meta, rescored_at=_now(), rescored_with=__version__, rescore_layout=layout,
                 rescore_source_schema_version=source_version,
@@ -71,8 +71,7 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
     margin = margin if margin is not None else float(meta.get("margin") or DEFAULT_MARGIN)
     summary = finalize_summary(assembled, tidy, threshold, meta, unparsed_as, min_labelled, margin,
                                int(meta.get("repeats") or 1))
-    if token_parity:
-        summary["token_parity"] = token_parity
+    summary.update(measured)
     pairs = [row for rows in assembled.comparisons.values() for row in rows]
     run_dir = None
     if output_dir is not None:
@@ -87,7 +86,8 @@ def rescore(paths: Sequence[Path], policy: str | None = None, unparsed_as: str =
 
 def carry_tokens(source: Path, tidy) -> dict:
     """Token log-probabilities came off the wire and were scored by a model, not parsed: a rescore puts the run's
-    tokens.parquet back on its rows (so the rescored dir has it too) and keeps the run's token parity."""
+    tokens.parquet back on its rows (so the rescored dir has it too) and keeps the run's token parity and label
+    probabilities (summary keys, returned)."""
     import json
 
     import polars as pl
@@ -109,9 +109,10 @@ def carry_tokens(source: Path, tidy) -> dict:
         if tokens is not None:
             row["token_logprobs"] = tokens
     try:
-        return json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8")).get("token_parity") or {}
+        recorded = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return {k: recorded[k] for k in ("token_parity", "label_probs") if recorded.get(k)}
 
 
 def carry_margins(source: Path, assembled) -> None:
