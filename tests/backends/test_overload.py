@@ -122,7 +122,7 @@ def test_the_cli_defaults_are_auto_not_numbers(cli, tmp_path, monkeypatch):
 
     seen = []
     real = compare_module.run_compare
-    monkeypatch.setattr(compare_module, "run_compare", lambda cfg, observer=None: seen.append(cfg) or real(cfg, observer))
+    monkeypatch.setattr(compare_module, "run_compare", lambda cfg, observer=None, **kw: seen.append(cfg) or real(cfg, observer, **kw))
     with FakeChatServer(models=[MODEL]) as a, FakeChatServer(models=[MODEL]) as b:
         for extra in ([], ["--concurrency", "8", "--timeout", "120", "--threads", "3"]):
             result = cli(*_compare_args(tmp_path, a, b), *extra)

@@ -38,7 +38,7 @@ def tidy_metavars(command: Any, parent: Context | None = None) -> None:
     if help_option is not None:
         help_option.metavar = ""
     for param in command.params:
-        if param.param_type_name == "argument" and param.metavar is None:
+        if param.param_type_name == "argument" and param.metavar is None and param.name:
             param.metavar = param.name.upper()
         elif getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""

@@ -30,6 +30,10 @@ def providers(
     from toxcmp.backends.providers import no_provider, provider_routes, serving_model
     from toxcmp.domain.models import resolve_model
 
+    if not model:  # typer 0.16 (the floor) can hand a missing argument over as None
+        from toxcmp.errors import UsageError
+
+        raise UsageError("Missing argument 'MODEL'", "e.g. toxcmp providers gpt-oss-20b")
     spec = resolve_model(model)
     model_id = serving_model(spec)
     routes = provider_routes(model_id)
