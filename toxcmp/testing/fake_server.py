@@ -163,6 +163,9 @@ class FakeChatServer:
                         self.wfile.flush()
                         with outer._lock:
                             outer.pieces_sent += 1
+                    with outer._lock:  # done before the client can read the end and send its next request
+                        outer.in_flight -= 1
+                        self.released = True
                     self.wfile.write(b"data: [DONE]\n\n")
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
@@ -209,10 +212,12 @@ class FakeChatServer:
                         outer.in_flight -= 1  # before replying: the client may send its next request at once
                     self._send(reply)
                     return
+                self.released = False
                 try:
                     self._stream(reply)
                 finally:
                     with outer._lock:
-                        outer.in_flight -= 1
+                        if not self.released:
+                            outer.in_flight -= 1
 
         return Handler
