@@ -19,6 +19,11 @@ from toxcmp.config import default, default_cache_dir
 from toxcmp.errors import ExitCode, UsageError
 
 
+# what `classify --json` prints of a result, one text or a file of them (toxcmp.cli.classify_file)
+JSON_KEYS = ("binary_label", "fine_grain_label", "parse_ok", "parse_error", "refusal", "content", "reasoning",
+             "backend", "model", "policy", "cached", "latency_s", "served_by", "prompt_hash", "error")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(classify)
     app.command()(render)
@@ -30,12 +35,9 @@ def read_input_text(text: Optional[str]) -> str:
     if text == "-":
         import sys
 
-        data = sys.stdin.buffer.read()
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise UsageError(f"standard input is not UTF-8 (invalid byte at offset {exc.start})",
-                             "re-encode it, e.g. iconv -f latin1 -t utf-8") from None
+        from toxcmp.domain.data import decode_utf8
+
+        return decode_utf8(sys.stdin.buffer.read(), "standard input")
     return text
 
 
@@ -119,10 +121,7 @@ def classify(
     result = verdict_result(response, policy_obj)
     if as_json:
         data = result.to_dict()
-        print_json(dict({k: data[k] for k in ("binary_label", "fine_grain_label", "parse_ok", "parse_error", "refusal",
-                                         "content", "reasoning", "backend", "model", "policy", "cached",
-                                         "latency_s", "served_by", "prompt_hash", "error")},
-                    retries=response.retries))
+        print_json(dict({k: data[k] for k in JSON_KEYS}, retries=response.retries))
     else:
         console.print(verdict_panel(result))
     if result.error:

@@ -7,11 +7,10 @@ from typing import Any, Sequence
 
 from rich.table import Table
 
+from toxcmp.cli.classify import JSON_KEYS
 from toxcmp.cli.common import console, err_console, print_json
 from toxcmp.domain.responses import ClassificationResult
 
-JSON_KEYS = ("binary_label", "fine_grain_label", "parse_ok", "parse_error", "refusal", "content", "reasoning",
-             "backend", "model", "policy", "cached", "latency_s", "served_by", "prompt_hash", "error")
 
 
 def classify_texts(texts: Sequence[tuple[str, str]], policy: Any, spec: Any, backend: str, generation: Any,

@@ -89,10 +89,15 @@ def debug_enabled() -> bool:
     return os.environ.get("TOXCMP_DEBUG", "") not in ("", "0", "false")
 
 
-def fail(message: str, code: int = ExitCode.BACKEND) -> None:
+def print_error(message: str) -> None:
+    """`error: MESSAGE` on stderr, one line, the message as written (no markup read into it)."""
     from rich.markup import escape
 
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = ExitCode.BACKEND) -> None:
+    print_error(message)
     raise typer.Exit(code)
 
 

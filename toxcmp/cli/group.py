@@ -59,13 +59,12 @@ class ToxcmpGroup(TyperGroup):
             os.environ.setdefault("TQDM_DISABLE", "1")  # conversion's), each read at import or at the bar's start
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        from toxcmp.cli.common import err_console
-        from rich.markup import escape
+        from toxcmp.cli.common import err_console, print_error
 
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except ClickException as exc:
-            err_console.print(f"[bold red]error:[/] {escape(usage_line(exc))}", highlight=False, soft_wrap=True)
+            print_error(usage_line(exc))
             sys.exit(exc.exit_code)
         except Abort:
             err_console.print("aborted")

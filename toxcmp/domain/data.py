@@ -8,6 +8,7 @@ human label (an empty cell, a null, a missing key; `--label-column none`: every 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -130,15 +131,20 @@ def load(dataset: str = DEFAULT_DATASET, version: str | None = None, split: str 
     return frame, DatasetInfo(dataset, version_used, split_used, frame.height, content_hash(frame), note)
 
 
-def check_utf8(path: Path) -> None:
-    """One line naming the first byte that is not UTF-8, and how to re-encode the file."""
+def decode_utf8(data: bytes, where: str, encoding: str = "utf-8") -> str:
+    """`data` as text; one line naming the first byte that is not UTF-8 in `where`, and how to re-encode it."""
     try:
-        path.read_bytes().decode("utf-8")
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{where} is not UTF-8 (invalid byte at offset {exc.start})",
+                         "re-encode it, e.g. iconv -f latin1 -t utf-8") from None
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}", "check the path") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path} is not UTF-8 (invalid byte at offset {exc.start})",
-                         "re-encode it, e.g. iconv -f latin1 -t utf-8") from None
 
 
 def read_file(path: Path) -> pl.DataFrame:
@@ -147,14 +153,15 @@ def read_file(path: Path) -> pl.DataFrame:
         raise UsageError(f"unsupported dataset file type {path.suffix!r}", "use .csv, .parquet or .jsonl")
     if not path.is_file():
         raise UsageError(f"dataset file not found: {path}", "check the path, or pass a Hub id such as lmsys/toxic-chat")
-    if kind in ("csv", "jsonl"):
-        check_utf8(path)  # polars would read a latin-1 file with U+FFFD in place of its accents, silently
+    if kind in ("csv", "jsonl"):  # read once and checked: polars would put U+FFFD in place of latin-1's accents
+        data = read_bytes(path)
+        decode_utf8(data, str(path))
     try:
         if kind == "csv":
-            return pl.read_csv(path, infer_schema=False)  # all strings; typed in normalize
+            return pl.read_csv(io.BytesIO(data), infer_schema=False)  # all strings; typed in normalize
         if kind == "parquet":
             return pl.read_parquet(path)
-        return pl.read_ndjson(path, infer_schema_length=None)
+        return pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
     except Exception as exc:  # polars raises many error types for malformed files
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"cannot read {path} as {kind}: {first}", "check the file is valid " + kind) from None
@@ -176,13 +183,7 @@ def read_texts(path: Path, text_column: str | None = None) -> tuple[list[tuple[s
         if text_column is not None:
             raise UsageError(f"--text-column with a text file ({path.name}): each line is a text",
                              "drop --text-column, or pass a .csv/.parquet/.jsonl file")
-        try:
-            lines = path.read_bytes().decode("utf-8-sig").splitlines()  # -sig: a BOM is not part of the text
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror}", "check the path") from None
-        except UnicodeDecodeError as exc:
-            raise UsageError(f"{path} is not UTF-8 (invalid byte at offset {exc.start})",
-                             "re-encode it, e.g. iconv -f latin1 -t utf-8") from None
+        lines = decode_utf8(read_bytes(path), str(path), "utf-8-sig").splitlines()  # -sig: a BOM is not text
         texts = [(str(n), line) for n, line in enumerate(lines, 1) if line.strip()]
         skipped = len(lines) - len(texts)
     else:

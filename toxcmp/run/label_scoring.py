@@ -8,8 +8,9 @@ from typing import Any, Sequence
 
 from toxcmp.analysis.label_probs import (arm_calibration, label_position_known, p_violating_from_top, paired_delta,
                                          violating_share)
-from toxcmp.backends import ScoresTokens, backend_class, get_backend
+from toxcmp.backends import get_backend
 from toxcmp.run.arms import Arm
+from toxcmp.run.local_scoring import in_process
 
 
 def local_label_probs(arm: Arm, requests: Sequence[Any], examples: Sequence[dict[str, Any]]) -> tuple[dict, str | None]:
@@ -49,7 +50,7 @@ def add_label_probs(tidy: Sequence[dict[str, Any]], arms: Sequence[Arm], request
     arms_out: dict[str, Any] = {}
     for k, arm in enumerate(arms):
         why = label_position_known(arm.policy, arm.model.harmony)
-        if why is None and issubclass(backend_class(arm.spec.name), ScoresTokens):
+        if why is None and in_process(arm):
             observer.phase(f"{arm.label}: label probabilities under its model", detail=True)
             p, why = local_label_probs(arm, requests[k], examples)
             source = "its model, in process"

@@ -9,9 +9,14 @@ from toxcmp.backends import ScoresTokens, backend_class, get_backend
 from toxcmp.run.arms import Arm
 
 
+def in_process(arm: Arm) -> bool:
+    """The arm holds its model in this process: it can score any text under it."""
+    return issubclass(backend_class(arm.spec.name), ScoresTokens)
+
+
 def local_side(pair: Sequence[Arm]) -> int | None:
-    """Which side of a comparison holds its model in process (it can score both sides' texts), if either."""
-    return next((i for i, arm in enumerate(pair) if issubclass(backend_class(arm.spec.name), ScoresTokens)), None)
+    """Which side of a comparison (or which arm of a run) holds its model in process, the first if several."""
+    return next((i for i, arm in enumerate(pair) if in_process(arm)), None)
 
 
 def with_local_model(todo, arm: Arm, requests, examples):

@@ -139,8 +139,8 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None,
         for note in (*notes, info.note, rows_note, picked.note):  # before the plan: they say what the rows and arms are
             if note:
                 observer.log(note)
+        lanes = plan_lanes([a.options.computes_here() for a in arms], cfg.concurrent_sides)
         if confirm is not None:
-            lanes = plan_lanes([a.options.computes_here() for a in arms], cfg.concurrent_sides)
             work = plan_work([a.label for a in arms], engines, requests, cfg.repeats, cache, lanes, cache_dir)
             if not confirm(work):
                 raise Declined("the run was declined at its plan", "nothing was sent or written")
@@ -158,7 +158,6 @@ def run_compare(cfg: CompareConfig, observer: Observer | None = None,
     started = time.time()
     meta["threads"] = dict(threads.record, sides={label: a.options.threads if n else None
                                                   for label, a, n in zip(labels, arms, threads.per_side)})
-    lanes = plan_lanes([a.options.computes_here() for a in arms], cfg.concurrent_sides)
     meta["scheduling"] = {"sides": "concurrent" if together else "sequential",
                           "why": scheduling_reason(arms, cfg.concurrent_sides),
                           "lanes": [[labels[k] for k in lane] for lane in lanes]}  # each at its own pace
@@ -233,8 +232,8 @@ def rows_the_recordings_hold(frame: Any, info: Any, engines: Sequence[Backend],
         raise UsageError(f"the recordings hold none of the {frame.height} rows of {info.source}",
                          "pass the dataset they were recorded on with --dataset")
     info = replace(info, rows=kept.height, content_sha256=content_hash(kept))  # the rows run: the run id's data
-    held = sorted({e.rows for e in engines})
-    sizes = " and ".join(str(n) for n in held) + (" rows each" if len(engines) > 1 and len(held) == 1 else " rows")
+    recorded = sorted({e.rows for e in engines})
+    sizes = " and ".join(str(n) for n in recorded) + (" rows each" if len(engines) > 1 and len(recorded) == 1 else " rows")
     return kept, info, (f"every arm is recorded: the run takes the {kept.height} rows of {info.source} (of its "
                         f"{frame.height}) that every recording holds (the recordings hold {sizes}; a recorded row "
                         f"that is not in {info.source} is not run)")

@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from toxcmp.analysis.token_parity import LocalScores, align, arm_parity, row_parity
-from toxcmp.backends import ScoresTokens, backend_class, get_backend
+from toxcmp.backends import get_backend
 from toxcmp.run.arms import Arm
+from toxcmp.run.local_scoring import local_side
 
 TOP_K = 5  # local alternatives kept per position, for the top-K overlap
 
@@ -44,7 +45,7 @@ def add_token_parity(tidy: Sequence[dict[str, Any]], arms: Sequence[Arm],
     """Score every other arm's sent tokens (repeat 0, content part) under the first in-process arm's model; fills
     `local_logprob`, `local_top1` and `top_overlap` into each token of the tidy rows (tokens.parquet) and returns
     the per-arm parity (`summary["token_parity"]`)."""
-    local_k = next((k for k, a in enumerate(arms) if issubclass(backend_class(a.spec.name), ScoresTokens)), None)
+    local_k = local_side(arms)
     if local_k is None:
         return {}
     local_arm = arms[local_k]
