@@ -8,7 +8,7 @@ import math
 import pytest
 from scipy.stats import mannwhitneyu
 
-from toxcmp.analysis.label_probs import (auroc, brier, ece, label_position_known, p_violating_from_top,
+from toxcmp.analysis.label_probs import (auroc, brier, ece, label_offset, label_set, p_violating_from_top, token_at,
                                          paired_delta, reliability_bins)
 
 SCORES = [0.9, 0.8, 0.35, 0.35, 0.2, 0.6, 0.1, 0.7]
@@ -46,12 +46,36 @@ def test_paired_delta_by_hand_and_its_interval_holds_the_mean():
     assert d["low"] <= d["mean"] <= d["high"]
 
 
-def test_json_policies_and_harmony_say_why_they_have_none():
+def test_the_label_is_read_where_each_answer_form_writes_it():
     from toxcmp.domain.policies import load_policy
 
-    assert label_position_known(load_policy("toxic_simple"), False) is None
-    assert "JSON" in label_position_known(load_policy("toxic_chat_claude_1"), False)
-    assert "Harmony" in label_position_known(load_policy("toxic_simple"), True)
+    label, json_ = load_policy("toxic_simple"), load_policy("toxic_chat_claude_1")
+    assert json_.output == "json" and label.output == "label"
+    assert label_offset("  1", label, False) == 2  # a plain answer: its first character
+    assert label_offset('{"violation": 1, "category": "x"}', json_, False) == len('{"violation": ')
+    assert label_offset('{"category": "x", "Violation":"0"}', json_, False) == len('{"category": "x", "Violation":"')
+    assert label_offset('{"category": "x"}', json_, False) is None  # no label key: no position
+    harmony = "<|channel|>analysis<|message|>It is 1? no.<|end|><|start|>assistant<|channel|>final<|message|>0<|return|>"
+    assert label_offset(harmony, label, True) == harmony.index("0<|return|>")
+    assert label_offset("<|channel|>analysis<|message|>thinking, cut off", label, True) is None
+    assert label_offset("1", label, True) == 0  # a server that parsed the channels sends the final message alone
+    assert label_offset("<think>maybe 1</think>\n0", label, False) == len("<think>maybe 1</think>\n")
+    assert label_set(json_) == (("0", 0), ("1", 1))
+
+
+def test_the_token_covering_the_label_and_what_it_spells_before_it():
+    tokens = ['{"', "violation", '":', " 1", ",", ' "category"']
+    offset = len('{"violation": ')
+    assert token_at(tokens, offset) == (3, " ")
+    assert token_at(tokens, 0) == (0, "") and token_at(tokens, 999) is None
+    categories = (("0", 0), ("1", 1))
+    top = [[" 1", math.log(0.5)], [" 0", math.log(0.2)], ["1", math.log(0.1)], [" 10", math.log(0.1)],
+           ["0", math.log(0.05)]]
+    # alternatives must spell " " first: "1" and "0" without it are other positions' tokens; " 10" is not a label
+    assert p_violating_from_top(top, categories, before=" ") == pytest.approx(0.5 / 0.7)
+    # two spellings of one label add up
+    top = [[" 1", math.log(0.3)], [" 1}", math.log(0.2)], [" 0", math.log(0.25)]]
+    assert p_violating_from_top(top, categories, before=" ") == pytest.approx(0.5 / 0.75)
 
 
 def test_the_parity_headline_names_label_agreement_then_the_probability_gap():

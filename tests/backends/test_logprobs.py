@@ -98,7 +98,7 @@ def test_asked_log_probabilities_are_sent_for_and_stored_per_token(tmp_path):
     calibration = summary["label_probs"]["arms"]["api"]
     assert calibration["labelled"] == 4 and calibration["auroc"] == 1.0  # every toxic row scored above every safe one
     assert calibration["brier"] == pytest.approx(((1 - high) ** 2 + low ** 2 + (1 - high) ** 2 + low ** 2) / 4)
-    assert "label probabilities, api (its own top-K at the first token): on 4 rows, 4 labelled; AUROC 1.000" in done.stdout
+    assert "label probabilities, api (its own top-K at the label token): on 4 rows, 4 labelled; AUROC 1.000" in done.stdout
 
 
 def test_a_streamed_answer_keeps_its_log_probabilities(tmp_path):

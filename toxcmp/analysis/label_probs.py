@@ -1,42 +1,91 @@
 """Label probabilities (issue 24, step 3): how likely each side was to write each policy label where it writes its
 label, and what that says against the human labels (AUROC, Brier score, ECE) and between arms (paired Δ).
 
-Where a label is written: the answer's first token, for a policy whose answer is the label itself (`output =
-"label"`) and a model without Harmony channels. JSON policies and gpt-oss's Harmony final channel are not modelled
-here yet: their arms get no label probability, said in the summary. p(violating) is the probability mass of the
-labels that mean 1, over the mass of all the policy's labels at that position (so it is defined even when the model
-would rather write something else)."""
+Where a label is written (`label_offset`), in the text a side's tokens spell: after Harmony's final-channel header
+when the text holds one (gpt-oss, its channels leaked into the text or generated in process; a server that parsed
+the channels sends the final message alone, and it starts there), after a closing `</think>` for a reasoning model
+that writes one, then at the answer's first character for a policy whose answer is the label itself, or at the
+value of the label key (`"violation": 1`) for a JSON policy. The token covering that character is read: its top-K
+alternatives that spell the same characters before it, then a label, give that label's probability (several
+alternatives for one label add up). p(violating) is the mass of the labels that mean 1 over the mass of all the
+policy's labels at that position, so it is defined even when the model would rather write something else. Pure: no
+model here."""
 
 from __future__ import annotations
 
 import math
 import random
+import re
 from typing import Any, Sequence
+
+from toxcmp.domain.parsing import BINARY_KEYS
+from toxcmp.domain.policies import BINARY_CATEGORIES
 
 ECE_BINS = 10
 BOOTSTRAP = 2000
+HARMONY_FINAL = "<|channel|>final<|message|>"
+_HARMONY_MARK = "<|channel|>"
+_THINK_CLOSE = "</think>"
+_JSON_LABEL = re.compile(r'"(?:%s)"\s*:\s*"?' % "|".join(re.escape(k) for k in BINARY_KEYS), re.IGNORECASE)
 
 
-def label_position_known(policy: Any, harmony: bool | None) -> str | None:
-    """None when the label's position is modelled for this policy and model, else why not."""
-    if getattr(policy, "output", "label") != "label":
-        return "the policy answers in JSON: the label's position inside it is not modelled yet"
-    if harmony:
-        return "gpt-oss writes its label in Harmony's final channel: that position is not modelled yet"
+def label_offset(text: str, policy: Any, harmony: bool | None) -> int | None:
+    """The character of `text` where the side writes its label; None when it writes none there (a Harmony text
+    without a final message, a JSON answer without a label key)."""
+    start = 0
+    if harmony and (at := text.rfind(HARMONY_FINAL)) >= 0:
+        start = at + len(HARMONY_FINAL)
+    elif harmony and _HARMONY_MARK in text:
+        return None
+    elif not harmony and (at := text.rfind(_THINK_CLOSE)) >= 0:
+        start = at + len(_THINK_CLOSE)
+    if getattr(policy, "output", "label") == "json":
+        found = _JSON_LABEL.search(text, start)
+        return found.end() if found else None
+    body = text[start:]
+    return start + len(body) - len(body.lstrip())
+
+
+def label_set(policy: Any) -> tuple[tuple[str, int], ...]:
+    """The labels scored at the position: a JSON policy's label key holds 0 or 1, a label policy writes its own."""
+    return BINARY_CATEGORIES if getattr(policy, "output", "label") == "json" else tuple(policy.categories)
+
+
+def token_at(tokens: Sequence[str], offset: int) -> tuple[int, str] | None:
+    """The index of the token covering character `offset` of the tokens' concatenation, and the characters of
+    that token before the offset (what every alternative must spell first)."""
+    at = 0
+    for j, token in enumerate(tokens):
+        if at <= offset < at + len(token):
+            return j, token[: offset - at]
+        at += len(token)
     return None
 
 
-def p_violating_from_top(top: Sequence[Sequence[Any]], categories: Sequence[tuple[str, int]]) -> float | None:
-    """p(violating) at a position from the top-K alternatives sent with its token ([token, log p], …): defined
-    when every label of the policy is among them (a label outside the top K has an unknown probability)."""
-    found = {}
+def p_violating_from_top(top: Sequence[Sequence[Any]], categories: Sequence[tuple[str, int]],
+                         before: str = "") -> float | None:
+    """p(violating) at a position from the top-K alternatives sent with its token ([token, log p], …): each
+    alternative that spells `before` and then a label (optionally after white space, ending there or before a
+    non-word character) counts for that label. Defined when every label of the policy is among them (a label
+    outside the top K has an unknown probability)."""
+    found: dict[str, float] = {}
     for token, logprob in top:
-        name = (token or "").strip()
-        if name in dict(categories) and name not in found:
-            found[name] = math.exp(float(logprob))
+        name = label_spelled((token or ""), before, categories)
+        if name is not None:
+            found[name] = found.get(name, 0.0) + math.exp(float(logprob))
     if len(found) < len(categories):
         return None
     return violating_share(found, categories)
+
+
+def label_spelled(token: str, before: str, categories: Sequence[tuple[str, int]]) -> str | None:
+    if not token.startswith(before):
+        return None
+    rest = token[len(before):].lstrip()
+    for name, _ in sorted(categories, key=lambda c: -len(c[0])):  # the longest label a token spells
+        if rest.startswith(name) and not (rest[len(name):len(name) + 1].isalnum() or rest[len(name):len(name) + 1] == "_"):
+            return name
+    return None
 
 
 def violating_share(probs: dict[str, float], categories: Sequence[tuple[str, int]]) -> float | None:

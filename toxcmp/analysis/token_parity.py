@@ -33,6 +33,17 @@ def spans_of(tokens: Sequence[str]) -> list[Span]:
     return out
 
 
+def spelled_tokens(row: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """The tokens of a row to read and the text they spell: all of them when they spell the raw text
+    (an in-process arm; a server that sends one stream), else the content part's (a server that sent the
+    reasoning beside it)."""
+    tokens = row.get("token_logprobs") or []
+    if tokens and "".join(t.get("token") or "" for t in tokens) == (row.get("raw") or ""):
+        return tokens, row["raw"]
+    content = [t for t in tokens if t.get("part") == "content"]
+    return content, "".join(t.get("token") or "" for t in content)
+
+
 def align(arm_tokens: Sequence[dict[str, Any]], text: str, local: LocalScores) -> list[dict[str, Any]]:
     """For each of the arm's content tokens: the local log p of the local token covering exactly the same
     characters (None: no such token, or the arm's tokens stop spelling `text` from here on), whether the arm's

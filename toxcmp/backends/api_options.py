@@ -7,12 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from toxcmp.backends.options import BackendOptions, option
+from toxcmp.backends.options import BackendOptions, check_logprobs, option
 from toxcmp.errors import UsageError
 
 SPAWNED_SERVERS = ("local", "llamacpp")  # --api-server values that start a server on 127.0.0.1
 API_SERVERS = (*SPAWNED_SERVERS, "auto", "none")
-MAX_TOP_LOGPROBS = 20  # OpenAI's limit on top_logprobs, which servers copy
 
 
 @dataclass(frozen=True)
@@ -59,9 +58,7 @@ class ApiOptions(BackendOptions):
             raise UsageError(f"unknown --api-server {self.api_server!r}{suffix}", "use auto, local, llamacpp or none")
         from toxcmp.backends.engines import ENGINES
 
-        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
-            raise UsageError(f"logprobs must be 0 to {MAX_TOP_LOGPROBS} (got {self.logprobs}){suffix}",
-                             "e.g. logprobs=5 (the top 5 alternatives of each token)")
+        check_logprobs(self.logprobs, suffix)
         if self.base_url and not self.base_url.lower().startswith(("http://", "https://")):
             raise UsageError(f"base URL {self.base_url!r} has no scheme{suffix}",
                              f"add http:// (e.g. http://{self.base_url})")

@@ -9,13 +9,14 @@ from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 from toxcmp.backends import OnResponse
+from toxcmp.backends.local_logprobs import LogprobRecorder
 from toxcmp.backends.local_model import (
     LoadedModel,
     LocalModelCache,
     render_prompt,
     resolve_device,
 )
-from toxcmp.backends.options import BackendOptions, choice, option
+from toxcmp.backends.options import BackendOptions, check_logprobs, choice, option
 from toxcmp.domain.models import (
     ModelSpec,
     resolved_revision,
@@ -47,6 +48,9 @@ class LocalOptions(BackendOptions):
     batch_size: str = option("auto", changes_answer=True, help="auto (memory-aware) or a number")
     strategy: str = option("prefix", changes_answer=True,
                            help="prefix (batched + shared policy-prefix KV cache), batched, or naive (the reference)")
+    logprobs: int | None = option(None, changes_answer=True,
+                                  help="record each generated token's log p (fp32, raw logits) and its top K "
+                                       "alternatives → tokens.parquet; None: not recorded")
 
     def check(self, suffix: str = "") -> None:
         super().check(suffix)
@@ -57,6 +61,7 @@ class LocalOptions(BackendOptions):
             raise UsageError(f"unknown device {self.device!r}{suffix}", "use auto, cpu, mps, cuda or cuda:N")
         choice(self.strategy, STRATEGIES, "strategy", suffix, flag="--strategy")
         parse_batch_size(self.batch_size, suffix)
+        check_logprobs(self.logprobs, suffix)
 
     def computes_here(self) -> bool:
         return True
@@ -171,11 +176,11 @@ class LocalBackend:
             kwargs = _generate_kwargs(tok, gen)
             if not gen.greedy and gen.seed is not None:
                 torch.manual_seed(gen.seed)
-            with torch.inference_mode():
+            with torch.inference_mode(), self._recorder(loaded) as recorder:
                 output = loaded.model.generate(**enc, **kwargs)
             new_tokens = [int(t) for t in output[0, n_prompt:]]
             return self._response(loaded, request, new_tokens, n_prompt, time.perf_counter() - started,
-                                  {"strategy": "naive", "batch_size": 1})
+                                  {"strategy": "naive", "batch_size": 1}, self._tokens(recorder, [new_tokens], request))
         except Exception as exc:  # per-example failure: recorded, the run goes on
             return self._error(request, exc, time.perf_counter() - started)
 
@@ -214,7 +219,9 @@ class LocalBackend:
         started = time.perf_counter()
         failure: str | None = None
         try:
-            outputs = self._batch_generate(loaded, requests, batch, prefix)
+            with self._recorder(loaded) as recorder:
+                outputs = self._batch_generate(loaded, requests, batch, prefix)
+            tokens = self._tokens(recorder, outputs, requests[batch[0][0]])
         except Exception as exc:  # noqa: BLE001 - OOM (a RuntimeError) above all, but never lose the batch
             # Keep only what the error said: the exception's traceback holds the failed batch's frames and with
             # them its activations, which would stay allocated through the halves (each smaller retry then runs
@@ -241,9 +248,10 @@ class LocalBackend:
         elapsed = time.perf_counter() - started
         self.stats["batches"] += 1
         strategy = "prefix" if prefix is not None else "batched"
-        for (i, ids), new_tokens in zip(batch, outputs):
+        for k, ((i, ids), new_tokens) in enumerate(zip(batch, outputs)):
             emit(i, self._response(loaded, requests[i], new_tokens, len(ids), elapsed / len(batch),
-                                   {"strategy": strategy, "batch_size": len(batch), "batch_latency_s": round(elapsed, 4)}))
+                                   {"strategy": strategy, "batch_size": len(batch), "batch_latency_s": round(elapsed, 4)},
+                                   None if tokens is None else [tokens[k]]))
 
     def _batch_generate(self, loaded: LoadedModel, requests, batch, prefix: PrefixCache | None) -> list[list[int]]:
         import torch
@@ -318,8 +326,20 @@ class LocalBackend:
         return prefix
 
     # -- shared ----------------------------------------------------------------------------------------------
+    def _recorder(self, loaded: LoadedModel) -> Any:
+        import contextlib
+
+        if self.config.logprobs is None:
+            return contextlib.nullcontext()
+        return LogprobRecorder(loaded.model, self.config.logprobs)
+
+    def _tokens(self, recorder: Any, outputs: list[list[int]], request: ChatRequest) -> list[list[dict]] | None:
+        if not isinstance(recorder, LogprobRecorder):
+            return None
+        return recorder.rows(outputs, self.load(request.model).tokenizer, request.model.harmony)
+
     def _response(self, loaded: LoadedModel, request: ChatRequest, new_tokens: list[int], n_prompt: int,
-                  latency: float, extra: dict[str, Any]) -> ModelResponse:
+                  latency: float, extra: dict[str, Any], tokens: list[list[dict]] | None = None) -> ModelResponse:
         tok = loaded.tokenizer
         raw = tok.decode(new_tokens, skip_special_tokens=False)
         finish = "stop" if new_tokens and new_tokens[-1] in _eos_ids(loaded) else "length"
@@ -328,7 +348,9 @@ class LocalBackend:
                              model=request.model.model_id, latency_s=latency, served_by=self.endpoint,
                              finish_reason=finish, prompt_hash=request.prompt_hash,
                              extra={"prompt_tokens": n_prompt, "completion_tokens": len(new_tokens),
-                                    "commit": loaded.commit, "reasoning_source": parts.source, **extra})
+                                    "commit": loaded.commit, "reasoning_source": parts.source, **extra,
+                                    **({} if tokens is None else {"logprobs_asked": self.config.logprobs,
+                                                                  "token_logprobs": tokens[0]})})
 
     def _error(self, request: ChatRequest, exc: Exception | str, latency: float) -> ModelResponse:
         message = exc if isinstance(exc, str) else _error_message(exc)

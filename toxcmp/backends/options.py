@@ -158,4 +158,14 @@ def choice(value: str, valid: tuple[str, ...], what: str, suffix: str = "", flag
                          f"{hint}{flag + ' takes' if flag else 'use'} one of: {', '.join(valid)}")
 
 
-__all__ = ["BackendOptions", "choice", "option"]
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit on top_logprobs, which servers copy
+
+
+def check_logprobs(value: int | None, suffix: str = "") -> None:
+    """An arm's `logprobs=K`: None (not asked) or 0 to MAX_TOP_LOGPROBS alternatives per token."""
+    if value is not None and not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise UsageError(f"logprobs must be 0 to {MAX_TOP_LOGPROBS} (got {value}){suffix}",
+                         "e.g. logprobs=5 (the top 5 alternatives of each token)")
+
+
+__all__ = ["BackendOptions", "MAX_TOP_LOGPROBS", "check_logprobs", "choice", "option"]

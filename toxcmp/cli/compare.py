@@ -104,9 +104,10 @@ def compare(
     max_retries: RetriesOpt = 4,
     threads: ThreadsOpt = None,
     logprobs: Annotated[Optional[int], typer.Option("--logprobs", rich_help_panel=API_PANEL, help=(
-        "api: ask every api arm for each token's log-probability and its top K alternatives (logprobs: true, "
-        "top_logprobs: K) → tokens.parquet; a server that refuses is asked again without them and the arm marked "
-        "'no log-probabilities' (arm key: logprobs=K). Part of the cache key and the run id."))] = None,
+        "every api and local arm records each generated token's log-probability and its top K alternatives "
+        "→ tokens.parquet (api: logprobs: true, top_logprobs: K; a server that refuses is asked again without them "
+        "and the arm marked 'no log-probabilities'; local: from its own logits). Arm key: logprobs=K. Part of the "
+        "cache key and the run id."))] = None,
     rate_limit_wait: Annotated[float, typer.Option("--rate-limit-wait", min=0.0, rich_help_panel=API_PANEL, help="api: seconds a request keeps waiting out HTTP 429s.")] = 300.0,
     threshold: ThresholdOpt = 0.95,
     min_labelled: MinLabelledOpt = 0.5,

@@ -271,7 +271,7 @@ _COMMITTED = re.compile(
     r"(?:[:=→]|\b(?:say|saying|leaning|lean|towards?|answer|label|verdict|so|therefore|thus|classify|classified"
     r"|rate|rating|is|as))\s*[*`\"'“”]*(?P<label>[01])[*`\"'“”]*\s*[.!]?\s*\Z", re.I)
 _BARE_DIGIT = re.compile(r"(?<![\w.,])[01](?![\w,]|\.\d)")
-_BINARY_KEYS = ("violation", "binary_label", "label", "toxic", "is_toxic", "toxicity", "answer", "verdict")
+BINARY_KEYS = ("violation", "binary_label", "label", "toxic", "is_toxic", "toxicity", "answer", "verdict")
 _CATEGORY_KEYS = ("category", "fine_grain_label", "fine_grained_label", "fine_label")
 _MAX_REFUSAL_CHARS = 300
 _MAX_COMMITTED_CHARS = 200
@@ -316,7 +316,7 @@ def _no_conflicting_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
 def _parse_json(obj: object, policy: Policy) -> Verdict:
     if not isinstance(obj, dict):
         return _fail("not_a_label", f"JSON answer is a {type(obj).__name__}, not an object")
-    binaries = {k: b for k in _BINARY_KEYS if k in obj and (b := _as_binary(obj[k])) is not None}
+    binaries = {k: b for k in BINARY_KEYS if k in obj and (b := _as_binary(obj[k])) is not None}
     if len(set(binaries.values())) > 1:
         return _fail("inconsistent", f"inconsistent answer: {', '.join(f'{k}={v}' for k, v in binaries.items())}")
     binary = next(iter(binaries.values()), None)
@@ -328,7 +328,7 @@ def _parse_json(obj: object, policy: Policy) -> Verdict:
     if binary is None and category is not None:
         binary = policy.binary_for(category)
     if binary is None:
-        return _fail("no_label", f"JSON answer has no 0/1 label under {'/'.join(_BINARY_KEYS[:3])}")
+        return _fail("no_label", f"JSON answer has no 0/1 label under {'/'.join(BINARY_KEYS[:3])}")
     if category is None:
         category = _fine_for_binary(policy, binary)
     return Verdict(binary, category, True, method="json")

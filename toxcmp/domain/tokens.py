@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 
 def eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -15,3 +15,14 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
         elif isinstance(value, (list, tuple)):
             ids.update(int(v) for v in value)
     return ids
+
+
+def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """Each token's characters, cut from the cumulative decoding so that they spell the decoded text (a leading
+    space belongs to its token; a character split over byte tokens belongs to the token that completes it)."""
+    out, before = [], ""
+    for j in range(len(ids)):
+        now = tokenizer.decode(list(ids[: j + 1]), skip_special_tokens=False)
+        out.append(now[len(before):] if now.startswith(before) else now)
+        before = now
+    return out

@@ -52,7 +52,7 @@ def token_rows(tidy: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for position, t in enumerate(r.get("token_logprobs") or []):
             top = t.get("top") or []
             rows.append({"example_id": r["example_id"], "arm": r["arm"], "repeat": int(r.get("repeat") or 0),
-                         "position": position, "part": t.get("part"), "token": t.get("token"),
+                         "position": position, "part": t.get("part"), "token": t.get("token"), "token_id": t.get("id"),
                          "logprob": t.get("logprob"), "top_tokens": [x[0] for x in top],
                          "top_logprobs": [float(x[1]) for x in top], "local_logprob": t.get("local_logprob"),
                          "local_top1": t.get("local_top1"), "top_overlap": t.get("top_overlap")})

@@ -30,6 +30,7 @@ SUMMARY_FILE = "summary.json"
 TOKENS_FILE = "tokens.parquet"  # one row per (example, arm, repeat, token position) of the arms that sent log p
 TOKENS_SCHEMA: dict[str, Any] = {"example_id": pl.String, "arm": pl.String, "repeat": pl.Int32, "position": pl.Int32,
                                  "part": pl.String, "token": pl.String, "logprob": pl.Float64,
+                                 "token_id": pl.Int64,  # an in-process arm's own id of the token (None off a wire)
                                  "top_tokens": pl.List(pl.String), "top_logprobs": pl.List(pl.Float64),
                                  # the local model's log p of the same characters (None: not scored, or not
                                  # aligned), whether this token was its top-1, the share of top-K alternatives shared

@@ -100,7 +100,7 @@ def carry_tokens(source: Path, tidy) -> dict:
     by_row: dict[tuple, list] = {}
     for t in pl.read_parquet(run_dir / TOKENS_FILE).sort("position").iter_rows(named=True):
         by_row.setdefault((t["example_id"], t["arm"], t["repeat"]), []).append(
-            {"part": t["part"], "token": t["token"], "logprob": t["logprob"],
+            {"part": t["part"], "token": t["token"], "logprob": t["logprob"], "id": t.get("token_id"),
              "top": [[tok, lp] for tok, lp in zip(t["top_tokens"] or [], t["top_logprobs"] or [])],
              "local_logprob": t.get("local_logprob"), "local_top1": t.get("local_top1"),
              "top_overlap": t.get("top_overlap")})

@@ -6,22 +6,25 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from toxcmp.analysis.token_parity import LocalScores, align, arm_parity, row_parity
+from toxcmp.analysis.token_parity import LocalScores, align, arm_parity, row_parity, spans_of, spelled_tokens
 from toxcmp.backends import get_backend
+from toxcmp.domain.tokens import token_strings
 from toxcmp.run.arms import Arm
-from toxcmp.run.local_scoring import local_side
+from toxcmp.run.local_scoring import in_process, local_side
 
 TOP_K = 5  # local alternatives kept per position, for the top-K overlap
 
 
-def score_text(loaded: Any, prompt: str, text: str, top_k: int = TOP_K) -> LocalScores:
+def score_text(loaded: Any, prompt: str, text: str, top_k: int = TOP_K, ids: Sequence[int] | None = None) -> LocalScores:
     """The local model's log p of each of its own tokens of `text` after the exact `prompt`, their character spans
-    (from cumulative decoding, so a leading space belongs to its token, as on the wire), top-1 and top-K."""
+    (from cumulative decoding, so a leading space belongs to its token, as on the wire), top-1 and top-K. `ids`:
+    the text's token ids as an arm of the same model generated them (encoding the text again may split it
+    otherwise)."""
     import torch
 
     tokenizer = loaded.tokenizer
     prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    ids = list(ids) if ids is not None else list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if not ids:
         return LocalScores([], [], [], [])
     device = next(loaded.model.parameters()).device
@@ -30,19 +33,14 @@ def score_text(loaded: Any, prompt: str, text: str, top_k: int = TOP_K) -> Local
     logp = torch.log_softmax(logits[len(prompt_ids) - 1:-1].float(), dim=-1)
     chosen = logp[torch.arange(len(ids)), torch.tensor(ids)]
     top = torch.topk(logp, top_k, dim=-1).indices
-    spans, before = [], ""
-    for j in range(len(ids)):
-        now = tokenizer.decode(ids[: j + 1], skip_special_tokens=False)
-        spans.append((len(before), len(now)))
-        before = now
-    return LocalScores(spans=spans, logprobs=chosen.tolist(), top1=(top[:, 0] == torch.tensor(ids)).tolist(),
+    return LocalScores(spans=spans_of(token_strings(tokenizer, ids)), logprobs=chosen.tolist(), top1=(top[:, 0] == torch.tensor(ids)).tolist(),
                        top=[[tokenizer.decode([t]) for t in row] for row in top.tolist()])
 
 
 def add_token_parity(tidy: Sequence[dict[str, Any]], arms: Sequence[Arm],
                      requests: Sequence[Sequence[Any]], examples: Sequence[dict[str, Any]],
                      observer: Any) -> dict[str, dict[str, Any]]:
-    """Score every other arm's sent tokens (repeat 0, content part) under the first in-process arm's model; fills
+    """Score every other arm's sent tokens (repeat 0; all of them when they spell the raw text, else the content part) under the first in-process arm's model; fills
     `local_logprob`, `local_top1` and `top_overlap` into each token of the tidy rows (tokens.parquet) and returns
     the per-arm parity (`summary["token_parity"]`)."""
     local_k = local_side(arms)
@@ -54,6 +52,7 @@ def add_token_parity(tidy: Sequence[dict[str, Any]], arms: Sequence[Arm],
     todo = {label: rows for label, rows in todo.items() if rows}
     if not todo:
         return {}
+    labels = {a.label: k for k, a in enumerate(arms)}
     backend = get_backend(local_arm.spec.name, local_arm.options)
     prompts = {ex["example_id"]: req for ex, req in zip(examples, requests[local_k]) if req is not None}
     observer.phase(f"scoring {sum(len(r) for r in todo.values())} answer(s) token by token with the local model",
@@ -66,9 +65,10 @@ def add_token_parity(tidy: Sequence[dict[str, Any]], arms: Sequence[Arm],
             if request is None:
                 continue
             loaded = backend.load(request.model)
-            tokens = [t for t in row["token_logprobs"] if t.get("part") == "content"]
-            text = row.get("raw") or ""
-            scored = align(tokens, text, score_text(loaded, backend.prompt_for(loaded, request), text))
+            tokens, text = spelled_tokens(row)
+            ids = [t.get("id") for t in tokens]  # an in-process arm of the same model: its own ids, not re-encoded
+            own = ids if in_process(arms[labels[label]]) and ids and None not in ids else None
+            scored = align(tokens, text, score_text(loaded, backend.prompt_for(loaded, request), text, ids=own))
             for token, s in zip(tokens, scored):
                 token.update(s)
             per_row.append(dict(row_parity(tokens, scored), example_id=row["example_id"]))

@@ -1,0 +1,108 @@
+"""Issue 24: the local backend records its own token log-probabilities while it generates (`logprobs=K`): every
+strategy gives the same log p for the same tokens (fp32, ≤ 1e-4), the token strings spell the decoded answer, and
+they equal a plain forward pass over prompt + answer written here (the oracle: `model(ids).logits`, log-softmax);
+beside it in `compare`, the naive arm's tokens scored under the prefix arm's model differ by ≤ 1e-4 on every token."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from toxcmp.backends.local import LocalBackend, LocalOptions
+from toxcmp.config import GenerationConfig, configs_dir
+from toxcmp.domain.models import resolve_model
+from toxcmp.domain.policies import load_policy
+from toxcmp.domain.prompting import build_request
+
+SAMPLE = configs_dir() / "samples" / "toxicchat0124_test_sample.csv"
+ROWS = 4
+
+
+def _requests(n=ROWS, max_new_tokens=16):
+    with SAMPLE.open(encoding="utf-8", newline="") as fh:
+        texts = [row["user_input"] for row in csv.DictReader(fh)][:n]
+    generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens)
+    return [build_request(load_policy("toxic_simple"), t, resolve_model("smollm2-135m"), generation) for t in texts]
+
+
+@pytest.fixture(scope="module")
+def by_strategy():
+    requests = _requests()
+    out = {}
+    for strategy in ("naive", "batched", "prefix"):
+        backend = LocalBackend(LocalOptions.build({"strategy": strategy, "logprobs": 3, "device": "cpu"}))
+        out[strategy] = backend.generate(requests)
+    return requests, out
+
+
+@pytest.mark.slow
+def test_every_strategy_records_the_same_log_p_and_the_tokens_spell_the_answer(by_strategy):
+    requests, out = by_strategy
+    for i in range(len(requests)):
+        naive = out["naive"][i]
+        tokens = naive.extra["token_logprobs"]
+        assert naive.extra["logprobs_asked"] == 3 and len(tokens) == naive.extra["completion_tokens"]
+        assert "".join(t["token"] for t in tokens) == naive.raw_text
+        assert all(t["part"] == "content" and len(t["top"]) == 3 for t in tokens)
+        for strategy in ("batched", "prefix"):
+            other = out[strategy][i]
+            assert other.raw_text == naive.raw_text and other.extra["strategy"] == strategy
+            theirs = other.extra["token_logprobs"]
+            assert [t["token"] for t in theirs] == [t["token"] for t in tokens]
+            assert max(abs(a["logprob"] - b["logprob"]) for a, b in zip(tokens, theirs)) <= 1e-4
+
+
+@pytest.mark.slow
+def test_recorded_log_p_equal_a_plain_forward_pass_over_prompt_and_answer(by_strategy):
+    import torch
+
+    requests, out = by_strategy
+    loaded = LocalBackend(LocalOptions.build({"device": "cpu"})).load(requests[0].model)
+    tokenizer, model = loaded.tokenizer, loaded.model
+    for request, response in zip(requests, out["prefix"]):
+        prompt = tokenizer.apply_chat_template(request.chat_messages(), add_generation_prompt=True, tokenize=False)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():  # the answer's own ids (re-encoding its text may split it otherwise)
+            generated = model.generate(torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids),
+                                       dtype=torch.long), max_new_tokens=16, do_sample=False, temperature=None,
+                                       top_p=None, top_k=None, pad_token_id=tokenizer.eos_token_id)
+            answer_ids = generated[0, len(prompt_ids):].tolist()
+            assert tokenizer.decode(answer_ids) == response.raw_text
+            logits = model(torch.tensor([prompt_ids + answer_ids])).logits[0].float()
+        logp = torch.log_softmax(logits[len(prompt_ids) - 1:-1], dim=-1)
+        tokens = response.extra["token_logprobs"]
+        assert len(tokens) == len(answer_ids)
+        for j, (token, token_id) in enumerate(zip(tokens, answer_ids)):
+            assert abs(token["logprob"] - float(logp[j, token_id])) <= 1e-4
+            top = torch.topk(logp[j], 3)
+            assert [t for t, _ in token["top"]] == [tokenizer.decode([int(k)]) for k in top.indices]
+            assert all(abs(v - float(w)) <= 1e-4 for (_, v), w in zip(token["top"], top.values))
+
+
+@pytest.mark.slow
+def test_without_logprobs_nothing_is_recorded():
+    response = LocalBackend(LocalOptions.build({"device": "cpu"})).generate(_requests(1, 4))[0]
+    assert "token_logprobs" not in response.extra and "logprobs_asked" not in response.extra
+
+
+@pytest.mark.slow
+def test_naive_arm_scored_under_the_prefix_arms_model_agrees_to_1e4(cli, tmp_path):
+    result = cli("compare", "--model", "smollm2-135m", "--backends", "local,local[strategy=naive;label=naive]",
+                 "--policy", "toxic_simple", "--dataset", str(SAMPLE), "--sample-size", "3", "--max-new-tokens", "16",
+                 "--logprobs", "5", "--output-dir", str(tmp_path / "out"), "--json")
+    assert result.exit_code in (0, 1, 3), result.output
+    summary = json.loads(result.stdout)
+    parity = summary["token_parity"]["naive"]
+    assert parity["reference"] == "local" and parity["rows"] == 3
+    assert parity["unaligned"] == 0 and parity["aligned"] == summary["logprobs"]["naive"]["tokens"]
+    assert parity["max_abs_delta"] <= 1e-4 and parity["top1_share"] == 1.0  # greedy: every token was the top-1
+    import polars as pl
+
+    tokens = pl.read_parquet(Path(summary["run_dir"]) / "tokens.parquet")
+    assert set(tokens["arm"]) == {"local", "naive"}  # both arms recorded their own
+    naive = tokens.filter(pl.col("arm") == "naive")
+    assert naive["local_logprob"].null_count() == 0
+    assert (naive["logprob"] - naive["local_logprob"]).abs().max() <= 1e-4
