@@ -88,17 +88,30 @@ def test_without_logprobs_nothing_is_recorded():
     assert "token_logprobs" not in response.extra and "logprobs_asked" not in response.extra
 
 
-@pytest.mark.slow
-def test_naive_arm_scored_under_the_prefix_arms_model_agrees_to_1e4(cli, tmp_path):
-    result = cli("compare", "--model", "smollm2-135m", "--backends", "local,local[strategy=naive;label=naive]",
-                 "--policy", "toxic_simple", "--dataset", str(SAMPLE), "--sample-size", "3", "--max-new-tokens", "16",
-                 "--logprobs", "5", "--output-dir", str(tmp_path / "out"), "--json")
+@pytest.fixture(scope="module")
+def naive_beside_prefix(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from toxcmp.cli.app import app
+
+    out = tmp_path_factory.mktemp("naive")
+    result = CliRunner().invoke(app, [
+        "compare", "--model", "smollm2-135m", "--backends", "local,local[strategy=naive;label=naive]", "--policy",
+        "toxic_simple", "--dataset", str(SAMPLE), "--sample-size", "3", "--max-new-tokens", "16", "--logprobs", "5",
+        "--output-dir", str(out / "out"), "--cache-dir", str(out / "cache"), "--json"])
     assert result.exit_code in (0, 1, 3), result.output
-    summary = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_naive_arm_scored_under_the_prefix_arms_model_agrees_to_1e4(naive_beside_prefix):
+    summary = naive_beside_prefix
     parity = summary["token_parity"]["naive"]
     assert parity["reference"] == "local" and parity["rows"] == 3
     assert parity["unaligned"] == 0 and parity["aligned"] == summary["logprobs"]["naive"]["tokens"]
     assert parity["max_abs_delta"] <= 1e-4 and parity["top1_share"] == 1.0  # greedy: every token was the top-1
+    assert sum(parity["histogram"]["counts"]) == parity["aligned"]
+    assert sum(parity["histogram"]["counts"][:2]) == parity["aligned"]  # every |Δ| below 1e-4
     import polars as pl
 
     tokens = pl.read_parquet(Path(summary["run_dir"]) / "tokens.parquet")
@@ -106,3 +119,39 @@ def test_naive_arm_scored_under_the_prefix_arms_model_agrees_to_1e4(cli, tmp_pat
     naive = tokens.filter(pl.col("arm") == "naive")
     assert naive["local_logprob"].null_count() == 0
     assert (naive["logprob"] - naive["local_logprob"]).abs().max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_the_page_shows_the_histogram_the_reliability_diagrams_and_each_rows_worst_token(naive_beside_prefix):
+    from tests.helpers.browser import start_browser
+
+    summary = naive_beside_prefix
+    run_dir = Path(summary["run_dir"])
+    driver = start_browser()
+    try:
+        driver.get((run_dir / "report.html").resolve().as_uri())
+        driver.implicitly_wait(5)
+        assert driver.find_element("css selector", "body[data-ready='1']")
+        section = driver.find_element("id", "logprobs")
+        assert section.text == "Log-probability parity"
+        charts = driver.find_elements("css selector", "div.charts.logprobs figure")
+        captions = [f.find_element("css selector", "figcaption").text for f in charts]
+        assert any(c.startswith("naive vs local's model: aligned tokens by |Δ log p|") for c in captions)
+        histogram = charts[0].find_elements("css selector", "svg text")
+        counts = summary["token_parity"]["naive"]["histogram"]["counts"]
+        assert [t.text for t in histogram if t.text.isdigit()][: sum(1 for c in counts if c)] == [
+            str(c) for c in counts if c]
+        calibrated = [label for label, a in summary["label_probs"]["arms"].items() if not a.get("why_not")]
+        assert calibrated == ["local", "naive"]  # both in process: their model's distribution at the label
+        titles = [t.get_attribute("textContent") for t in driver.find_elements("css selector", "svg.chart > title")]
+        assert all(f"reliability, {label}" in titles for label in calibrated)
+        rows = driver.find_elements("css selector", "#rows tr.row")
+        rows[0].click()
+        detail = driver.find_element("css selector", "tr.detail").text
+        shown = list(summary["token_parity"]["naive"]["by_row"].values())
+        assert "worst token" in detail and "under the local model" in detail
+        assert any(f"log p {w['arm_logprob']:.3f} here, {w['local_logprob']:.3f} under the local model" in detail
+                   for w in shown), detail
+        assert "p(violating)" in detail
+    finally:
+        driver.quit()

@@ -97,6 +97,18 @@ def arm_parity(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                   "top1_share": (sum((r["top1_share"] or 0) * w for r, w in zip(scored, weights)) / sum(weights))}
 
 
+DELTA_EDGES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # |Δ log p| bins, by decade; the last is 1 and above
+
+
+def delta_histogram(deltas: Sequence[float]) -> dict[str, Any]:
+    """|Δ log p| over every aligned token, counted by decade (the page's histogram)."""
+    counts = [0] * len(DELTA_EDGES)
+    for d in deltas:
+        counts[max(k for k, edge in enumerate(DELTA_EDGES) if abs(d) >= edge)] += 1
+    labels = [f"<{DELTA_EDGES[1]:g}"] + [f"{lo:g}–{hi:g}" for lo, hi in zip(DELTA_EDGES[1:], DELTA_EDGES[2:])] + ["≥1"]
+    return {"edges": list(DELTA_EDGES), "labels": labels, "counts": counts}
+
+
 def parity_phrase(label: str, reference: str, p: dict[str, Any]) -> str:
     if not p.get("aligned"):
         return (f"token log p, {label} vs {reference}'s model: no token could be aligned "

@@ -123,6 +123,9 @@ class ScoresTokens(Protocol):
     def prompt_for(self, loaded: Any, request: ChatRequest) -> str:
         """The exact text the model is given for `request`."""
 
+    def continuation_logits(self, request: ChatRequest, ids: list[int]) -> Any:
+        """The model's logits predicting each of `ids` after the exact prompt of `request` (len(ids) × vocab)."""
+
 
 # -- registry ----------------------------------------------------------------------------------------------
 def registry() -> dict[str, str]:

@@ -139,6 +139,28 @@ class LocalBackend:
     def prompt_for(self, loaded: LoadedModel, request: ChatRequest) -> str:
         return render_prompt(loaded.tokenizer, request)
 
+    def continuation_logits(self, request: ChatRequest, ids: list[int]) -> Any:
+        """The model's logits predicting each of `ids` after the exact prompt of `request` (len(ids) × vocab, in
+        the model's dtype): one forward pass, over the prompt's tail and `ids` only where the prefix strategy holds
+        the shared policy prefix's KV cache."""
+        import torch
+
+        from toxcmp.backends import shared_prefix
+
+        self._apply_threads()
+        loaded = self.load(request.model)
+        prompt_ids = list(loaded.tokenizer(render_prompt(loaded.tokenizer, request), add_special_tokens=False)["input_ids"])
+        prefix = self._prefix(loaded, request) if self.config.strategy == "prefix" else None
+        start = 0
+        kwargs: dict[str, Any] = {}
+        if prefix is not None and len(prompt_ids) > len(prefix.ids) and prompt_ids[: len(prefix.ids)] == prefix.ids:
+            start = len(prefix.ids)
+            kwargs = {shared_prefix.cache_kwarg(loaded.model): prefix.expanded(1), "use_cache": True}
+        with torch.inference_mode():
+            logits = loaded.model(input_ids=torch.tensor([(prompt_ids + list(ids))[start:]], device=loaded.device),
+                                  **kwargs).logits[0]
+        return logits[len(prompt_ids) - 1 - start:-1]
+
     def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse | None = None) -> list[ModelResponse]:
         self._apply_threads()
         out: list[ModelResponse | None] = [None] * len(requests)

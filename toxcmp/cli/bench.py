@@ -72,6 +72,34 @@ def bench_local(
         raise typer.Exit(ExitCode.FAIL)
 
 
+@bench_app.command("logprobs")
+@friendly_errors
+def bench_logprobs(
+    rows: Annotated[int, typer.Option("--rows", min=1, help="ToxicChat rows.")] = 32,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Fixed generation budget.")] = 32,
+    policy: PolicyOpt = "toxic_chat_claude_1",
+    model: ModelOpt = "smollm2-135m",
+    dataset: Annotated[Path, typer.Option("--dataset", show_default=False, help="CSV with user_input \\[default: toxicchat0124/test.csv under ../shared/data].")] = Path("../shared/data/toxicchat0124/test.csv"),
+    as_json: JsonOpt = False,
+) -> None:
+    """local backend: what teacher-forced scoring and label probabilities cost beside generating the rows."""
+    from toxcmp.bench.logprobs import bench_logprobs as run
+
+    if not dataset.is_file():
+        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
+    result = run(dataset, rows, max_new_tokens, policy, model,
+                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    console.print(f"{result.rows} rows · {result.policy} · max_new_tokens {result.max_new_tokens} · "
+                  f"{result.strategy} · {result.threads} threads")
+    console.print(f"teacher-forced scoring costs {result.teacher_forcing_ratio:.1%} of generating the rows "
+                  f"(goal ≤ {result.goal:.0%}: {'met' if result.met else 'NOT met'}); label probabilities "
+                  f"{result.label_probs_ratio:.1%}; recording its own log p makes generating "
+                  f"{result.recording_ratio:.2f}× as long")
+
+
 @bench_app.command("serve")
 @friendly_errors
 def bench_serve(

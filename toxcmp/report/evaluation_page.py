@@ -17,6 +17,7 @@ from toxcmp.analysis.matrices import OUTCOMES
 from toxcmp.report.page import (_SIDE_KEYS, _finite, _raw_for_page, bar_chart, embed_json, fill, histogram,
                                 histogram_chart, label_notes_html, pct, recorded_p50, replayed_arms, running_chart,
                                 running_share, sample_text, seconds, table)
+from toxcmp.report.logprob_page import logprob_html, row_token_data
 from toxcmp.report.text import CONFORMANCE_HEAD, conformance_cells, f1_text, prompt_tokens_phrase, replayed_arms
 
 WRONG = ("missed", "false alarm", "no label")  # why an answer is not the human label (the row browser's causes)
@@ -181,7 +182,8 @@ def build_evaluation_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any
     verdict = summary.get("verdict") or "inconclusive"
     latency = recorded_p50(latencies(rows, True)) if replayed else None
     data = {"labels": [label], **evaluation_rows(rows, label), "filters": evaluation_filters(rows),
-            "reference": "human labels", "replayed": [label] if replayed else [], "evaluation": True}
+            "reference": "human labels", "replayed": [label] if replayed else [], "evaluation": True,
+            "tokens": row_token_data(summary)}
     model = meta.get("model") or {}
     return fill({
         "NONCE": secrets.token_urlsafe(16),
@@ -194,7 +196,7 @@ def build_evaluation_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any
                                 f"unparsed count as {summary.get('unparsed_as', 'none')}"),
         "PROVENANCE": html.escape(json.dumps(meta, indent=2, ensure_ascii=False, default=str)),
         "STATISTICS_HEADING": "Against the human labels",
-        "STATISTICS": statistics_html(summary, latency),
+        "STATISTICS": statistics_html(summary, latency) + logprob_html(summary),
         "MATRICES": answers_matrix(rows, label) + categories_matrix(rows, label),
         "CHARTS": charts_html(rows, label, replayed),
         "DATA": embed_json(data),

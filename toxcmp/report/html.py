@@ -23,6 +23,7 @@ from toxcmp.analysis.matrices import fine_matrix, outcome_matrix
 from toxcmp.report.page import _H, _PAD, _W, bar_chart, embed_json, fill, histogram, histogram_chart  # noqa: F401
 from toxcmp.report.page import pct as _pct, running_chart, running_share, seconds as _seconds, table as _table
 from toxcmp.report.page import _SIDE_KEYS, _finite, _raw_for_page, recorded_p50, replayed_arms  # noqa: F401
+from toxcmp.report.logprob_page import logprob_html, row_token_data
 from toxcmp.report.page import label_notes_html, sample_text
 from toxcmp.report.text import NO_LABEL_AGREEMENT, divergence_line, equivalence_numbers, f1_text, mcnemar_text
 from toxcmp.report.text import (CONFORMANCE_HEAD, conformance_cells, conformance_lead, prompt_tokens_phrase,
@@ -359,7 +360,7 @@ def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
         partings.append(divergence_html(arm_rows, (reference, arm), named))
     filters = row_filters(rows)
     data = {"labels": labels, **page_rows(rows), "filters": filters, "reference": summary.get("reference"),
-            "replayed": sorted(replayed)}
+            "replayed": sorted(replayed), "tokens": row_token_data(summary)}
     return fill({
         "NONCE": secrets.token_urlsafe(16),
         "TITLE": html.escape(f"toxcmp · {' vs '.join(labels)} · {meta.get('run_id') or ''}"),
@@ -372,7 +373,8 @@ def build_html(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
         "PROVENANCE": html.escape(json.dumps(meta, indent=2, ensure_ascii=False, default=str)),
         "STATISTICS_HEADING": "Agreement and accuracy",
         "STATISTICS": (conformance_html(summary) + arms_html(summary)
-                       + statistics_html(summary, replayed_latency(comparisons[0], replayed)) + "".join(partings)),
+                       + statistics_html(summary, replayed_latency(comparisons[0], replayed)) + "".join(partings)
+                       + logprob_html(summary)),
         "MATRICES": "".join(matrices),
         "CHARTS": "".join(charts),
         "DATA": embed_json(data),

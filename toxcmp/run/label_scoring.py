@@ -13,7 +13,8 @@ from toxcmp.analysis.label_probs import (arm_calibration, label_offset, label_se
 from toxcmp.analysis.token_parity import spelled_tokens
 from toxcmp.domain.tokens import token_strings
 from toxcmp.run.arms import Arm
-from toxcmp.run.local_scoring import in_process, with_local_model
+from toxcmp.backends import get_backend
+from toxcmp.run.local_scoring import in_process
 
 
 def own_label_probs(rows: Sequence[dict[str, Any]], arm: Arm) -> tuple[dict[str, float], dict[str, int]]:
@@ -50,14 +51,19 @@ def vocab_strings(tokenizer: Any) -> list[str]:
 def local_label_probs(arm: Arm, rows: Sequence[dict[str, Any]], requests: Sequence[Any],
                       examples: Sequence[dict[str, Any]]) -> tuple[dict[str, float], dict[str, int]]:
     """p(violating) by example under the arm's own model: one forward pass over the exact prompt and the answer's
-    tokens before its label token; every vocabulary token that spells what that token spells before the label,
+    tokens before its label token (the prompt's tail only, where the shared policy prefix is cached); every vocabulary token that spells what that token spells before the label,
     then a label, counts for it."""
     import torch
 
     out, missed = {}, {"no_label_position": 0, "labels_not_in_top_k": 0}
     categories = label_set(arm.policy)
-    for row, loaded, prompt in with_local_model(rows, arm, requests, examples):
-        tokenizer, raw = loaded.tokenizer, row.get("raw") or ""
+    backend = get_backend(arm.spec.name, arm.options)
+    by_id = {ex["example_id"]: req for ex, req in zip(examples, requests) if req is not None}
+    for row in rows:
+        request = by_id.get(row["example_id"])
+        if request is None:
+            continue
+        tokenizer, raw = backend.load(request.model).tokenizer, row.get("raw") or ""
         offset = label_offset(raw, arm.policy, arm.model.harmony)
         ids = list(tokenizer(raw, add_special_tokens=False)["input_ids"])
         hit = None if offset is None else token_at(token_strings(tokenizer, ids), offset)
@@ -67,10 +73,9 @@ def local_label_probs(arm: Arm, rows: Sequence[dict[str, Any]], requests: Sequen
             missed["no_label_position"] += 1
             continue
         j, before = hit
-        context = list(tokenizer(prompt, add_special_tokens=False)["input_ids"]) + ids[:j]
-        device = next(loaded.model.parameters()).device
-        with torch.inference_mode():
-            probs = torch.softmax(loaded.model(torch.tensor([context], device=device)).logits[0, -1].float(), dim=-1)
+        # the logits predicting the label token: after the prompt and the answer's tokens before it (the label
+        # token's own id, or a stand-in for an empty answer, only marks the position)
+        probs = torch.softmax(backend.continuation_logits(request, ids[:j] + [0])[-1].float(), dim=-1)
         mass: dict[str, float] = {}
         for token_id, text in enumerate(vocab_strings(tokenizer)):
             name = label_spelled(text, before, categories) if text else None
@@ -114,7 +119,7 @@ def add_label_probs(tidy: Sequence[dict[str, Any]], arms: Sequence[Arm], request
             arms_out[arm.label] = {"why_not": _why_none(len(rows), missed, asked)}
             continue
         by_arm[arm.label] = p
-        arms_out[arm.label] = dict(arm_calibration(p, truth), source=source, **missed)
+        arms_out[arm.label] = dict(arm_calibration(p, truth), source=source, **missed, by_row=p)
         for row in tidy:  # results.parquet: each answer's p(violating) beside its label
             if row["arm"] == arm.label and not row.get("repeat"):
                 row["p_violating"] = p.get(row["example_id"])

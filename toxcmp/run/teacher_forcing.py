@@ -1,12 +1,14 @@
 """Teacher-forced scoring (issue 24, step 2): every arm that sent its own token log-probabilities, beside a local arm
-of the same model, has its exact text run through the local model — one forward pass over prompt + text — and
+of the same model, has its exact text run through the local model — one forward pass over prompt + text, the
+shared policy prefix's KV reused where the local arm's strategy holds it — and
 each of its tokens gets the local log p of the same characters (toxcmp.analysis.token_parity)."""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from toxcmp.analysis.token_parity import LocalScores, align, arm_parity, row_parity, spans_of, spelled_tokens
+from toxcmp.analysis.token_parity import (LocalScores, align, arm_parity, delta_histogram, row_parity, spans_of,
+                                          spelled_tokens)
 from toxcmp.backends import get_backend
 from toxcmp.domain.tokens import token_strings
 from toxcmp.run.arms import Arm
@@ -15,32 +17,32 @@ from toxcmp.run.local_scoring import in_process, local_side
 TOP_K = 5  # local alternatives kept per position, for the top-K overlap
 
 
-def score_text(loaded: Any, prompt: str, text: str, top_k: int = TOP_K, ids: Sequence[int] | None = None) -> LocalScores:
-    """The local model's log p of each of its own tokens of `text` after the exact `prompt`, their character spans
-    (from cumulative decoding, so a leading space belongs to its token, as on the wire), top-1 and top-K. `ids`:
-    the text's token ids as an arm of the same model generated them (encoding the text again may split it
-    otherwise)."""
+def score_text(backend: Any, request: Any, text: str, top_k: int = TOP_K,
+               ids: Sequence[int] | None = None) -> LocalScores:
+    """The local model's log p of each of its own tokens of `text` after the exact prompt of `request`, their
+    character spans (from cumulative decoding, so a leading space belongs to its token, as on the wire), top-1
+    and top-K. `ids`: the text's token ids as an arm of the same model generated them (encoding the text again may
+    split it otherwise). One forward pass (`backend.continuation_logits`: over the prompt's tail and the text where
+    the shared policy prefix is cached)."""
     import torch
 
-    tokenizer = loaded.tokenizer
-    prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    tokenizer = backend.load(request.model).tokenizer
     ids = list(ids) if ids is not None else list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if not ids:
         return LocalScores([], [], [], [])
-    device = next(loaded.model.parameters()).device
-    with torch.inference_mode():
-        logits = loaded.model(torch.tensor([prompt_ids + ids], device=device)).logits[0]
-    logp = torch.log_softmax(logits[len(prompt_ids) - 1:-1].float(), dim=-1)
+    logp = torch.log_softmax(backend.continuation_logits(request, ids).float(), dim=-1)
     chosen = logp[torch.arange(len(ids)), torch.tensor(ids)]
     top = torch.topk(logp, top_k, dim=-1).indices
-    return LocalScores(spans=spans_of(token_strings(tokenizer, ids)), logprobs=chosen.tolist(), top1=(top[:, 0] == torch.tensor(ids)).tolist(),
+    return LocalScores(spans=spans_of(token_strings(tokenizer, ids)), logprobs=chosen.tolist(),
+                       top1=(top[:, 0] == torch.tensor(ids)).tolist(),
                        top=[[tokenizer.decode([t]) for t in row] for row in top.tolist()])
 
 
 def add_token_parity(tidy: Sequence[dict[str, Any]], arms: Sequence[Arm],
                      requests: Sequence[Sequence[Any]], examples: Sequence[dict[str, Any]],
                      observer: Any) -> dict[str, dict[str, Any]]:
-    """Score every other arm's sent tokens (repeat 0; all of them when they spell the raw text, else the content part) under the first in-process arm's model; fills
+    """Score every other arm's sent tokens (repeat 0; all of them when they spell the raw text, else the content
+    part) under the first in-process arm's model; fills
     `local_logprob`, `local_top1` and `top_overlap` into each token of the tidy rows (tokens.parquet) and returns
     the per-arm parity (`summary["token_parity"]`)."""
     local_k = local_side(arms)
@@ -59,18 +61,21 @@ def add_token_parity(tidy: Sequence[dict[str, Any]], arms: Sequence[Arm],
                    detail=True)
     out = {}
     for label, rows in todo.items():
-        per_row = []
+        per_row, deltas = [], []
         for row in rows:
             request = prompts.get(row["example_id"])
             if request is None:
                 continue
-            loaded = backend.load(request.model)
             tokens, text = spelled_tokens(row)
             ids = [t.get("id") for t in tokens]  # an in-process arm of the same model: its own ids, not re-encoded
             own = ids if in_process(arms[labels[label]]) and ids and None not in ids else None
-            scored = align(tokens, text, score_text(loaded, backend.prompt_for(loaded, request), text, ids=own))
+            scored = align(tokens, text, score_text(backend, request, text, ids=own))
             for token, s in zip(tokens, scored):
                 token.update(s)
+                if s["local_logprob"] is not None:
+                    deltas.append(token["logprob"] - s["local_logprob"])
             per_row.append(dict(row_parity(tokens, scored), example_id=row["example_id"]))
-        out[label] = dict(arm_parity(per_row), reference=local_arm.label)
+        by_row = {r["example_id"]: dict(r["worst"], mean_abs_delta=r["mean_abs_delta"]) for r in per_row if r["worst"]}
+        out[label] = dict(arm_parity(per_row), reference=local_arm.label, histogram=delta_histogram(deltas),
+                          by_row=by_row)
     return out
