@@ -14,6 +14,21 @@ from toxcmp.errors import ExitCode, UsageError
 bench_app = typer.Typer(help="Benchmarks (ratios against a baseline run in the same process).", no_args_is_help=True)
 
 
+STUDY_CSV = Path("../shared/data/toxicchat0124/test.csv")
+StudyCsvOpt = Annotated[Path, typer.Option("--dataset", show_default=False, help=(
+    "CSV with user_input \\[default: toxicchat0124/test.csv under ../shared/data]."))]
+
+
+def require_dataset(dataset: Path, kind: str = "a CSV") -> None:
+    if not dataset.is_file():
+        raise UsageError(f"no dataset at {dataset}", f"pass --dataset PATH to {kind} with a user_input column")
+
+
+def progress(as_json: bool):
+    """A benchmark's progress lines: on the console, or nowhere under --json (stdout is the JSON)."""
+    return (lambda m: None) if as_json else (lambda m: console.print(m, highlight=False))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")
 
@@ -46,16 +61,15 @@ def bench_local(
     policy: PolicyOpt = "toxic_chat_claude_1",
     model: ModelOpt = "smollm2-135m",
     batch_size: Annotated[str, typer.Option("--batch-size", help="auto or N.")] = "auto",
-    dataset: Annotated[Path, typer.Option("--dataset", show_default=False, help="CSV with user_input \\[default: toxicchat0124/test.csv under ../shared/data].")] = Path("../shared/data/toxicchat0124/test.csv"),
+    dataset: StudyCsvOpt = STUDY_CSV,
     as_json: JsonOpt = False,
 ) -> None:
     """local backend: naive per-example generate vs batched vs batched + shared prefix KV (same process)."""
     from toxcmp.bench.local import bench_local as run
 
-    if not dataset.is_file():
-        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
+    require_dataset(dataset)
     result = run(dataset, rows, max_new_tokens, policy, model, batch_size,
-                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+                 log=progress(as_json))
     if as_json:
         print_json(result.to_dict())
         return
@@ -79,16 +93,15 @@ def bench_logprobs(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Fixed generation budget.")] = 32,
     policy: PolicyOpt = "toxic_chat_claude_1",
     model: ModelOpt = "smollm2-135m",
-    dataset: Annotated[Path, typer.Option("--dataset", show_default=False, help="CSV with user_input \\[default: toxicchat0124/test.csv under ../shared/data].")] = Path("../shared/data/toxicchat0124/test.csv"),
+    dataset: StudyCsvOpt = STUDY_CSV,
     as_json: JsonOpt = False,
 ) -> None:
     """local backend: what teacher-forced scoring and label probabilities cost beside generating the rows."""
     from toxcmp.bench.logprobs import bench_logprobs as run
 
-    if not dataset.is_file():
-        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
+    require_dataset(dataset)
     result = run(dataset, rows, max_new_tokens, policy, model,
-                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+                 log=progress(as_json))
     if as_json:
         print_json(result.to_dict())
         return
@@ -106,16 +119,15 @@ def bench_serve(
     rows: Annotated[int, typer.Option("--rows", min=1, help="ToxicChat rows.")] = 16,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 32,
     concurrency: Annotated[int, typer.Option("--concurrency", min=2, help="Concurrency compared against 1.")] = 8,
-    dataset: Annotated[Path, typer.Option("--dataset", show_default=False, help="CSV with user_input \\[default: toxicchat0124/test.csv under ../shared/data].")] = Path("../shared/data/toxicchat0124/test.csv"),
+    dataset: StudyCsvOpt = STUDY_CSV,
     as_json: JsonOpt = False,
 ) -> None:
     """api --api-server local: concurrency 1 vs N, with and without `transformers serve --continuous-batching`."""
     from toxcmp.bench.serve import bench_serve as run
 
-    if not dataset.is_file():
-        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
+    require_dataset(dataset)
     result = run(dataset, rows, max_new_tokens, concurrency=concurrency,
-                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+                 log=progress(as_json))
     if as_json:
         print_json(result.to_dict())
         return
@@ -140,10 +152,9 @@ def bench_engines(
     """The CPU peer: local naive and prefix vs llama.cpp's server (sequential, 2 in flight) on the bundled GGUF."""
     from toxcmp.bench.engines import bench_engines as run
 
-    if not dataset.is_file():
-        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV or parquet with a user_input column")
+    require_dataset(dataset, "a CSV or parquet")
     result = run(dataset, rows, max_new_tokens, policy, threads=threads,
-                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+                 log=progress(as_json))
     if as_json:
         print_json(result.to_dict())
         return
@@ -202,16 +213,15 @@ def bench_busy(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 64,
     hog_cores: Annotated[int, typer.Option("--hog-cores", min=1, help="Cores the CPU hog keeps busy.")] = 1,
     threads: ThreadsOpt = None,
-    dataset: Annotated[Path, typer.Option("--dataset", show_default=False, help="CSV with user_input \\[default: toxicchat0124/test.csv under ../shared/data].")] = Path("../shared/data/toxicchat0124/test.csv"),
+    dataset: StudyCsvOpt = STUDY_CSV,
     as_json: JsonOpt = False,
 ) -> None:
     """compare --backends api,local --api-server local, idle and under a CPU hog in one process (goal ≤ 2.5×)."""
     from toxcmp.bench.busy import bench_busy as run
 
-    if not dataset.is_file():
-        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
+    require_dataset(dataset)
     result = run(dataset, rows, seed, max_new_tokens, hog_cores=hog_cores, threads=threads,
-                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+                 log=progress(as_json))
     if as_json:
         print_json(result.to_dict())
     else:
@@ -231,16 +241,15 @@ def bench_sides(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 16,
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1)] = 16,
     delay: Annotated[Optional[float], typer.Option("--delay", min=0.0, help="Endpoint delay per request \\[default: calibrated to the local side].")] = None,
-    dataset: Annotated[Path, typer.Option("--dataset", show_default=False, help="CSV with user_input \\[default: toxicchat0124/test.csv under ../shared/data].")] = Path("../shared/data/toxicchat0124/test.csv"),
+    dataset: StudyCsvOpt = STUDY_CSV,
     as_json: JsonOpt = False,
 ) -> None:
     """compare api (fixed-delay loopback endpoint) + local: sides at the same time vs one after the other (goal ≥ 1.6×)."""
     from toxcmp.bench.sides import bench_sides as run
 
-    if not dataset.is_file():
-        raise UsageError(f"no dataset at {dataset}", "pass --dataset PATH to a CSV with a user_input column")
+    require_dataset(dataset)
     result = run(dataset, rows, max_new_tokens, chunk_size, delay,
-                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+                 log=progress(as_json))
     if as_json:
         print_json(result.to_dict())
     else:
@@ -270,7 +279,7 @@ def bench_arms(
     from toxcmp.bench.arms import bench_arms as run
 
     result = run(providers, rows, phase, fast, slow, concurrency, chunk_size, repeat,
-                 log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False)))
+                 log=progress(as_json))
     if as_json:
         print_json(result.to_dict())
     else:
