@@ -18,12 +18,11 @@ import random
 import re
 from typing import Any, Sequence
 
-from toxcmp.domain.parsing import BINARY_KEYS
+from toxcmp.domain.parsing import BINARY_KEYS, HARMONY_FINAL
 from toxcmp.domain.policies import BINARY_CATEGORIES
 
 ECE_BINS = 10
 BOOTSTRAP = 2000
-HARMONY_FINAL = "<|channel|>final<|message|>"
 _HARMONY_MARK = "<|channel|>"
 _THINK_CLOSE = "</think>"
 _JSON_LABEL = re.compile(r'"(?:%s)"\s*:\s*"?' % "|".join(re.escape(k) for k in BINARY_KEYS), re.IGNORECASE)
@@ -83,7 +82,8 @@ def label_spelled(token: str, before: str, categories: Sequence[tuple[str, int]]
         return None
     rest = token[len(before):].lstrip()
     for name, _ in sorted(categories, key=lambda c: -len(c[0])):  # the longest label a token spells
-        if rest.startswith(name) and not (rest[len(name):len(name) + 1].isalnum() or rest[len(name):len(name) + 1] == "_"):
+        after = rest[len(name):len(name) + 1]
+        if rest.startswith(name) and not (after.isalnum() or after == "_"):
             return name
     return None
 

@@ -202,7 +202,7 @@ class LocalBackend:
                 output = loaded.model.generate(**enc, **kwargs)
             new_tokens = [int(t) for t in output[0, n_prompt:]]
             return self._response(loaded, request, new_tokens, n_prompt, time.perf_counter() - started,
-                                  {"strategy": "naive", "batch_size": 1}, self._tokens(recorder, [new_tokens], request))
+                                  {"strategy": "naive", "batch_size": 1}, self._tokens(recorder, [new_tokens], loaded, request))
         except Exception as exc:  # per-example failure: recorded, the run goes on
             return self._error(request, exc, time.perf_counter() - started)
 
@@ -243,7 +243,7 @@ class LocalBackend:
         try:
             with self._recorder(loaded) as recorder:
                 outputs = self._batch_generate(loaded, requests, batch, prefix)
-            tokens = self._tokens(recorder, outputs, requests[batch[0][0]])
+            tokens = self._tokens(recorder, outputs, loaded, requests[batch[0][0]])
         except Exception as exc:  # noqa: BLE001 - OOM (a RuntimeError) above all, but never lose the batch
             # Keep only what the error said: the exception's traceback holds the failed batch's frames and with
             # them its activations, which would stay allocated through the halves (each smaller retry then runs
@@ -355,10 +355,12 @@ class LocalBackend:
             return contextlib.nullcontext()
         return LogprobRecorder(loaded.model, self.config.logprobs)
 
-    def _tokens(self, recorder: Any, outputs: list[list[int]], request: ChatRequest) -> list[list[dict]] | None:
+    @staticmethod
+    def _tokens(recorder: Any, outputs: list[list[int]], loaded: LoadedModel,
+                request: ChatRequest) -> list[list[dict]] | None:
         if not isinstance(recorder, LogprobRecorder):
             return None
-        return recorder.rows(outputs, self.load(request.model).tokenizer, request.model.harmony)
+        return recorder.rows(outputs, loaded.tokenizer, request.model.harmony)
 
     def _response(self, loaded: LoadedModel, request: ChatRequest, new_tokens: list[int], n_prompt: int,
                   latency: float, extra: dict[str, Any], tokens: list[list[dict]] | None = None) -> ModelResponse:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from toxcmp.domain.parsing import HARMONY_FINAL
 from toxcmp.domain.tokens import token_strings
 
 
@@ -63,9 +64,6 @@ class LogprobRecorder:
         return out
 
 
-FINAL_HEADER = "<|channel|>final<|message|>"
-
-
 def token_parts(strings: Sequence[str], harmony: bool | None) -> list[str]:
     """"reasoning" up to and including Harmony's final-channel header, "content" after it; a model without
     Harmony writes content throughout (its think tags, if any, are parsed from the text, not from tokens)."""
@@ -73,6 +71,6 @@ def token_parts(strings: Sequence[str], harmony: bool | None) -> list[str]:
         return ["content"] * len(strings)
     text, parts = "", []
     for s in strings:
-        parts.append("content" if FINAL_HEADER in text else "reasoning")
+        parts.append("content" if HARMONY_FINAL in text else "reasoning")
         text += s
     return parts

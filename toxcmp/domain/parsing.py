@@ -55,6 +55,7 @@ _HARMONY_MESSAGE = re.compile(
     re.DOTALL,
 )
 _COLLAPSED_FINAL = "assistantfinal"
+HARMONY_FINAL = "<|channel|>final<|message|>"  # the header before gpt-oss's final answer, in the token form
 
 
 # -- quoted text -------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from toxcmp.analysis.token_parity import spelled_tokens
 from toxcmp.domain.tokens import token_strings
 from toxcmp.run.arms import Arm
 from toxcmp.backends import get_backend
-from toxcmp.run.local_scoring import in_process
+from toxcmp.run.local_scoring import in_process, with_requests
 
 
 def own_label_probs(rows: Sequence[dict[str, Any]], arm: Arm) -> tuple[dict[str, float], dict[str, int]]:
@@ -51,18 +51,14 @@ def vocab_strings(tokenizer: Any) -> list[str]:
 def local_label_probs(arm: Arm, rows: Sequence[dict[str, Any]], requests: Sequence[Any],
                       examples: Sequence[dict[str, Any]]) -> tuple[dict[str, float], dict[str, int]]:
     """p(violating) by example under the arm's own model: one forward pass over the exact prompt and the answer's
-    tokens before its label token (the prompt's tail only, where the shared policy prefix is cached); every vocabulary token that spells what that token spells before the label,
-    then a label, counts for it."""
+    tokens before its label token (the prompt's tail only, where the shared policy prefix is cached); every
+    vocabulary token that spells what that token spells before the label, then a label, counts for it."""
     import torch
 
     out, missed = {}, {"no_label_position": 0, "labels_not_in_top_k": 0}
     categories = label_set(arm.policy)
     backend = get_backend(arm.spec.name, arm.options)
-    by_id = {ex["example_id"]: req for ex, req in zip(examples, requests) if req is not None}
-    for row in rows:
-        request = by_id.get(row["example_id"])
-        if request is None:
-            continue
+    for row, request in with_requests(rows, requests, examples):
         tokenizer, raw = backend.load(request.model).tokenizer, row.get("raw") or ""
         offset = label_offset(raw, arm.policy, arm.model.harmony)
         ids = list(tokenizer(raw, add_special_tokens=False)["input_ids"])

@@ -19,15 +19,21 @@ def local_side(pair: Sequence[Arm]) -> int | None:
     return next((i for i, arm in enumerate(pair) if in_process(arm)), None)
 
 
-def with_local_model(todo, arm: Arm, requests, examples):
-    """(row, loaded model, exact prompt) for each row of `todo`, with the in-process arm's model and request."""
-    backend = get_backend(arm.spec.name, arm.options)
+def with_requests(todo, requests, examples):
+    """(row, request) for each row of `todo` whose example has a request in `requests` (one arm's, by example)."""
     by_id = {ex["example_id"]: req for ex, req in zip(examples, requests)}
     for row in todo:
         request = by_id.get(row["example_id"])
         if request is not None:
-            loaded = backend.load(request.model)
-            yield row, loaded, backend.prompt_for(loaded, request)
+            yield row, request
+
+
+def with_local_model(todo, arm: Arm, requests, examples):
+    """(row, loaded model, exact prompt) for each row of `todo`, with the in-process arm's model and request."""
+    backend = get_backend(arm.spec.name, arm.options)
+    for row, request in with_requests(todo, requests, examples):
+        loaded = backend.load(request.model)
+        yield row, loaded, backend.prompt_for(loaded, request)
 
 
 def add_margins(rows, pair: Sequence[Arm], requests_a, requests_b, examples, observer) -> None:

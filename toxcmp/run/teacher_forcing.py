@@ -12,7 +12,7 @@ from toxcmp.analysis.token_parity import (LocalScores, align, arm_parity, delta_
 from toxcmp.backends import get_backend
 from toxcmp.domain.tokens import token_strings
 from toxcmp.run.arms import Arm
-from toxcmp.run.local_scoring import in_process, local_side
+from toxcmp.run.local_scoring import in_process, local_side, with_requests
 
 TOP_K = 5  # local alternatives kept per position, for the top-K overlap
 
@@ -56,16 +56,12 @@ def add_token_parity(tidy: Sequence[dict[str, Any]], arms: Sequence[Arm],
         return {}
     labels = {a.label: k for k, a in enumerate(arms)}
     backend = get_backend(local_arm.spec.name, local_arm.options)
-    prompts = {ex["example_id"]: req for ex, req in zip(examples, requests[local_k]) if req is not None}
     observer.phase(f"scoring {sum(len(r) for r in todo.values())} answer(s) token by token with the local model",
                    detail=True)
     out = {}
     for label, rows in todo.items():
         per_row, deltas = [], []
-        for row in rows:
-            request = prompts.get(row["example_id"])
-            if request is None:
-                continue
+        for row, request in with_requests(rows, requests[local_k], examples):
             tokens, text = spelled_tokens(row)
             ids = [t.get("id") for t in tokens]  # an in-process arm of the same model: its own ids, not re-encoded
             own = ids if in_process(arms[labels[label]]) and ids and None not in ids else None
