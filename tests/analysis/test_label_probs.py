@@ -70,8 +70,9 @@ def test_the_token_covering_the_label_and_what_it_spells_before_it():
     assert token_at(tokens, 0) == (0, "") and token_at(tokens, 999) is None
     categories = (("0", 0), ("1", 1))
     top = [[" 1", math.log(0.5)], [" 0", math.log(0.2)], ["1", math.log(0.1)], [" 10", math.log(0.1)],
-           ["0", math.log(0.05)]]
-    # alternatives must spell " " first: "1" and "0" without it are other positions' tokens; " 10" is not a label
+           ["0", math.log(0.05)], ["\n1", math.log(0.05)]]
+    # alternatives must spell " " first: "1", "0" and "\n1" without it are other positions' tokens; " 10" is not a
+    # label
     assert p_violating_from_top(top, categories, before=" ") == pytest.approx(0.5 / 0.7)
     # two spellings of one label add up
     top = [[" 1", math.log(0.3)], [" 1}", math.log(0.2)], [" 0", math.log(0.25)]]
