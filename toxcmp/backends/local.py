@@ -156,10 +156,12 @@ class LocalBackend:
         if prefix is not None and len(prompt_ids) > len(prefix.ids) and prompt_ids[: len(prefix.ids)] == prefix.ids:
             start = len(prefix.ids)
             kwargs = {shared_prefix.cache_kwarg(loaded.model): prefix.expanded(1), "use_cache": True}
+        if shared_prefix.keeps_logits(loaded.model):  # the vocabulary projection only where `ids` are predicted
+            kwargs["logits_to_keep"] = len(ids) + 1
         with torch.inference_mode():
             logits = loaded.model(input_ids=torch.tensor([(prompt_ids + list(ids))[start:]], device=loaded.device),
                                   **kwargs).logits[0]
-        return logits[len(prompt_ids) - 1 - start:-1]
+        return logits[-len(ids) - 1:-1]
 
     def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse | None = None) -> list[ModelResponse]:
         self._apply_threads()

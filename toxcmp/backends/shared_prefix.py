@@ -177,6 +177,14 @@ def cache_kwarg(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def keeps_logits(model: Any) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (computing the vocabulary projection for the last
+    positions only)."""
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def output_cache(output: Any) -> Any:
     return getattr(output, "cache", None) if hasattr(output, "cache") else getattr(output, "past_key_values", None)
 

@@ -24,11 +24,12 @@ class LogprobBenchResult(BenchResult):
     generate_s: float  # the default strategy, no log p recorded: the baseline
     generate_with_logprobs_s: float  # the same, recording each token's log p and top 5
     teacher_forcing_s: float  # every answer's tokens scored under the model (one forward pass each)
-    label_probs_s: float  # every answer's label probability (one forward pass each, the vocabulary decoded once)
+    label_probs_s: float | None  # every labelled answer's label probability (one forward pass each); None: no label
+    label_rows: int  # answers that wrote a label where it can be read (SmolLM2 seldom does)
     scored_tokens: int
     recording_ratio: float  # generate_with_logprobs_s / generate_s
     teacher_forcing_ratio: float  # teacher_forcing_s / generate_s
-    label_probs_ratio: float
+    label_probs_ratio: float | None
     goal: float = GOAL
 
     @property
@@ -83,11 +84,12 @@ def bench_logprobs(csv_path, rows: int = 32, max_new_tokens: int = 32, policy: s
     arm = Arm(BackendSpec("local", "local"), spec, loaded_policy, generation, options)
     examples = [{"example_id": str(k)} for k in range(len(requests))]
     rows_ = [{"example_id": str(k), "raw": r.raw_text} for k, r in enumerate(plain)]
-    _, label_s = timed("label probabilities", lambda: local_label_probs(arm, rows_, requests, examples))
+    (label_p, _), label_s = timed("label probabilities", lambda: local_label_probs(arm, rows_, requests, examples))
+    measured = bool(label_p)  # with no label position found nothing was scored: no figure
     return LogprobBenchResult(
         rows=len(requests), max_new_tokens=max_new_tokens, policy=policy, strategy=options.strategy,
         threads=torch.get_num_threads(), generate_s=round(generate_s, 3),
         generate_with_logprobs_s=round(with_logprobs_s, 3), teacher_forcing_s=round(forcing_s, 3),
-        label_probs_s=round(label_s, 3), scored_tokens=sum(len(s.logprobs) for s in scores),
+        label_probs_s=round(label_s, 3) if measured else None, label_rows=len(label_p), scored_tokens=sum(len(s.logprobs) for s in scores),
         recording_ratio=round(with_logprobs_s / generate_s, 3), teacher_forcing_ratio=round(forcing_s / generate_s, 3),
-        label_probs_ratio=round(label_s / generate_s, 3))
+        label_probs_ratio=round(label_s / generate_s, 3) if measured else None)
