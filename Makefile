@@ -8,7 +8,7 @@ LLAMACPP_STAMP := $(VENV)/.toxcmp-llamacpp
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test setup clean browser llamacpp
+.PHONY: demo test setup clean browser llamacpp llama-server
 
 setup: $(STAMP)
 
@@ -50,6 +50,22 @@ llamacpp: $(LLAMACPP_STAMP)
 $(LLAMACPP_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[llamacpp]'
 	touch $(LLAMACPP_STAMP)
+
+# llama.cpp's own C++ server (parallel slots, continuous batching) for `toxcmp bench engines`, the CPU peer at its
+# best: built from the llama.cpp sources that the installed llama-cpp-python's sdist vendors (~10 min on 2 cores),
+# static, into .venv/bin. Not needed by the tests; the benchmark says when it is missing.
+llama-server: $(BIN)/llama-server
+
+$(BIN)/llama-server: $(LLAMACPP_STAMP)
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	version=$$($(BIN)/python -c 'import llama_cpp; print(llama_cpp.__version__)'); \
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: -d "$$tmp" "llama-cpp-python==$$version"; \
+	tar xzf "$$tmp"/llama_cpp_python-*.tar.gz -C "$$tmp"; \
+	cmake -S "$$tmp"/llama_cpp_python-$$version/vendor/llama.cpp -B "$$tmp/build" -DCMAKE_BUILD_TYPE=Release \
+		-DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+		-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DGGML_NATIVE=ON >/dev/null; \
+	cmake --build "$$tmp/build" --target llama-server -j$$(nproc) >/dev/null; \
+	cp "$$tmp/build/bin/llama-server" $@
 
 # Two passes: everything not marked `serial` on 2 workers (a test file stays on one worker, so its module fixtures
 # run once), then the `serial` tests alone (real servers, clocks, reused ports). Both always run; the target fails

@@ -440,19 +440,29 @@ def test_llamacpp_serves_a_gguf_given_by_path(cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_engines_runs_both_engines_and_prints_ratios(cli):
-    """A smoke run (speed is read from the numbers it prints, never asserted): both engines answer, the ratios are
-    the ratios of the printed rates, and prefix is token-identical to naive."""
+def test_bench_engines_runs_every_peer_and_prints_ratios_against_the_fastest(cli, monkeypatch):
+    """A smoke run (speed is read from the numbers it prints, never asserted): every engine answers, the ratios
+    are the ratios of the printed rates against the fastest peer, prefix is token-identical to naive, and the
+    C++ llama-server that cannot be found here is named as not run, with why."""
     require_llamacpp()
+    monkeypatch.setenv("TOXCMP_LLAMA_SERVER", "/nonexistent/llama-server")
     result = cli("bench", "engines", "--rows", "2", "--max-new-tokens", "4", "--threads", "1", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     eps = data["eps"]
-    assert set(eps) == {"local_naive", "local_prefix", "llamacpp_sequential", "llamacpp_parallel"}
+    peers = {"llamacpp_in_process", "llamacpp_sequential", "llamacpp_parallel"}
+    assert set(eps) == {"local_naive", "local_prefix", *peers}
     assert all(v > 0 for v in eps.values())
+    assert data["fastest_peer"] == max(peers, key=eps.get)
+    assert data["ratios"]["local_prefix_vs_fastest_peer"] == pytest.approx(
+        eps["local_prefix"] / max(eps[p] for p in peers), rel=1e-2)
     assert data["ratios"]["local_prefix_vs_llamacpp"] == pytest.approx(eps["local_prefix"] / eps["llamacpp_sequential"],
                                                                        rel=1e-2)
     assert data["identical_prefix"] == 2 and data["threads"] == 1
+    # the in-process library and its server run the same kernels on the same prompt: the same answers
+    assert data["identical_peers"]["llamacpp_in_process"] == data["identical_peers"]["llamacpp_sequential"]
+    assert set(data["not_run"]) == {"llama_server"} and "not an executable" in data["not_run"]["llama_server"]
+    assert data["llama_server_slots"] is None
 
 
 @pytest.fixture(scope="module")

@@ -144,30 +144,33 @@ def bench_engines(
     rows: Annotated[int, typer.Option("--rows", min=1, help="Rows of the dataset.")] = 24,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 32,
     policy: PolicyOpt = "toxic_chat_claude_1",
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads of both engines \[default: torch's].")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads of every engine \[default: torch's].")] = None,
     dataset: Annotated[Path, typer.Option("--dataset", show_default=False, help=(
         "CSV or parquet with user_input \\[default: toxicchat0124_test_sample.csv in configs/samples, 24 rows]."))] = Path(
         "configs/samples/toxicchat0124_test_sample.csv"),
+    slots: Annotated[int, typer.Option("--slots", min=1, help="llama-server's parallel slots (-np), all in flight.")] = 4,
     as_json: JsonOpt = False,
 ) -> None:
-    """The CPU peer: local naive and prefix vs llama.cpp's server (sequential, 2 in flight) on the bundled GGUF."""
+    """The CPU peer at its best: local naive and prefix vs llama-cpp-python in process, its server (sequential,
+    2 in flight) and llama.cpp's C++ llama-server with parallel slots where one is found, on the bundled GGUF."""
     from toxcmp.bench.engines import bench_engines as run
 
     require_dataset(dataset, "a CSV or parquet")
-    result = run(dataset, rows, max_new_tokens, policy, threads=threads,
+    result = run(dataset, rows, max_new_tokens, policy, threads=threads, slots=slots,
                  log=progress(as_json))
     if as_json:
         print_json(result.to_dict())
         return
     e, r = result.eps, result.ratios
     console.print(f"{result.rows} rows · {result.policy} · max_new_tokens {result.max_new_tokens} · {result.threads} threads")
-    console.print(f"local naive {e['local_naive']:.2f} ex/s · local prefix {e['local_prefix']:.2f} ex/s · llama.cpp "
-                  f"sequential {e['llamacpp_sequential']:.2f} ex/s · llama.cpp 2 in flight {e['llamacpp_parallel']:.2f} ex/s")
-    console.print(f"local prefix / llama.cpp [bold]{r['local_prefix_vs_llamacpp']:.2f}×[/] (goal > 1) · local naive / "
-                  f"llama.cpp {r['local_naive_vs_llamacpp']:.2f}× · prefix / naive {r['local_prefix_vs_local_naive']:.2f}× "
-                  f"· llama.cpp 2 in flight / sequential {r['llamacpp_parallel_vs_sequential']:.2f}×")
-    console.print(f"identical to local naive: local prefix {result.identical_prefix}/{result.rows} (tokens), "
-                  f"llama.cpp {result.identical_llamacpp}/{result.rows} (final answers)")
+    console.print(" · ".join(f"{name} {rate:.2f} ex/s" for name, rate in e.items()))
+    for name, why in result.not_run.items():
+        console.print(f"[dim]{name} not run: {why}[/]", highlight=False)
+    console.print(f"local prefix / fastest peer ({result.fastest_peer}) [bold]{r['local_prefix_vs_fastest_peer']:.2f}×[/] "
+                  f"(goal ≥ 1.5) · prefix / naive {r['local_prefix_vs_local_naive']:.2f}×")
+    console.print(f"identical to local naive: local prefix {result.identical_prefix}/{result.rows} (tokens); "
+                  + ", ".join(f"{name} {n}/{result.rows}" for name, n in result.identical_peers.items())
+                  + " (final answers)")
     if result.identical_prefix != result.rows:
         raise typer.Exit(ExitCode.FAIL)
 
