@@ -155,3 +155,25 @@ def test_the_page_shows_the_histogram_the_reliability_diagrams_and_each_rows_wor
         assert "p(violating)" in detail
     finally:
         driver.quit()
+
+
+@pytest.mark.slow
+def test_prefix_rows_prefilled_in_groups_of_different_lengths_record_the_naive_log_p():
+    """The prefix strategy prefills short and long tails in separate groups, then decodes every row in one loop:
+    each row's tokens and log p are still those of its own naive generation (the first step is assembled from
+    the groups' logits)."""
+    short = ["hi", "you are dumb", "thanks!"]
+    long = " ".join(["Tell me everything about the history of the printing press in Europe, please."] * 20)
+    generation = GenerationConfig.from_defaults(max_new_tokens=8)
+    requests = [build_request(load_policy("toxic_simple"), t, resolve_model("smollm2-135m"), generation)
+                for t in [short[0], long, *short[1:]]]
+    prefix = LocalBackend(LocalOptions.build({"strategy": "prefix", "logprobs": 3, "device": "cpu"}))
+    grouped = prefix.generate(requests)
+    assert prefix.stats["batches"] == 1 and prefix.stats["prefill_groups"] >= 2
+    naive = LocalBackend(LocalOptions.build({"strategy": "naive", "logprobs": 3, "device": "cpu"})).generate(requests)
+    for mine, reference in zip(grouped, naive):
+        assert mine.raw_text == reference.raw_text and mine.extra["strategy"] == "prefix"
+        ours, theirs = mine.extra["token_logprobs"], reference.extra["token_logprobs"]
+        assert [t["token"] for t in ours] == [t["token"] for t in theirs] and len(ours) == 8
+        assert max(abs(a["logprob"] - b["logprob"]) for a, b in zip(ours, theirs)) <= 1e-4
+        assert [[alt for alt, _ in t["top"]] for t in ours] == [[alt for alt, _ in t["top"]] for t in theirs]

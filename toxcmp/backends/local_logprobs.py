@@ -20,6 +20,8 @@ class LogprobRecorder:
         self.chosen: list[Any] = []  # per step: (batch,) log p of the token chosen
         self.tops: list[tuple[Any, Any]] = []  # per step: (values, indices), each (batch, k)
         self._last: Any = None
+        self._pending: Any = None  # the first step's log p while its prefill groups arrive
+        self._pending_rows = 0
         self._handle: Any = None
 
     def __enter__(self) -> "LogprobRecorder":
@@ -32,10 +34,22 @@ class LogprobRecorder:
     def _hook(self, module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
         import torch
 
+        from toxcmp.backends.shared_prefix import prefill_group
+
         ids = kwargs.get("input_ids", args[0] if args else None)
         if self._last is not None and ids is not None:
             self.chosen.append(self._last.gather(-1, ids[:, -1:].to(self._last.device))[:, 0])
         logp = torch.log_softmax(output.logits[:, -1, :].float(), dim=-1)
+        group = prefill_group()
+        if group is not None:  # the prefix strategy prefills its rows in groups: the first step is their union
+            rows, batch = group
+            if self._pending is None:
+                self._pending, self._pending_rows = logp.new_empty(batch, logp.shape[-1]), 0
+            self._pending[torch.tensor(rows, device=logp.device)] = logp
+            self._pending_rows += len(rows)
+            if self._pending_rows < batch:
+                return
+            logp, self._pending = self._pending, None
         if self.top_k:
             values, indices = torch.topk(logp, self.top_k, dim=-1)
             self.tops.append((values, indices))
