@@ -68,10 +68,12 @@ class LocalOptions(BackendOptions):
 
 
 MAX_AUTO_BATCH = 64
-# The shared-prefix decode (one loop per batch, rows padded only within their prefill group): a batch more costs a
-# whole decode loop, so batches are as few as the batch size allows; a prefill group more costs one forward call,
-# about as much as prefilling 32 tokens (SmolLM2, 2-core CPU: a 1-row step 110 ms, prefill ~230 tokens/s).
-ONE_LOOP_STEP_COST = 10**9
+# The shared-prefix decode (one loop per batch, rows padded only within their prefill group). Its batches: every
+# decode step reads each row's tail K/V up to the batch's longest tail (~12 µs a row-column, SmolLM2, 2-core CPU)
+# on top of a fixed ~110 ms (the weights), so a batch more costs as much as ~9,000 such columns per step; cut at
+# that price, one long outlier gets a batch of its own. A prefill group more costs one forward call, about as much
+# as prefilling 32 tokens (prefill ~230 tokens/s).
+ONE_LOOP_STEP_COST = 9000
 PREFILL_CALL_TOKENS = 32
 
 
@@ -300,9 +302,10 @@ class LocalBackend:
         tails = [ids[n_prefix:] for _, ids in batch]
         if prefix is not None and shared_prefix.supported(loaded.model):
             groups = length_buckets(list(enumerate(tails)), len(tails), 0, PREFILL_CALL_TOKENS)
+            out = shared_prefix.greedy_decode(loaded.model, shared_prefix.prefix_kv(prefix.cache), n_prefix, tails,
+                                              pad, eos, gen.max_new_tokens, [[k for k, _ in g] for g in groups])
             self.stats["prefill_groups"] += len(groups)
-            return shared_prefix.greedy_decode(loaded.model, shared_prefix.prefix_kv(prefix.cache), n_prefix, tails,
-                                               pad, eos, gen.max_new_tokens, [[k for k, _ in g] for g in groups])
+            return out
         width = max(len(t) for t in tails)
         # Left padding after the shared prefix: the prefix KV stays valid, positions come from the attention mask.
         head = prefix.ids if prefix else []

@@ -226,8 +226,10 @@ def _preallocated_cache(groups_kv: list[tuple[list[int], list]], batch: int, wid
     for layer in range(len(groups_kv[0][1])):
         k0, _ = groups_kv[0][1][layer]
         shape = (batch, k0.shape[1], width + extra, k0.shape[3])
-        k_buf = torch.zeros(shape, dtype=k0.dtype, device=k0.device)
-        v_buf = torch.zeros(shape, dtype=k0.dtype, device=k0.device)
+        k_buf = torch.empty(shape, dtype=k0.dtype, device=k0.device)
+        v_buf = torch.empty(shape, dtype=k0.dtype, device=k0.device)
+        k_buf[..., :width, :].zero_()  # padding the mask hides: zeros, never NaN times a zero weight
+        v_buf[..., :width, :].zero_()
         for rows, kv in groups_kv:
             k, v = kv[layer]
             index = torch.tensor(rows, device=k0.device)

@@ -101,7 +101,7 @@ def _in_process(gguf: str, threads: int):
             out.append(SimpleNamespace(error=None, content=text, raw_text=text))
         return out
 
-    return SimpleNamespace(generate=generate, close=lambda: None)
+    return SimpleNamespace(generate=generate, close=llm.close)
 
 
 def bench_engines(dataset, rows: int = 24, max_new_tokens: int = 32, policy: str = "toxic_chat_claude_1",
@@ -111,6 +111,7 @@ def bench_engines(dataset, rows: int = 24, max_new_tokens: int = 32, policy: str
     import torch
 
     from toxcmp.backends.api import ApiBackend
+    from toxcmp.backends.api_options import ApiOptions
     from toxcmp.backends.local import LocalBackend
     from toxcmp.backends.server import gguf_of, llamacpp_version
     from toxcmp.domain.data import read_file
@@ -146,7 +147,11 @@ def bench_engines(dataset, rows: int = 24, max_new_tokens: int = 32, policy: str
         backend = LocalBackend(BackendConfig(strategy=strategy, threads=threads, device="cpu"))  # the CPU peer
         backend.load(spec)  # once per process; not timed
         timed(f"local_{strategy}", backend)
-    timed("llamacpp_in_process", _in_process(gguf, threads))
+    in_process = _in_process(gguf, threads)
+    try:
+        timed("llamacpp_in_process", in_process)
+    finally:
+        in_process.close()  # its weights and KV are freed before the servers run
     for name, in_flight in (("llamacpp_sequential", 1), ("llamacpp_parallel", 2)):
         backend = ApiBackend(BackendConfig(api_server="llamacpp", threads=threads, concurrency=in_flight,
                                            max_retries=0, timeout_s=600))
@@ -161,8 +166,8 @@ def bench_engines(dataset, rows: int = 24, max_new_tokens: int = 32, policy: str
         log(f"{'llama_server':22s} not run: {why}")
     else:
         with LlamaServer(binary, gguf, spec.model_id, slots, threads) as server:
-            backend = ApiBackend(BackendConfig(base_url=server.base_url, concurrency=slots, max_retries=0,
-                                               timeout_s=600))
+            backend = ApiBackend(ApiOptions.build({"base_url": server.base_url, "engine": "llama.cpp",
+                                                   "concurrency": slots, "max_retries": 0, "timeout_s": 600}))
             try:
                 timed("llama_server", backend)
             finally:

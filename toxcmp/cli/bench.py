@@ -166,8 +166,10 @@ def bench_engines(
     console.print(" · ".join(f"{name} {rate:.2f} ex/s" for name, rate in e.items()))
     for name, why in result.not_run.items():
         console.print(f"[dim]{name} not run: {why}[/]", highlight=False)
-    console.print(f"local prefix / fastest peer ({result.fastest_peer}) [bold]{r['local_prefix_vs_fastest_peer']:.2f}×[/] "
-                  f"(goal ≥ 1.5) · prefix / naive {r['local_prefix_vs_local_naive']:.2f}×")
+    partial = f" of the peers that ran ({', '.join(result.not_run)} did not)" if result.not_run else ""
+    console.print(f"local prefix / fastest peer{partial} ({result.fastest_peer}) "
+                  f"[bold]{r['local_prefix_vs_fastest_peer']:.2f}×[/] (goal ≥ 1.5) · prefix / naive "
+                  f"{r['local_prefix_vs_local_naive']:.2f}×")
     console.print(f"identical to local naive: local prefix {result.identical_prefix}/{result.rows} (tokens); "
                   + ", ".join(f"{name} {n}/{result.rows}" for name, n in result.identical_peers.items())
                   + " (final answers)")
