@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from toxcmp.backends.shared_prefix import prefill_group
 from toxcmp.domain.parsing import HARMONY_FINAL
 from toxcmp.domain.tokens import token_strings
 
@@ -33,8 +34,6 @@ class LogprobRecorder:
 
     def _hook(self, module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
         import torch
-
-        from toxcmp.backends.shared_prefix import prefill_group
 
         ids = kwargs.get("input_ids", args[0] if args else None)
         if self._last is not None and ids is not None:

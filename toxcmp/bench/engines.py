@@ -5,8 +5,8 @@ the bundled GGUF, the same rows and thread count, in one process:
   longest common prefix: after the first row the policy prefix is never prefilled again);
 - llama-cpp-python's HTTP server, one request at a time and 2 in flight (it serves one at a time under a lock);
 - llama.cpp's own C++ `llama-server` with parallel slots and continuous batching (`-np N -cb`), where a binary
-  is found (`TOXCMP_LLAMA_SERVER`, else `llama-server` on PATH; `make llama-server` builds it from the llama.cpp
-  sources the llama-cpp-python sdist vendors) — otherwise the result says why it did not run.
+  is found (`TOXCMP_LLAMA_SERVER`, else `llama-server` on PATH, else beside this Python, where `make llama-server`
+  puts what it builds from the llama.cpp sources the llama-cpp-python sdist vendors) — otherwise the result says why it did not run.
 
 Ratios are against the fastest peer that ran."""
 
@@ -82,7 +82,7 @@ def llama_server_binary() -> tuple[str | None, str]:
     if path:
         return None, f"TOXCMP_LLAMA_SERVER={path} is not an executable"
     return None, ("no llama-server binary (set TOXCMP_LLAMA_SERVER or put it on PATH; `make llama-server` builds "
-                  "it from the llama.cpp sources in the llama-cpp-python sdist, ~10 min on 2 cores)")
+                  "it from the llama.cpp sources in the llama-cpp-python sdist, ~15 min on 2 cores)")
 
 
 def _in_process(gguf: str, threads: int):
