@@ -127,6 +127,14 @@ class ScoresTokens(Protocol):
         """The model's logits predicting each of `ids` after the exact prompt of `request` (len(ids) × vocab)."""
 
 
+@runtime_checkable
+class ScoresTokensInBatches(Protocol):
+    """A `ScoresTokens` that scores many (request, ids) in fewer forward passes than one each."""
+
+    def continuation_logits_many(self, items: Sequence[tuple[ChatRequest, list[int]]]) -> list[Any]:
+        """`continuation_logits` of each item, in order."""
+
+
 # -- registry ----------------------------------------------------------------------------------------------
 def registry() -> dict[str, str]:
     found = dict(_BUILTIN)

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
-from toxcmp.backends import OnResponse
+from toxcmp.backends import OnResponse, local_tails
 from toxcmp.backends.local_logprobs import LogprobRecorder
 from toxcmp.backends.local_model import (
     LoadedModel,
@@ -106,7 +106,7 @@ class LocalBackend:
         self._prefixes: dict[tuple, PrefixCache | None] = {}
         self._resolved: dict[ModelSpec, str] = {}
         self.stats = {"batches": 0, "prefill_groups": 0, "splits": 0, "prefix_hits": 0, "prefix_misses": 0,
-                      "prefix_tokens_reused": 0, "prefix_tokens_computed": 0}
+                      "prefix_tokens_reused": 0, "prefix_tokens_computed": 0, "tails_reused": 0}
 
     @property
     def endpoint(self) -> str:
@@ -148,27 +148,22 @@ class LocalBackend:
 
     def continuation_logits(self, request: ChatRequest, ids: list[int]) -> Any:
         """The model's logits predicting each of `ids` after the exact prompt of `request` (len(ids) × vocab, in
-        the model's dtype): one forward pass, over the prompt's tail and `ids` only where the prefix strategy holds
-        the shared policy prefix's KV cache."""
-        import torch
+        the model's dtype); see `continuation_logits_many`."""
+        return self.continuation_logits_many([(request, ids)])[0]
 
-        from toxcmp.backends import shared_prefix
+    def continuation_logits_many(self, items: Sequence[tuple[ChatRequest, list[int]]]) -> list[Any]:
+        """`continuation_logits` of each (request, ids): over the prompt's last token and `ids` only, several rows a
+        pass, where a run recording log p kept the prompt's tail KV; else over the prompt's tail and `ids` where
+        the prefix strategy holds the shared policy prefix's KV cache, else the whole prompt (local_forcing)."""
+        from toxcmp.backends import local_forcing
 
         self._apply_threads()
-        loaded = self.load(request.model)
-        prompt_ids = list(loaded.tokenizer(render_prompt(loaded.tokenizer, request), add_special_tokens=False)["input_ids"])
-        prefix = self._prefix(loaded, request) if self.config.strategy == "prefix" else None
-        start = 0
-        kwargs: dict[str, Any] = {}
-        if prefix is not None and len(prompt_ids) > len(prefix.ids) and prompt_ids[: len(prefix.ids)] == prefix.ids:
-            start = len(prefix.ids)
-            kwargs = {shared_prefix.cache_kwarg(loaded.model): prefix.expanded(1), "use_cache": True}
-        if shared_prefix.keeps_logits(loaded.model):  # the vocabulary projection only where `ids` are predicted
-            kwargs["logits_to_keep"] = len(ids) + 1
-        with torch.inference_mode():
-            logits = loaded.model(input_ids=torch.tensor([(prompt_ids + list(ids))[start:]], device=loaded.device),
-                                  **kwargs).logits[0]
-        return logits[-len(ids) - 1:-1]
+        prepared = []
+        for request, ids in items:
+            loaded = self.load(request.model)
+            prefix = self._prefix(loaded, request) if self.config.strategy == "prefix" else None
+            prepared.append((loaded, prefix, request, list(ids)))
+        return local_forcing.logits(prepared, self.stats)
 
     def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse | None = None) -> list[ModelResponse]:
         self._apply_threads()
@@ -302,8 +297,12 @@ class LocalBackend:
         tails = [ids[n_prefix:] for _, ids in batch]
         if prefix is not None and shared_prefix.supported(loaded.model):
             groups = length_buckets(list(enumerate(tails)), len(tails), 0, PREFILL_CALL_TOKENS)
+            keep = None  # the runs that record log p are the ones scored afterwards: keep their tails' KV for it
+            if self.config.logprobs is not None and not shared_prefix.has_sinks(loaded.model):
+                keep = local_tails.keeper(loaded.model, [ids for _, ids in batch], n_prefix)
             out = shared_prefix.greedy_decode(loaded.model, shared_prefix.prefix_kv(prefix.cache), n_prefix, tails,
-                                              pad, eos, gen.max_new_tokens, [[k for k, _ in g] for g in groups])
+                                              pad, eos, gen.max_new_tokens, [[k for k, _ in g] for g in groups],
+                                              on_tail=keep)
             self.stats["prefill_groups"] += len(groups)
             return out
         width = max(len(t) for t in tails)

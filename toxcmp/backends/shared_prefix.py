@@ -242,13 +242,15 @@ def _preallocated_cache(groups_kv: list[tuple[list[int], list]], batch: int, wid
 
 
 def greedy_decode(model: Any, prefix: list, n_prefix: int, tails: list[list[int]], pad: int, eos: set[int],
-                  max_new_tokens: int, prefill_groups: list[list[int]] | None = None) -> list[list[int]]:
+                  max_new_tokens: int, prefill_groups: list[list[int]] | None = None,
+                  on_tail: Any = None) -> list[list[int]]:
     """Tails after a shared prefix → greedy new tokens per sequence (cut after the first EOS).
 
     The tails are prefilled in `prefill_groups` (row indices; each group left-padded to its own longest tail, so
     a long outlier pads only its group), then every row decodes in one loop: a decode step costs about the same
     for 3 rows as for 32 on a CPU (the weights are read once per step either way), so one loop for the batch
-    instead of one per prefill group."""
+    instead of one per prefill group. `on_tail(row, kv)`, when given, receives each row's tail KV after its prefill
+    (per layer (keys, values) views, the tail's last token left out: see toxcmp.backends.local_tails)."""
     import torch
     from transformers import DynamicCache
 
@@ -283,6 +285,11 @@ def greedy_decode(model: Any, prefix: list, n_prefix: int, tails: list[list[int]
                     _prefill_group.reset(group)
                 first[torch.tensor(rows, device=device)] = logits.argmax(-1)
                 groups_kv.append((rows, prefix_kv(cache)))
+                if on_tail is not None:
+                    for j, r in enumerate(rows):
+                        start = group_width - len(tails[r])
+                        on_tail(r, [(k[j:j + 1, :, start:group_width - 1], v[j:j + 1, :, start:group_width - 1])
+                                    for k, v in groups_kv[-1][1]])
             cache = _preallocated_cache(groups_kv, len(tails), width, max_new_tokens)
             del groups_kv
             mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tails], device=device)
@@ -313,3 +320,34 @@ def greedy_decode(model: Any, prefix: list, n_prefix: int, tails: list[list[int]
         _prefix_len.reset(length)
     rows = torch.stack(generated, dim=1).tolist()
     return [row[: next((k + 1 for k, t in enumerate(row) if t in eos), len(row))] for row in rows]
+
+
+def forced_logits(model: Any, prefix: list, n_prefix: int, tails_kv: list[list], inputs: list[list[int]],
+                  pad: int) -> list[Any]:
+    """Teacher forcing of several rows in one forward pass after a shared prefix: row r's cache is its kept tail
+    KV `tails_kv[r]` (per layer (1, kv heads, tail length, head dim); see toxcmp.backends.local_tails), right-aligned
+    as in `greedy_decode`; `inputs[r]` (the prompt's last token, then the scored tokens but the last) runs on top,
+    right-padded (causal: no real token sees the padding). Returns each row's logits at its inputs (len × vocab)."""
+    import torch
+
+    _register()
+    name = ATTN_NAME_SINKS if has_sinks(model) else ATTN_NAME
+    if model.config._attn_implementation != name:
+        model.set_attn_implementation(name)
+    device = next(model.parameters()).device
+    lengths = [kv[0][0].shape[2] for kv in tails_kv]
+    width, q_len = max(lengths), max(len(x) for x in inputs)
+    cache = _preallocated_cache([([r], kv) for r, kv in enumerate(tails_kv)], len(inputs), width, q_len)
+    ids = torch.tensor([x + [pad] * (q_len - len(x)) for x in inputs], device=device)
+    mask = torch.tensor([[0] * (width - n) + [1] * (n + q_len) for n in lengths], device=device)
+    positions = torch.tensor([[n_prefix + n + j for j in range(q_len)] for n in lengths], device=device)
+    token, length, where = _active.set(prefix), _prefix_len.set(n_prefix), _positions.set(positions)
+    try:
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                           **{cache_kwarg(model): cache}).logits
+    finally:
+        _positions.reset(where)
+        _prefix_len.reset(length)
+        _active.reset(token)
+    return [logits[r, :len(x)] for r, x in enumerate(inputs)]

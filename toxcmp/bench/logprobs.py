@@ -1,7 +1,9 @@
 """`toxcmp bench logprobs`: what log-probability parity costs beside generating the rows (issue 24), in one
 process on the same rows: the local backend's default strategy generating them (with and without recording its own
 token log p), then teacher-forced scoring of those answers under the same model, then their label probabilities.
-Ratios are against the plain generation run here; the goal is scoring ≤ 25 % of it."""
+Ratios are against the plain generation run here; the goal is scoring ≤ 25 % of it. As in `compare --logprobs K`,
+the run recording log p keeps each prompt's tail KV (toxcmp.backends.local_tails), so scoring runs only the scored
+tokens where it holds them (`tails_reused`); keeping them is inside `generate_with_logprobs_s`."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class LogprobBenchResult(BenchResult):
     label_probs_s: float | None  # every labelled answer's label probability (one forward pass each); None: no label
     label_rows: int  # answers that wrote a label where it can be read (SmolLM2 seldom does)
     scored_tokens: int
+    tails_reused: int  # rows scored over the tail KV the recording run kept (the rest ran their whole tail again)
     recording_ratio: float  # generate_with_logprobs_s / generate_s
     teacher_forcing_ratio: float  # teacher_forcing_s / generate_s
     label_probs_ratio: float | None
@@ -53,7 +56,7 @@ def bench_logprobs(csv_path, rows: int = 32, max_new_tokens: int = 32, policy: s
     from toxcmp.run.arms import Arm
     from toxcmp.run.label_scoring import local_label_probs
     from toxcmp.run.specs import BackendSpec
-    from toxcmp.run.teacher_forcing import score_text
+    from toxcmp.run.teacher_forcing import score_texts
 
     texts = pl.read_csv(csv_path, infer_schema=False)["user_input"].head(rows).to_list()
     spec, loaded_policy = resolve_model(model), load_policy(policy)
@@ -78,7 +81,7 @@ def bench_logprobs(csv_path, rows: int = 32, max_new_tokens: int = 32, policy: s
     scorer = LocalBackend(options)  # a fresh backend: its prefix cache is computed inside the timed part
 
     def teacher_force():
-        return [score_text(scorer, request, r.raw_text) for request, r in zip(requests, plain)]
+        return score_texts(scorer, [(request, r.raw_text, None) for request, r in zip(requests, plain)])
 
     scores, forcing_s = timed("teacher-forced scoring", teacher_force)
     arm = Arm(BackendSpec("local", "local"), spec, loaded_policy, generation, options)
@@ -91,5 +94,6 @@ def bench_logprobs(csv_path, rows: int = 32, max_new_tokens: int = 32, policy: s
         threads=torch.get_num_threads(), generate_s=round(generate_s, 3),
         generate_with_logprobs_s=round(with_logprobs_s, 3), teacher_forcing_s=round(forcing_s, 3),
         label_probs_s=round(label_s, 3) if measured else None, label_rows=len(label_p), scored_tokens=sum(len(s.logprobs) for s in scores),
+        tails_reused=scorer.stats["tails_reused"],
         recording_ratio=round(with_logprobs_s / generate_s, 3), teacher_forcing_ratio=round(forcing_s / generate_s, 3),
         label_probs_ratio=round(label_s / generate_s, 3) if measured else None)

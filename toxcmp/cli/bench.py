@@ -108,7 +108,8 @@ def bench_logprobs(
     console.print(f"{result.rows} rows · {result.policy} · max_new_tokens {result.max_new_tokens} · "
                   f"{result.strategy} · {result.threads} threads")
     console.print(f"teacher-forced scoring costs {result.teacher_forcing_ratio:.1%} of generating the rows "
-                  f"(goal ≤ {result.goal:.0%}: {'met' if result.met else 'NOT met'}); label probabilities "
+                  f"(goal ≤ {result.goal:.0%}: {'met' if result.met else 'NOT met'}; {result.tails_reused} of "
+                  f"{result.rows} over the prompt KV kept while recording); label probabilities "
                   + (f"{result.label_probs_ratio:.1%} ({result.label_rows} labelled answers)"
                      if result.label_probs_ratio is not None else "not measured (no answer wrote a label)")
                   + f"; recording its own log p makes generating {result.recording_ratio:.2f}× as long")

@@ -1,7 +1,8 @@
 """Teacher-forced scoring (issue 24, step 2): every arm that sent its own token log-probabilities, beside a local arm
-of the same model, has its exact text run through the local model — one forward pass over prompt + text, the
-shared policy prefix's KV reused where the local arm's strategy holds it — and
-each of its tokens gets the local log p of the same characters (toxcmp.analysis.token_parity)."""
+of the same model, has its exact text run through the local model — over prompt + text, the shared policy
+prefix's KV reused where the local arm's strategy holds it, and only the text, several rows a pass, where the local
+arm's recording run kept the prompt's KV — and each of its tokens gets the local log p of the same characters
+(toxcmp.analysis.token_parity)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any, Sequence
 
 from toxcmp.analysis.token_parity import (LocalScores, align, arm_parity, delta_histogram, row_parity, spans_of,
                                           spelled_tokens)
-from toxcmp.backends import get_backend
+from toxcmp.backends import ScoresTokensInBatches, get_backend
 from toxcmp.domain.tokens import token_strings
 from toxcmp.run.arms import Arm
 from toxcmp.run.local_scoring import in_process, local_side, with_requests
@@ -19,23 +20,42 @@ TOP_K = 5  # local alternatives kept per position, for the top-K overlap
 
 def score_text(backend: Any, request: Any, text: str, top_k: int = TOP_K,
                ids: Sequence[int] | None = None) -> LocalScores:
-    """The local model's log p of each of its own tokens of `text` after the exact prompt of `request`, their
-    character spans (from cumulative decoding, so a leading space belongs to its token, as on the wire), top-1
-    and top-K. `ids`: the text's token ids as an arm of the same model generated them (encoding the text again may
-    split it otherwise). One forward pass (`backend.continuation_logits`: over the prompt's tail and the text where
-    the shared policy prefix is cached)."""
+    """The local model's log p of each of its own tokens of `text` after the exact prompt of `request`; see
+    `score_texts`."""
+    return score_texts(backend, [(request, text, ids)], top_k)[0]
+
+
+def score_texts(backend: Any, items: Sequence[tuple[Any, str, Sequence[int] | None]],
+                top_k: int = TOP_K) -> list[LocalScores]:
+    """For each (request, text, ids): the local model's log p of each of its own tokens of `text` after the exact
+    prompt of `request`, their character spans (from cumulative decoding, so a leading space belongs to its token,
+    as on the wire), top-1 and top-K. `ids`: the text's token ids as an arm of the same model generated them
+    (encoding the text again may split it otherwise), or None. Scored in as few forward passes as the backend
+    can (`continuation_logits_many`: several rows a pass over the prompt KV a recording run kept)."""
     import torch
 
-    tokenizer = backend.load(request.model).tokenizer
-    ids = list(ids) if ids is not None else list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    if not ids:
-        return LocalScores([], [], [], [])
-    logp = torch.log_softmax(backend.continuation_logits(request, ids).float(), dim=-1)
-    chosen = logp[torch.arange(len(ids)), torch.tensor(ids)]
-    top = torch.topk(logp, top_k, dim=-1).indices
-    return LocalScores(spans=spans_of(token_strings(tokenizer, ids)), logprobs=chosen.tolist(),
-                       top1=(top[:, 0] == torch.tensor(ids)).tolist(),
-                       top=[[tokenizer.decode([t]) for t in row] for row in top.tolist()])
+    encoded = []
+    for request, text, ids in items:
+        tokenizer = backend.load(request.model).tokenizer
+        encoded.append(list(ids) if ids is not None else list(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    todo = [(request, ids) for (request, _, _), ids in zip(items, encoded) if ids]
+    if isinstance(backend, ScoresTokensInBatches):
+        scored = iter(backend.continuation_logits_many(todo))
+    else:
+        scored = iter([backend.continuation_logits(request, ids) for request, ids in todo])
+    out = []
+    for (request, _, _), ids in zip(items, encoded):
+        if not ids:
+            out.append(LocalScores([], [], [], []))
+            continue
+        tokenizer = backend.load(request.model).tokenizer
+        logp = torch.log_softmax(next(scored).float(), dim=-1)
+        chosen = logp[torch.arange(len(ids)), torch.tensor(ids)]
+        top = torch.topk(logp, top_k, dim=-1).indices
+        out.append(LocalScores(spans=spans_of(token_strings(tokenizer, ids)), logprobs=chosen.tolist(),
+                               top1=(top[:, 0] == torch.tensor(ids)).tolist(),
+                               top=[[tokenizer.decode([t]) for t in row] for row in top.tolist()]))
+    return out
 
 
 def add_token_parity(tidy: Sequence[dict[str, Any]], arms: Sequence[Arm],
@@ -60,12 +80,15 @@ def add_token_parity(tidy: Sequence[dict[str, Any]], arms: Sequence[Arm],
                    detail=True)
     out = {}
     for label, rows in todo.items():
-        per_row, deltas = [], []
+        per_row, deltas, todo_rows, items = [], [], [], []
         for row, request in with_requests(rows, requests[local_k], examples):
             tokens, text = spelled_tokens(row)
             ids = [t.get("id") for t in tokens]  # an in-process arm of the same model: its own ids, not re-encoded
             own = ids if in_process(arms[labels[label]]) and ids and None not in ids else None
-            scored = align(tokens, text, score_text(backend, request, text, ids=own))
+            todo_rows.append((row, tokens, text))
+            items.append((request, text, own))
+        for (row, tokens, text), local in zip(todo_rows, score_texts(backend, items)):
+            scored = align(tokens, text, local)
             for token, s in zip(tokens, scored):
                 token.update(s)
                 if s["local_logprob"] is not None:

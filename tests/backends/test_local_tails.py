@@ -1,0 +1,107 @@
+"""Prompt tails kept from generating (toxcmp.backends.local_tails): teacher-forced scoring over them gives the log p
+of a plain forward pass over prompt + answer, written here; the store keeps to its budget."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from toxcmp.backends import local_tails
+from toxcmp.backends.local import LocalBackend, LocalOptions
+from toxcmp.config import GenerationConfig, configs_dir
+from toxcmp.domain.models import resolve_model
+from toxcmp.domain.policies import load_policy
+from toxcmp.domain.prompting import build_request
+
+SAMPLE = configs_dir() / "samples" / "toxicchat0124_test_sample.csv"
+
+
+@pytest.fixture(autouse=True)
+def no_tails_kept():
+    local_tails.forget()
+    yield
+    local_tails.forget()
+
+
+def _requests(n, max_new_tokens=12):
+    with SAMPLE.open(encoding="utf-8", newline="") as fh:
+        texts = [row["user_input"] for row in csv.DictReader(fh)][:n]
+    generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens)
+    return [build_request(load_policy("toxic_simple"), t, resolve_model("smollm2-135m"), generation) for t in texts]
+
+
+def _plain_logp(loaded, request, answer_ids):
+    """log p of each answer token after the prompt, from one forward pass with no cache at all."""
+    import torch
+
+    tokenizer = loaded.tokenizer
+    prompt = tokenizer.apply_chat_template(request.chat_messages(), add_generation_prompt=True, tokenize=False)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = loaded.model(torch.tensor([prompt_ids + answer_ids])).logits[0].float()
+    logp = torch.log_softmax(logits[len(prompt_ids) - 1:-1], dim=-1)
+    return [float(logp[j, t]) for j, t in enumerate(answer_ids)]
+
+
+@pytest.mark.slow
+def test_scoring_over_the_tails_a_recording_run_kept_equals_a_plain_forward_pass():
+    from toxcmp.run.teacher_forcing import score_texts
+
+    requests = _requests(5)  # tails of different lengths: prefilled in groups, left-padded within each
+    recording = LocalBackend(LocalOptions.build({"device": "cpu", "logprobs": 2}))
+    answers = recording.generate(requests)
+    assert recording.stats["prefill_groups"] >= 2
+    assert local_tails.held_bytes() > 0
+    scorer = LocalBackend(LocalOptions.build({"device": "cpu"}))  # another instance, as the scoring phase builds
+    loaded = scorer.load(requests[0].model)
+    # answers cut to different lengths: one forward pass for all five rows pads the shorter ones on the right
+    cut = [[t["id"] for t in a.extra["token_logprobs"]][: 12 - 2 * k] for k, a in enumerate(answers)]
+    assert len({len(ids) for ids in cut}) == len(cut)
+    scored = score_texts(scorer, [(r, loaded.tokenizer.decode(ids), ids) for r, ids in zip(requests, cut)])
+    for request, ids, local in zip(requests, cut, scored):
+        expected = _plain_logp(loaded, request, ids)
+        assert len(local.logprobs) == len(expected) == len(ids)
+        assert max(abs(a - b) for a, b in zip(local.logprobs, expected)) <= 1e-4
+    assert scorer.stats["tails_reused"] == len(requests)
+
+
+@pytest.mark.slow
+def test_a_run_that_records_no_log_p_keeps_nothing_and_scoring_runs_the_whole_tail():
+    from toxcmp.run.teacher_forcing import score_text
+
+    requests = _requests(3)
+    answers = LocalBackend(LocalOptions.build({"device": "cpu"})).generate(requests)
+    assert local_tails.held_bytes() == 0
+    scorer = LocalBackend(LocalOptions.build({"device": "cpu"}))
+    loaded = scorer.load(requests[0].model)
+    for request, answer in zip(requests, answers):
+        ids = loaded.tokenizer(answer.raw_text, add_special_tokens=False)["input_ids"]
+        scored = score_text(scorer, request, answer.raw_text, ids=ids)
+        assert max(abs(a - b) for a, b in zip(scored.logprobs, _plain_logp(loaded, request, ids))) <= 1e-4
+    assert scorer.stats["tails_reused"] == 0
+
+
+def test_the_store_drops_the_least_recently_used_tail_past_its_budget(monkeypatch):
+    import torch
+
+    class Model:  # any object the loaded-model cache would hold: the store keys on its identity
+        pass
+
+    model = Model()
+    kv = [(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4))]  # 2 × 96 bytes of float32
+    monkeypatch.setattr(local_tails, "BUDGET_BYTES", 2 * 192)
+    local_tails.keep(model, [1, 2], 1, kv)
+    local_tails.keep(model, [1, 3], 1, kv)
+    assert local_tails.find(model, [1, 2]) is not None  # used: now the most recent
+    local_tails.keep(model, [1, 4], 1, kv)
+    assert local_tails.find(model, [1, 3]) is None
+    assert local_tails.find(model, [1, 2]) is not None and local_tails.find(model, [1, 4]) is not None
+    assert local_tails.held_bytes() == 2 * 192
+    local_tails.keep(model, [1, 4], 1, kv)  # kept again: replaced, not counted twice
+    assert local_tails.held_bytes() == 2 * 192
+    kept = local_tails.find(model, [1, 2])
+    assert kept.n_prefix == 1 and kept.kv[0][0].device.type == "cpu"
+    assert local_tails.find(Model(), [1, 2]) is None  # another model's prompt of the same ids is not this one
+    local_tails.forget(model)
+    assert local_tails.held_bytes() == 0 and local_tails.find(model, [1, 2]) is None

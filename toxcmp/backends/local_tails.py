@@ -1,0 +1,102 @@
+"""Prompt tails kept from the local backend's generation, so teacher-forced scoring (issue 24) runs only the
+scored tokens.
+
+Scoring another arm's answer under the local model needs the KV of the exact prompt. The prefix strategy already
+computed it while generating: the shared policy prefix (kept per backend) and each row's tail after it (its own
+prefill). When the local arm records log-probabilities (`logprobs=K`, the runs that score), each row's tail KV is
+kept here, on the host, keyed by the prompt's token ids; `continuation_logits` then runs the prompt's last token and
+the scored tokens over [prefix ‖ tail] instead of the whole tail again. The last prompt token is left out of the
+kept KV because its logits predict the first scored token.
+
+Process-wide and per loaded model (another backend instance of the same model, as the scoring phase builds, finds
+them), least recently used first out past `BUDGET_BYTES`. A prompt not found here is scored the long way.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+BUDGET_BYTES = 1 << 30  # host memory for kept tails, all models together (SmolLM2 fp32: ~46 KB a token)
+
+
+@dataclass(frozen=True)
+class Tail:
+    n_prefix: int  # the shared prefix's length this tail follows
+    kv: tuple  # per layer (keys, values), each (1, kv heads, tail length − 1, head dim), on the host
+    nbytes: int
+
+
+_lock = threading.Lock()
+_tails: "weakref.WeakKeyDictionary[Any, OrderedDict[tuple[int, ...], Tail]]" = weakref.WeakKeyDictionary()
+_held = 0
+
+
+def keep(model: Any, prompt_ids: Sequence[int], n_prefix: int, kv: Sequence[tuple[Any, Any]]) -> None:
+    """Keep one row's tail KV (per layer, the tail's positions after the prefix, its last token left out)."""
+    global _held
+    host = tuple((k.to("cpu", copy=True).contiguous(), v.to("cpu", copy=True).contiguous()) for k, v in kv)
+    tail = Tail(n_prefix, host, sum(k.nbytes + v.nbytes for k, v in host))
+    key = tuple(prompt_ids)
+    with _lock:
+        rows = _tails.setdefault(model, OrderedDict())
+        if key in rows:
+            _held -= rows.pop(key).nbytes
+        rows[key] = tail
+        _held += tail.nbytes
+        while _held > BUDGET_BYTES and any(_tails.values()):
+            _evict_oldest()
+
+
+def _evict_oldest() -> None:
+    global _held
+    rows = next(r for r in _tails.values() if r)
+    _, tail = rows.popitem(last=False)
+    _held -= tail.nbytes
+
+
+def find(model: Any, prompt_ids: Sequence[int]) -> Tail | None:
+    with _lock:
+        rows = _tails.get(model)
+        tail = rows.get(tuple(prompt_ids)) if rows else None
+        if tail is not None:
+            rows.move_to_end(tuple(prompt_ids))
+        return tail
+
+
+def forget(model: Any | None = None) -> None:
+    """Drop the kept tails of `model` (all models when None)."""
+    global _held
+    with _lock:
+        for m in [model] if model is not None else list(_tails):
+            _held -= sum(t.nbytes for t in _tails.pop(m, {}).values())
+
+
+def held_bytes() -> int:
+    return _held
+
+
+def keeper(model: Any, prompts: Sequence[Sequence[int]], n_prefix: int) -> Callable[[int, list], None]:
+    """The callback `shared_prefix.greedy_decode` hands each prefilled row's tail KV to (row k is prompts[k])."""
+    return lambda k, kv: keep(model, prompts[k], n_prefix, kv)
+
+
+def joined_cache(prefix_kv: Sequence[tuple[Any, Any]], tail: Tail, device: Any) -> Any:
+    """A fresh cache holding [prefix ‖ tail] for one row, for a forward pass to extend."""
+    import torch
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    layers = []
+    for (pk, pv), (tk, tv) in zip(prefix_kv, tail.kv):
+        layer = DynamicLayer()
+        layer.keys = torch.cat([pk, tk.to(device)], dim=2)
+        layer.values = torch.cat([pv, tv.to(device)], dim=2)
+        layer.device, layer.dtype, layer.is_initialized = layer.keys.device, layer.keys.dtype, True
+        layers.append(layer)
+    cache = DynamicCache()
+    cache.layers = layers
+    return cache
