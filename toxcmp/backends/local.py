@@ -92,6 +92,10 @@ class PrefixCache:
             cache.batch_repeat_interleave(batch)
         return cache
 
+    def starts(self, ids: Sequence[int]) -> bool:
+        """Whether a prompt of `ids` begins with this prefix and goes on after it."""
+        return len(ids) > len(self.ids) and list(ids[: len(self.ids)]) == self.ids
+
 
 class LocalBackend:
     name = "local"
@@ -229,7 +233,7 @@ class LocalBackend:
         prefix = self._prefix(loaded, request0) if self.config.strategy == "prefix" else None
         with_prefix, without = [], []
         for i, ids in encoded:
-            shares = prefix is not None and len(ids) > len(prefix.ids) and ids[: len(prefix.ids)] == prefix.ids
+            shares = prefix is not None and prefix.starts(ids)
             (with_prefix if shares else without).append((i, ids))
         if prefix is not None:
             self.stats["prefix_tokens_reused"] += len(prefix.ids) * len(with_prefix)

@@ -29,24 +29,25 @@ def logits(items: Sequence[tuple[Any, Any, Any, list[int]]], stats: dict[str, in
         if not ids:
             out[k] = torch.empty(0, loaded.model.config.vocab_size)
             continue
-        tail = local_tails.find(loaded.model, prompt_ids) if _shares(prompt_ids, prefix) else None
+        shares = prefix is not None and prefix.starts(prompt_ids)
+        tail = local_tails.find(loaded.model, prompt_ids) if shares else None
         if tail is not None and tail.n_prefix == len(prefix.ids):
             batches.setdefault((id(loaded), id(prefix)), []).append((k, [prompt_ids[-1], *ids[:-1]], tail))
         else:
             out[k] = _whole_tail(loaded, prefix, prompt_ids, ids)
+    from toxcmp.backends.local import _pad_id
+
     for rows in batches.values():
         loaded, prefix = items[rows[0][0]][0], items[rows[0][0]][1]
+        pad, prefix_kv = _pad_id(loaded.tokenizer), shared_prefix.prefix_kv(prefix.cache)
         for start in range(0, len(rows), BATCH_ROWS):
             chunk = rows[start:start + BATCH_ROWS]
-            device = loaded.device
-            kv = [[(key.to(device), value.to(device)) for key, value in tail.kv] for _, _, tail in chunk]
-            pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None \
-                else loaded.tokenizer.eos_token_id
-            scored = shared_prefix.forced_logits(loaded.model, shared_prefix.prefix_kv(prefix.cache),
-                                                 len(prefix.ids), kv, [x for _, x, _ in chunk], pad)
+            kv = [[(key.to(loaded.device), value.to(loaded.device)) for key, value in tail.kv] for _, _, tail in chunk]
+            scored = shared_prefix.forced_logits(loaded.model, prefix_kv, len(prefix.ids), kv,
+                                                 [x for _, x, _ in chunk], pad)
             for (k, _, _), row in zip(chunk, scored):
                 out[k] = row
-        stats["tails_reused"] = stats.get("tails_reused", 0) + len(rows)
+        stats["tails_reused"] += len(rows)
     return out
 
 
@@ -56,15 +57,11 @@ def _prompt_ids(loaded: Any, request: Any) -> list[int]:
     return list(loaded.tokenizer(render_prompt(loaded.tokenizer, request), add_special_tokens=False)["input_ids"])
 
 
-def _shares(prompt_ids: list[int], prefix: Any) -> bool:
-    return prefix is not None and len(prompt_ids) > len(prefix.ids) and prompt_ids[: len(prefix.ids)] == prefix.ids
-
-
 def _whole_tail(loaded: Any, prefix: Any, prompt_ids: list[int], ids: list[int]) -> Any:
     import torch
 
     start, kwargs = 0, {}
-    if _shares(prompt_ids, prefix):
+    if prefix is not None and prefix.starts(prompt_ids):
         start = len(prefix.ids)
         kwargs = {shared_prefix.cache_kwarg(loaded.model): prefix.expanded(1), "use_cache": True}
     if shared_prefix.keeps_logits(loaded.model):  # the vocabulary projection only where `ids` are predicted

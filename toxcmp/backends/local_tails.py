@@ -83,20 +83,3 @@ def keeper(model: Any, prompts: Sequence[Sequence[int]], n_prefix: int) -> Calla
     """The callback `shared_prefix.greedy_decode` hands each prefilled row's tail KV to (row k is prompts[k])."""
     return lambda k, kv: keep(model, prompts[k], n_prefix, kv)
 
-
-def joined_cache(prefix_kv: Sequence[tuple[Any, Any]], tail: Tail, device: Any) -> Any:
-    """A fresh cache holding [prefix ‖ tail] for one row, for a forward pass to extend."""
-    import torch
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    layers = []
-    for (pk, pv), (tk, tv) in zip(prefix_kv, tail.kv):
-        layer = DynamicLayer()
-        layer.keys = torch.cat([pk, tk.to(device)], dim=2)
-        layer.values = torch.cat([pv, tv.to(device)], dim=2)
-        layer.device, layer.dtype, layer.is_initialized = layer.keys.device, layer.keys.dtype, True
-        layers.append(layer)
-    cache = DynamicCache()
-    cache.layers = layers
-    return cache
