@@ -166,7 +166,6 @@ ROWS = 4  # of the shipped 24: enough for every statistic here (each is checked 
 
 
 @pytest.mark.slow
-@pytest.mark.serial  # the api arm is a spawned transformers serve
 def test_three_live_arms_with_repeats_on_the_shipped_rows(cli, tmp_path):
     """local as reference, api through a spawned transformers serve, and a second local configuration; 8 of the
     shipped rows, two repeats each: the floor per arm, the pairwise matrix and the equivalence verdicts."""

@@ -60,8 +60,12 @@ def reference():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy, batch_size", [("batched", "auto"), ("prefix", "auto"), ("prefix", "5")])
-def test_strategies_are_token_identical_to_naive_on_24_real_rows(reference, strategy, batch_size):
+def test_strategies_are_token_identical_to_naive_on_real_rows(reference, strategy, batch_size):
+    """prefix on all 24 shipped rows; batched, which prefills every prompt whole (~3.5 s a row here), on every
+    other row: 12 rows still spanning the lengths, so its buckets still differ in width."""
     requests, expected = reference
+    if strategy == "batched":
+        requests, expected = requests[::2], expected[::2]
     loads = LocalModelCache.loads
     backend = LocalBackend(BackendConfig(strategy=strategy, batch_size=batch_size))
     seen = []
@@ -132,8 +136,8 @@ def test_prefix_cache_unavailable_falls_back_and_says_so_once(reference, monkeyp
     monkeypatch.setattr(LocalBackend, "_prefix_warned", set())
     with caplog.at_level(logging.WARNING, logger="toxcmp.backends.local"):
         for _ in range(2):
-            out = LocalBackend(BackendConfig(strategy="prefix")).generate(requests[:6])
-            assert [r.raw_text for r in out] == expected[:6]
+            out = LocalBackend(BackendConfig(strategy="prefix")).generate(requests[:3])
+            assert [r.raw_text for r in out] == expected[:3]
     warnings = [r for r in caplog.records if "prefix KV reuse is off" in r.getMessage()]
     assert len(warnings) == 1
 

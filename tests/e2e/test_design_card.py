@@ -41,7 +41,6 @@ def test_explicit_api_server_none_refuses_before_loading_any_data(cli, tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.serial  # starts a real transformers serve
 def test_the_three_design_card_commands_work_as_written(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -21,9 +21,9 @@ import pytest
 from toxcmp.run.cache import ResponseCache
 from toxcmp.testing.fake_server import FakeChatServer, Reply, completion
 
-# serial: servers restarted on the port they had (another worker could take it), a 30 s storm timed by the clock,
-# Ctrl-C and SIGKILL of real transformers serve processes
-pytestmark = pytest.mark.serial
+# Two tests are serial: they restart a server on the port it had, which another worker could take meanwhile. The
+# rest runs in the parallel pass: the storm's clock checks are lower bounds (it lasts at least 30 s, ~one retry a
+# second), and the Ctrl-C and SIGKILL checks look only at the processes below the compare they started.
 
 MODEL = "org/fake-classifier"
 TEXTS = [f"message {i}" + (" you idiot" if i % 3 == 0 else " hello") for i in range(12)]
@@ -52,6 +52,7 @@ def _rows(out: Path) -> pl.DataFrame:
     return pl.read_parquet(run_dir / "pairs.parquet")
 
 
+@pytest.mark.serial  # restarts a server on the port it had
 def test_api_server_killed_mid_run_keeps_rows_marks_errors_and_rerun_resumes(cli, dataset, tmp_path):
     out = tmp_path / "out"
     served = []
@@ -88,6 +89,7 @@ def test_api_server_killed_mid_run_keeps_rows_marks_errors_and_rerun_resumes(cli
     assert rows.height == 12 and rows["a_error"].is_null().all() and rows["example_id"].n_unique() == 12
 
 
+@pytest.mark.serial  # restarts a server on the port it had
 def test_timeouts_become_row_errors_then_resume(cli, dataset, tmp_path):
     out = tmp_path / "out"
     with FakeChatServer(models=[MODEL], responder=label_for) as b:

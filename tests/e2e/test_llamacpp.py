@@ -23,8 +23,8 @@ from toxcmp.domain.prompting import build_request
 
 from tests.helpers.processes import alive, listening_addresses, server_dies_with_parent, server_pids
 
-# serial: real llama.cpp servers, an orphan check that counts every llama.cpp server on the machine, and a speed bench
-pytestmark = pytest.mark.serial
+# not serial: each server is on a port of its own, the orphan check counts only this worker's servers, and the speed
+# bench asserts no speed (a server test here is mostly one core busy: two files at once use both)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "configs" / "samples" / "toxicchat0124_test_sample.csv"
 ROWS = 12  # of the shipped 24: texts part on most of them (Q4_1 against float weights), at half the time
@@ -118,6 +118,42 @@ def test_server_is_loopback_only_and_answers_greedily():
         assert first.ok and first.content and first.content == second.content  # greedy: the same text twice
         pid = server.process.pid
     assert not alive(pid)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("squatter", ["answers", "silent"])
+def test_a_port_taken_before_the_server_binds_it_is_chosen_again(monkeypatch, squatter):
+    """The port toxcmp chose is taken by another process before its server binds it (two runs, or two test
+    workers, on one machine): the server starts on another port, and no request goes to the other process, even
+    one that answers the health check as a server would."""
+    require_llamacpp()
+    import socket
+
+    from toxcmp.backends import server as server_module
+    from toxcmp.testing.fake_server import FakeChatServer
+
+    spec = resolve_model("smollm2-135m")
+    with FakeChatServer(models=[spec.model_id]) as fake, socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        taken = fake.port if squatter == "answers" else silent.getsockname()[1]
+        ports = iter([taken])
+        monkeypatch.setattr(server_module, "free_port", lambda: next(ports, None) or socket_free_port())
+        with server_module.llamacpp_api_server(spec, threads=1) as server:
+            assert server.port != taken
+            api = get_backend("api", BackendConfig(base_url=server.base_url, served_model=server.served_model))
+            request = build_request(load_policy("toxic_simple"), "hello", spec, GenerationConfig(max_new_tokens=4))
+            [answer] = api.generate([request])
+        assert answer.ok and answer.content
+        assert fake.requests == []  # the process that held the port got no completion request
+
+
+def socket_free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

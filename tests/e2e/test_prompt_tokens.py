@@ -162,7 +162,6 @@ def real_expected(tok, frame: pl.DataFrame, arm: str) -> list[tuple[int | None, 
 
 
 @pytest.mark.slow
-@pytest.mark.serial
 def test_llamacpp_reports_prompt_tokens_only_unstreamed_and_they_match(cli, tmp_path):
     """llama.cpp's server on the bundled GGUF, 24 ToxicChat rows: asked without streaming it reports usage, and
     its counts equal the tokenizer's (transformers, and llama.cpp's own); the spawned arm streams by default, and
@@ -192,7 +191,6 @@ def test_llamacpp_reports_prompt_tokens_only_unstreamed_and_they_match(cli, tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.serial
 def test_transformers_serve_and_local_report_prompt_tokens_that_match(cli, tmp_path):
     """`transformers serve` (spawned, streaming: it sends usage in the last chunk) and the local backend on 24
     ToxicChat rows: both report prompt tokens, and they equal the tokenizer's count of the request."""

@@ -22,14 +22,27 @@ def alive(pid: int) -> bool:
 
 
 def server_pids(marker: str) -> list[int]:
-    """Live processes listening on 127.0.0.1 whose command line contains `marker`."""
+    """Live processes listening on 127.0.0.1 whose command line contains `marker`, started by this test worker.
+
+    Every process on the machine is looked at (a server that escaped its parent is reparented, so a walk of our
+    children would miss it); one started under another pytest-xdist worker is not ours: a spawned server inherits
+    its parent's environment, PYTEST_XDIST_WORKER included."""
     out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
     pids = []
     for line in out.splitlines():
         pid, stat, args = line.strip().split(None, 2)
-        if marker in f" {args} " and "--host 127.0.0.1" in args and not stat.startswith("Z"):
+        if marker in f" {args} " and "--host 127.0.0.1" in args and not stat.startswith("Z") and _ours(int(pid)):
             pids.append(int(pid))
     return pids
+
+
+def _ours(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).environ().get("PYTEST_XDIST_WORKER") == os.environ.get("PYTEST_XDIST_WORKER")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
 
 
 def server_dies_with_parent(code: str, sig: signal.Signals, env: dict[str, str] | None = None) -> bool:

@@ -201,7 +201,6 @@ def test_stratified_run_records_weights(dataset, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.serial  # a real transformers serve
 def test_real_compare_api_server_local_vs_local_text_identity_is_inconclusive_and_resumes(cli, tmp_path):
     """SmolLM2 greedy through a real `transformers serve` and through local `generate`: identical text, but
     SmolLM2 answers the user instead of classifying, so no labels: the verdict must be inconclusive, never PASS."""

@@ -35,6 +35,52 @@ def _transformers_cli() -> list[str]:
     raise BackendError("the `transformers` command is not installed", "pip install 'toxcmp[serve]'")
 
 
+PORT_ATTEMPTS = 3
+_TCP_LISTEN = "0A"
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Inodes of the sockets listening on `port` (IPv4 and IPv6), from /proc/net/tcp{,6}."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == _TCP_LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(fields[9])
+    return found
+
+
+def _socket_owners(inodes: set[str]) -> list[int]:
+    """The pids holding a file descriptor on one of these socket inodes (the processes we may look into)."""
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    owners = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in wanted for fd in (proc / "fd").iterdir()):
+                owners.append(int(proc.name))
+        except OSError:
+            continue
+    return owners
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[3])  # after "pid (comm)": state, ppid, pgrp, session
+
+
+class _PortTaken(Exception):
+    """The port chosen for the server was taken by another process before the server bound it."""
+
+
 class SpawnedServer:
     """`with Server(...) as server: server.base_url` — loopback only, always stopped on exit, Ctrl-C and SIGTERM
     included. Subclasses say what to run and where its health is."""
@@ -49,6 +95,7 @@ class SpawnedServer:
         self.model = model
         self.threads = threads or alone_threads()  # compute threads of the server process
         self.port = port or free_port()
+        self._port_chosen = port is None  # a port we chose may be taken before the server binds it: choose again
         self.startup_timeout_s = startup_timeout_s
         self.offline = offline
         self.process: subprocess.Popen | None = None
@@ -81,16 +128,25 @@ class SpawnedServer:
         _exit_on_sigterm()
         from toxcmp import phases
 
-        phases.phase(f"starting {self.engine} ({self.threads} thread(s))")
-        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=self.environment(), start_new_session=True)
-        _LIVE.add(self)
-        try:
-            self._wait_healthy()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for attempt in range(PORT_ATTEMPTS):
+            phases.phase(f"starting {self.engine} ({self.threads} thread(s))")
+            self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=self.environment(), start_new_session=True)
+            _LIVE.add(self)
+            try:
+                self._wait_healthy()
+                return self
+            except _PortTaken:
+                self.stop()
+                if not self._port_chosen or attempt == PORT_ATTEMPTS - 1:
+                    raise BackendError(f"port {self.port} is taken by another process",
+                                       "choose another port" if not self._port_chosen else
+                                       f"see its log: {self._log.name}") from None
+                self.port = free_port()
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
 
     def _wait_healthy(self) -> None:
         import httpx
@@ -103,16 +159,36 @@ class SpawnedServer:
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 code = self.process.returncode if self.process is not None else None
+                if self._log_says_port_taken():
+                    raise _PortTaken()
                 raise BackendError(f"{self.engine} exited during start-up (code {code})",
                                    f"see its log: {self._log.name}")
             try:
-                if httpx.get(health, timeout=2.0).status_code == 200:
-                    return
+                answered = httpx.get(health, timeout=2.0).status_code == 200
             except httpx.HTTPError:
-                pass
+                answered = False
+            if answered:
+                if self._listens_itself():
+                    return
+                raise _PortTaken()  # someone else answers on the port: never send our requests there
             time.sleep(0.3)
         raise BackendError(f"{self.engine} did not answer within {self.startup_timeout_s:.0f}s",
                            f"see its log: {self._log.name}")
+
+    def _listens_itself(self) -> bool:
+        """Whether the socket listening on our port belongs to our server: its owner is in the session the server
+        leads (it was started with a session of its own). Without /proc (not Linux) the health answer is trusted."""
+        if not Path("/proc/net/tcp").exists():
+            return True
+        inodes = _listening_inodes(self.port)
+        return any(_session_of(pid) == self.process.pid for pid in _socket_owners(inodes))
+
+    def _log_says_port_taken(self) -> bool:
+        try:
+            text = Path(self._log.name).read_text(encoding="utf-8", errors="replace")[-4000:]
+        except OSError:
+            return False
+        return "address already in use" in text.lower()
 
     def stop(self) -> None:
         proc, self.process = self.process, None
