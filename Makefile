@@ -68,7 +68,8 @@ $(BIN)/llama-server: $(LLAMACPP_STAMP)
 	cp "$$tmp/build/bin/llama-server" $@
 
 # Two passes: everything not marked `serial` on 2 workers (a test file stays on one worker, so its module fixtures
-# run once), then the `serial` tests alone (real servers, clocks, reused ports). Both always run; the target fails
+# run once; real servers included, each on its own port), then the `serial` tests alone (clocks, CPU seconds, a
+# server restarted on its old port). Both always run; the target fails
 # if either fails, and a pass that selects nothing (pytest's exit 5) is not a failure. The converted bundled models
 # are shared by both passes and every worker (TOXCMP_TEST_MODELS_DIR, removed afterwards unless you set it).
 PYTEST_WORKERS ?= 2
