@@ -124,7 +124,8 @@ def test_a_30_second_429_storm_slows_the_run_and_loses_nothing(cli, dataset, tmp
     summary = json.loads(result.stdout)
     assert result.exit_code == 0, result.output
     assert elapsed >= 29 and summary["n"] == 12 and summary["n_errors"] == 0
-    assert summary["backends"]["a"]["retries"] >= 2 * 25  # two requests in flight, ~one retry a second each
+    # two requests in flight, ~one retry a second each (~60); a busy second worker may stretch a cycle a little
+    assert summary["backends"]["a"]["retries"] >= 2 * 20
     assert summary["binary_agreement"]["value"] == 1.0
 
 

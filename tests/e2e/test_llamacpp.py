@@ -509,32 +509,44 @@ def users_server(llamacpp_run):
     import subprocess
     import sys
 
-    import httpx
-
     from toxcmp.backends.server import gguf_of
 
     gguf = str(gguf_of(resolve_model("smollm2-135m")))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
-    process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1",
-                                "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
+    for _ in range(3):  # another worker's server may take the port before this one binds it: then another port
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1",
+                                    "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}/v1"
+        if _answers_itself(process, url, port):
+            break
+        process.terminate()
+        process.wait(timeout=30)
+    else:
+        pytest.fail("llama_cpp.server did not start in 3 tries")
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("llama_cpp.server did not start in 120 s")
         yield url, gguf
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def _answers_itself(process, url: str, port: int) -> bool:
+    """The server answers on `port` and the listening socket is its own (not another worker's server)."""
+    import httpx
+
+    from toxcmp.backends.server import _listening_inodes, _socket_owners
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                return process.pid in _socket_owners(_listening_inodes(port))
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    return False
 
 
 @pytest.mark.slow

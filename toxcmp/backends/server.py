@@ -62,11 +62,19 @@ def _socket_owners(inodes: set[str]) -> list[int]:
         if not proc.name.isdigit():
             continue
         try:
-            if any(os.readlink(fd) in wanted for fd in (proc / "fd").iterdir()):
-                owners.append(int(proc.name))
-        except OSError:
+            fds = list((proc / "fd").iterdir())
+        except OSError:  # gone, or not ours to look into
             continue
+        if any(_link(fd) in wanted for fd in fds):
+            owners.append(int(proc.name))
     return owners
+
+
+def _link(fd: Path) -> str | None:
+    try:
+        return os.readlink(fd)
+    except OSError:  # closed since the listing (a health-check connection, the listing's own fd)
+        return None
 
 
 def _session_of(pid: int) -> int | None:
@@ -96,6 +104,7 @@ class SpawnedServer:
         self.threads = threads or alone_threads()  # compute threads of the server process
         self.port = port or free_port()
         self._port_chosen = port is None  # a port we chose may be taken before the server binds it: choose again
+        self._attempt_log_start = 0  # where this start attempt's output begins in the shared log
         self.startup_timeout_s = startup_timeout_s
         self.offline = offline
         self.process: subprocess.Popen | None = None
@@ -130,6 +139,8 @@ class SpawnedServer:
 
         for attempt in range(PORT_ATTEMPTS):
             phases.phase(f"starting {self.engine} ({self.threads} thread(s))")
+            self._log.flush()
+            self._attempt_log_start = os.fstat(self._log.fileno()).st_size
             self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, env=self.environment(), start_new_session=True)
             _LIVE.add(self)
@@ -142,6 +153,7 @@ class SpawnedServer:
                     raise BackendError(f"port {self.port} is taken by another process",
                                        "choose another port" if not self._port_chosen else
                                        f"see its log: {self._log.name}") from None
+                phases.phase(f"port {self.port} was taken by another process: {self.engine} tries another")
                 self.port = free_port()
             except BaseException:
                 self.stop()
@@ -178,17 +190,19 @@ class SpawnedServer:
     def _listens_itself(self) -> bool:
         """Whether the socket listening on our port belongs to our server: its owner is in the session the server
         leads (it was started with a session of its own). Without /proc (not Linux) the health answer is trusted."""
-        if not Path("/proc/net/tcp").exists():
-            return True
         inodes = _listening_inodes(self.port)
+        if not inodes:  # no /proc, or a /proc that lists no sockets (WSL1, some sandboxes): trust the answer
+            return True
         return any(_session_of(pid) == self.process.pid for pid in _socket_owners(inodes))
 
     def _log_says_port_taken(self) -> bool:
         try:
-            text = Path(self._log.name).read_text(encoding="utf-8", errors="replace")[-4000:]
+            with open(self._log.name, "rb") as fh:
+                fh.seek(self._attempt_log_start)
+                text = fh.read().decode("utf-8", errors="replace")[-4000:]
         except OSError:
             return False
-        return "address already in use" in text.lower()
+        return "address already in use" in text.lower()  # this attempt's output only: the log is shared
 
     def stop(self) -> None:
         proc, self.process = self.process, None
