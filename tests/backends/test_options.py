@@ -171,6 +171,8 @@ def test_a_compare_reads_the_installed_backends_once_not_per_row(monkeypatch, cl
     2,000-row compare take 52 s instead of 3 s. The shipped 50-row recording compared must scan at most once."""
     from importlib.metadata import entry_points as real_scan
 
+    from toxcmp.config import configs_dir
+
     scans = []
 
     def counting_scan(group):
@@ -178,8 +180,6 @@ def test_a_compare_reads_the_installed_backends_once_not_per_row(monkeypatch, cl
         return real_scan(group=group)
 
     monkeypatch.setattr(backends, "entry_points", counting_scan)
-    from toxcmp.config import configs_dir
-
     n50 = configs_dir() / "recordings" / "backend_comparison_gpt-oss-safeguard-20b_toxic_chat_claude_1_n50.parquet"
     n = 50
     result = cli("compare", "--policy", "toxic_chat_claude_1", "--model", "gpt-oss-safeguard-20b", "--dataset",

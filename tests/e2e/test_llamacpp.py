@@ -138,7 +138,8 @@ def test_a_port_taken_before_the_server_binds_it_is_chosen_again(monkeypatch, sq
         silent.listen()
         taken = fake.port if squatter == "answers" else silent.getsockname()[1]
         ports = iter([taken])
-        monkeypatch.setattr(server_module, "free_port", lambda: next(ports, None) or socket_free_port())
+        real_free_port = server_module.free_port
+        monkeypatch.setattr(server_module, "free_port", lambda: next(ports, None) or real_free_port())
         with server_module.llamacpp_api_server(spec, threads=1) as server:
             assert server.port != taken
             api = get_backend("api", BackendConfig(base_url=server.base_url, served_model=server.served_model))
@@ -146,14 +147,6 @@ def test_a_port_taken_before_the_server_binds_it_is_chosen_again(monkeypatch, sq
             [answer] = api.generate([request])
         assert answer.ok and answer.content
         assert fake.requests == []  # the process that held the port got no completion request
-
-
-def socket_free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -505,18 +498,15 @@ def test_bench_engines_runs_every_peer_and_prints_ratios_against_the_fastest(cli
 def users_server(llamacpp_run):
     """llama-cpp-python's server started the way a user starts it: the GGUF, a port, every other default (its
     model is then known by the file's path, and it applies repeat_penalty 1.1 unless asked otherwise)."""
-    import socket
     import subprocess
     import sys
 
-    from toxcmp.backends.server import gguf_of
+    from toxcmp.backends.server import free_port, gguf_of
 
     gguf = str(gguf_of(resolve_model("smollm2-135m")))
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
     for _ in range(3):  # another worker's server may take the port before this one binds it: then another port
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1",
                                     "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}/v1"

@@ -10,6 +10,7 @@ group `toxcmp.backends` (`name = "module:Class"`). How to add one: `toxcmp/backe
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -136,19 +137,19 @@ class ScoresTokensInBatches(Protocol):
 
 
 # -- registry ----------------------------------------------------------------------------------------------
-_scanned: list[tuple[Any, dict[str, str]]] = []  # (the scan function, what it found): one entry
-
-
 def _plugins() -> dict[str, str]:
     """Installed entry-point backends, scanned once per process: a scan reads every installed package's metadata
     (~8 ms here) and a run asks for a backend's class per row. Keyed by the scan function, so a test that swaps
     `entry_points` sees its own plugins."""
-    if not _scanned or _scanned[0][0] is not entry_points:
-        found: dict[str, str] = {}
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            found.setdefault(ep.name, ep.value)  # the first of two with one name, as before
-        _scanned[:] = [(entry_points, found)]
-    return _scanned[0][1]
+    return _scan(entry_points)
+
+
+@functools.lru_cache(maxsize=1)
+def _scan(scan: Callable[..., Any]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for ep in scan(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep.value)  # the first of two with one name, as before
+    return found
 
 
 def registry() -> dict[str, str]:

@@ -189,7 +189,7 @@ class SpawnedServer:
 
     def _listens_itself(self) -> bool:
         """Whether the socket listening on our port belongs to our server: its owner is in the session the server
-        leads (it was started with a session of its own). Without /proc (not Linux) the health answer is trusted."""
+        leads (it was started with a session of its own)."""
         inodes = _listening_inodes(self.port)
         if not inodes:  # no /proc, or a /proc that lists no sockets (WSL1, some sandboxes): trust the answer
             return True
