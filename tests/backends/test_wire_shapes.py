@@ -25,6 +25,7 @@ from toxcmp.domain.prompting import build_request
 from toxcmp.results.io import write_outputs
 from toxcmp.run.rescore import rescore
 from toxcmp.testing.fake_server import FakeChatServer, Reply
+from toxcmp.testing.fake_server import completion as completion_body
 
 POLICY = load_policy("toxic_simple")
 GPT_OSS = resolve_model("gpt-oss-20b")
@@ -241,3 +242,17 @@ def test_the_local_backend_records_the_same_source_and_cut_off_verdict(tokens, f
     assert response.extra["reasoning_source"] == "harmony"  # recorded on the response, not guessed later
     row = tidy_row(_example("local"), "local", 0, response, POLICY, GPT_OSS.harmony)
     assert _observed(row) == (content, "The user asks whether the", binary, failure, "harmony")
+
+
+def test_a_stream_asks_for_the_usage_it_records():
+    """OpenAI's rule, which `transformers serve` 5.25 follows and the fake server too: a stream carries usage only
+    when the request asks for it (`stream_options.include_usage`). Both arms record the server's own counts."""
+    usage = {"prompt_tokens": 37, "completion_tokens": 2, "total_tokens": 39}
+    reply = Reply(body=dict(completion_body("a b"), usage=usage))
+    with FakeChatServer(models=[GPT_OSS.model_id], default=reply) as fake:
+        for stream in (False, True):
+            backend = get_backend("api", BackendConfig(base_url=fake.base_url, stream=stream))
+            [response] = backend.generate(_requests()[:1])
+            assert (response.extra["prompt_tokens"], response.extra["completion_tokens"]) == (37, 2), stream
+        plain, streamed = fake.requests
+    assert "stream_options" not in plain and streamed["stream_options"] == {"include_usage": True}

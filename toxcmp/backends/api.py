@@ -308,6 +308,8 @@ class ApiBackend:
                                     fatal: list[BaseException]) -> ModelResponse | None:
         clock = RequestClock()
         asked = _body(self._payload(request), request.chat_messages())
+        if self.streams:  # OpenAI's rule: a stream carries usage only when asked (transformers serve 5.25 does too)
+            asked.setdefault("stream_options", {"include_usage": True})
         body = {k: v for k, v in asked.items() if k not in self.rejected}
         max_new = request.generation.max_new_tokens
         breaker = gate.breaker

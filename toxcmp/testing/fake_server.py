@@ -133,8 +133,10 @@ class FakeChatServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-            def _stream(self, reply: Reply) -> None:
-                """The completion as server-sent events, one word per event; stops when the client is gone."""
+            def _stream(self, reply: Reply, include_usage: bool) -> None:
+                """The completion as server-sent events, one word per event; stops when the client is gone. Usage
+                comes, as OpenAI's API sends it, in a last chunk with no choices, only when the request asked
+                (`stream_options.include_usage`)."""
                 body = reply.body
                 message = body["choices"][0]["message"]
                 pieces = re.findall(r"\s*\S+", message.get("content") or "") or [""]
@@ -148,9 +150,11 @@ class FakeChatServer:
                            for p in pieces]
                 if body["choices"][0].get("logprobs"):
                     events[-1]["choices"][0]["logprobs"] = body["choices"][0]["logprobs"]
-                usage = dict(body.get("usage") or {}, completion_tokens=len(pieces))
                 events.append(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason":
-                                                   body["choices"][0].get("finish_reason")}], usage=usage))
+                                                   body["choices"][0].get("finish_reason")}]))
+                if include_usage:
+                    events.append(dict(base, choices=[], usage=dict(body.get("usage") or {},
+                                                                    completion_tokens=len(pieces))))
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
@@ -214,7 +218,7 @@ class FakeChatServer:
                     return
                 self.released = False
                 try:
-                    self._stream(reply)
+                    self._stream(reply, bool((payload.get("stream_options") or {}).get("include_usage")))
                 finally:
                     with outer._lock:
                         if not self.released:
