@@ -202,11 +202,15 @@ class FakeChatServer:
                     if outer.clock_started is None:
                         outer.clock_started = now
                     since = now - outer.clock_started
-                if reply is None:
-                    reply = outer.responder(payload) if outer.responder else outer.default
-                with outer._lock:
-                    outer.in_flight += 1
+                    outer.in_flight += 1  # from its arrival: a responder that blocks is the server working on it
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                if reply is None:
+                    try:
+                        reply = outer.responder(payload) if outer.responder else outer.default
+                    except BaseException:
+                        with outer._lock:
+                            outer.in_flight -= 1
+                        raise
                 wait = reply.delay_s or (outer.latency(since) if outer.latency else outer.delay_s)
                 time.sleep(wait)
                 streaming = bool(payload.get("stream")) and reply.status == 200 and isinstance(reply.body, dict) \
