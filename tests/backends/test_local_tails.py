@@ -7,7 +7,7 @@ import csv
 
 import pytest
 
-from toxcmp.backends import local_tails
+from toxcmp.backends import local_prefixes, local_tails
 from toxcmp.backends.local import LocalBackend, LocalOptions
 from toxcmp.config import GenerationConfig, configs_dir
 from toxcmp.domain.models import resolve_model
@@ -20,6 +20,7 @@ SAMPLE = configs_dir() / "samples" / "toxicchat0124_test_sample.csv"
 @pytest.fixture(autouse=True)
 def no_tails_kept():
     local_tails.forget()
+    local_prefixes.forget()
     yield
     local_tails.forget()
 
@@ -64,6 +65,9 @@ def test_scoring_over_the_tails_a_recording_run_kept_equals_a_plain_forward_pass
         assert len(local.logprobs) == len(expected) == len(ids)
         assert max(abs(a - b) for a, b in zip(local.logprobs, expected)) <= 1e-4
     assert scorer.stats["tails_reused"] == len(requests)
+    # the shared prefix too: computed by the recording run, found (not prefilled again) by the scoring instance
+    assert recording.stats["prefix_tokens_computed"] > 100 and scorer.stats["prefix_tokens_computed"] == 0
+    assert scorer.stats["prefix_tokens_found"] == recording.stats["prefix_tokens_computed"]
 
 
 @pytest.mark.slow

@@ -8,8 +8,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
-from toxcmp.backends import OnResponse, local_tails
+from toxcmp.backends import OnResponse, local_prefixes, local_tails
 from toxcmp.backends.local_logprobs import LogprobRecorder
+from toxcmp.backends.local_prefixes import PrefixCache
 from toxcmp.backends.local_model import (
     LoadedModel,
     LocalModelCache,
@@ -77,26 +78,6 @@ ONE_LOOP_STEP_COST = 9000
 PREFILL_CALL_TOKENS = 32
 
 
-@dataclass
-class PrefixCache:
-    """The KV cache of the token prefix every prompt of one (model, policy, template options) shares."""
-
-    ids: list[int]
-    cache: Any  # transformers Cache after a forward pass over `ids`
-
-    def expanded(self, batch: int) -> Any:
-        import copy
-
-        cache = copy.deepcopy(self.cache)  # generate() extends the cache in place
-        if batch > 1:
-            cache.batch_repeat_interleave(batch)
-        return cache
-
-    def starts(self, ids: Sequence[int]) -> bool:
-        """Whether a prompt of `ids` begins with this prefix and goes on after it."""
-        return len(ids) > len(self.ids) and list(ids[: len(self.ids)]) == self.ids
-
-
 class LocalBackend:
     name = "local"
     Options = LocalOptions
@@ -110,7 +91,8 @@ class LocalBackend:
         self._prefixes: dict[tuple, PrefixCache | None] = {}
         self._resolved: dict[ModelSpec, str] = {}
         self.stats = {"batches": 0, "prefill_groups": 0, "splits": 0, "prefix_hits": 0, "prefix_misses": 0,
-                      "prefix_tokens_reused": 0, "prefix_tokens_computed": 0, "tails_reused": 0}
+                      "prefix_tokens_reused": 0, "prefix_tokens_computed": 0, "prefix_tokens_found": 0,
+                      "tails_reused": 0}
 
     @property
     def endpoint(self) -> str:
@@ -327,8 +309,9 @@ class LocalBackend:
         return results
 
     def _prefix(self, loaded: LoadedModel, request: ChatRequest) -> PrefixCache | None:
-        """Computed once per (model, system message, template options, render date); None when the model's cache
-        can't be reused."""
+        """Looked up once per (model, system message, template options, render date) per instance, computed once
+        per process and model (local_prefixes: another instance's is found); None when the model's cache can't be
+        reused."""
         import torch
 
         from toxcmp.backends import shared_prefix
@@ -352,12 +335,18 @@ class LocalBackend:
                 reason = shared_prefix.prefix_reusable(loaded.model)
                 if reason:
                     raise TypeError(reason)
+                prefix = local_prefixes.find(loaded.model, ids)  # another instance of this model computed it
+                if prefix is not None:
+                    self.stats["prefix_tokens_found"] += len(ids)
+                    self._prefixes[key] = prefix
+                    return prefix
                 with torch.inference_mode():
                     out = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), use_cache=True)
                 cache = shared_prefix.output_cache(out)
                 if cache is None or not hasattr(cache, "batch_repeat_interleave"):
                     raise TypeError(f"cache type {type(cache).__name__} cannot be expanded per batch")
                 prefix = PrefixCache(ids, cache)
+                local_prefixes.keep(loaded.model, prefix)
                 self.stats["prefix_tokens_computed"] += len(ids)
             except Exception as exc:  # noqa: BLE001 - fall back to plain batching
                 model_key = request.model.model_id

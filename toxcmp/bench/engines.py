@@ -112,6 +112,7 @@ def bench_engines(dataset, rows: int = 24, max_new_tokens: int = 32, policy: str
 
     from toxcmp.backends.api import ApiBackend
     from toxcmp.backends.api_options import ApiOptions
+    from toxcmp.backends import local_prefixes
     from toxcmp.backends.local import LocalBackend
     from toxcmp.backends.server import gguf_of, llamacpp_version
     from toxcmp.domain.data import read_file
@@ -146,6 +147,7 @@ def bench_engines(dataset, rows: int = 24, max_new_tokens: int = 32, policy: str
     for strategy in ("naive", "prefix"):
         backend = LocalBackend(BackendConfig(strategy=strategy, threads=threads, device="cpu"))  # the CPU peer
         backend.load(spec)  # once per process; not timed
+        local_prefixes.forget()  # the timed run computes its own shared prefix
         timed(f"local_{strategy}", backend)
     in_process = _in_process(gguf, threads)
     try:

@@ -26,6 +26,7 @@ def check(model: str, dtype: str, texts: list[str], max_new_tokens: int, device:
     import torch
 
     from toxcmp.backends import BackendConfig
+    from toxcmp.backends import local_prefixes
     from toxcmp.backends.local import LocalBackend, auto_batch_size
     from toxcmp.backends.local_model import LocalModelCache
     from toxcmp.config import GenerationConfig
@@ -42,6 +43,7 @@ def check(model: str, dtype: str, texts: list[str], max_new_tokens: int, device:
     for strategy in ("naive", "batched", "prefix"):
         backend = LocalBackend(BackendConfig(device=device, dtype=dtype, strategy=strategy))
         loaded = backend.load(spec)
+        local_prefixes.forget()  # the timed run computes its own shared prefix
         if cuda:
             torch.cuda.reset_peak_memory_stats()
             torch.cuda.synchronize()

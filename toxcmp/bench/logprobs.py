@@ -49,6 +49,7 @@ def bench_logprobs(csv_path, rows: int = 32, max_new_tokens: int = 32, policy: s
     import torch
 
     from toxcmp.backends import BackendConfig
+    from toxcmp.backends import local_prefixes
     from toxcmp.backends.local import LocalBackend, LocalOptions
     from toxcmp.domain.models import resolve_model
     from toxcmp.domain.policies import load_policy
@@ -72,13 +73,19 @@ def bench_logprobs(csv_path, rows: int = 32, max_new_tokens: int = 32, policy: s
         log(f"{what:34s} {elapsed:7.2f} s")
         return out, elapsed
 
-    plain, generate_s = timed(f"generate ({options.strategy})", lambda: LocalBackend(options).generate(requests))
+    def generate(backend):
+        local_prefixes.forget()  # each generation computes its own shared prefix
+        return backend.generate(requests)
+
+    plain, generate_s = timed(f"generate ({options.strategy})", lambda: generate(LocalBackend(options)))
     recorded, with_logprobs_s = timed("generate, recording log p (top 5)",
-                                      lambda: LocalBackend(options.with_values(logprobs=5)).generate(requests))
+                                      lambda: generate(LocalBackend(options.with_values(logprobs=5))))
     errors = [r.error for r in [*plain, *recorded] if r.error]
     if errors:
         raise RuntimeError(f"{len(errors)} example(s) failed, first: {errors[0]}")
-    scorer = LocalBackend(options)  # a fresh backend: its prefix cache is computed inside the timed part
+    # a fresh backend, as compare's scoring phase builds: it finds the shared prefix the recording run computed
+    # (toxcmp.backends.local_prefixes), as in compare, and the tails that run kept
+    scorer = LocalBackend(options)
 
     def teacher_force():
         return score_texts(scorer, [(request, r.raw_text, None) for request, r in zip(requests, plain)])

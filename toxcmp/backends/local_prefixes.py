@@ -1,0 +1,68 @@
+"""The KV cache of the shared policy prefix, computed once per process and model, not once per backend instance.
+
+The prefix strategy runs every prompt of one (model, policy, template options, render date) over the KV of the
+token prefix they share. Scoring phases after a run (token parity, label probabilities, margins) build backend
+instances of their own for the local arm's model; keyed here by the loaded model object and the prefix's exact
+token ids, they find the prefix the arm's generation computed instead of prefilling it again (597 tokens of
+`toxic_chat_claude_1` on SmolLM2: ~2 s of a 7 s scoring phase on one thread). The KV is a function of the weights
+and the ids alone, so nothing else belongs in the key; a model evicted from the process takes its prefixes with
+it. Benchmarks call `forget()` before each timed generation, so every timed run pays for its own prefix.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+PER_MODEL = 8  # prefixes kept per model (policies × template options × render dates), least recently used out
+
+
+@dataclass
+class PrefixCache:
+    """The KV cache of the token prefix every prompt of one (model, policy, template options) shares."""
+
+    ids: list[int]
+    cache: Any  # transformers Cache after a forward pass over `ids`
+
+    def expanded(self, batch: int) -> Any:
+        import copy
+
+        cache = copy.deepcopy(self.cache)  # generate() extends the cache in place
+        if batch > 1:
+            cache.batch_repeat_interleave(batch)
+        return cache
+
+    def starts(self, ids: Sequence[int]) -> bool:
+        """Whether a prompt of `ids` begins with this prefix and goes on after it."""
+        return len(ids) > len(self.ids) and list(ids[: len(self.ids)]) == self.ids
+
+
+_lock = threading.Lock()
+_held: "weakref.WeakKeyDictionary[Any, OrderedDict[tuple[int, ...], PrefixCache]]" = weakref.WeakKeyDictionary()
+
+
+def find(model: Any, ids: Sequence[int]) -> PrefixCache | None:
+    with _lock:
+        kept = _held.get(model)
+        prefix = kept.get(tuple(ids)) if kept else None
+        if prefix is not None:
+            kept.move_to_end(tuple(ids))
+        return prefix
+
+
+def keep(model: Any, prefix: PrefixCache) -> None:
+    with _lock:
+        kept = _held.setdefault(model, OrderedDict())
+        kept[tuple(prefix.ids)] = prefix
+        while len(kept) > PER_MODEL:
+            kept.popitem(last=False)
+
+
+def forget(model: Any | None = None) -> None:
+    """Drop the kept prefixes of `model` (all models when None)."""
+    with _lock:
+        for m in [model] if model is not None else list(_held):
+            _held.pop(m, None)
