@@ -17,7 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-PER_MODEL = 8  # prefixes kept per model (policies × template options × render dates), least recently used out
+PER_MODEL = 4  # prefixes kept per model (policies × template options × render dates; on a GPU each is
+# ~0.1 GB for gpt-oss-20b and a long policy), least recently used out
 
 
 @dataclass
