@@ -11,11 +11,10 @@ it. Benchmarks call `forget()` before each timed generation, so every timed run 
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+from toxcmp.backends.kept import KeptPerModel
 
 PER_MODEL = 4  # prefixes kept per model (policies × template options × render dates; on a GPU each is
 # ~0.1 GB for gpt-oss-20b and a long policy), least recently used out
@@ -41,29 +40,20 @@ class PrefixCache:
         return len(ids) > len(self.ids) and list(ids[: len(self.ids)]) == self.ids
 
 
-_lock = threading.Lock()
-_held: "weakref.WeakKeyDictionary[Any, OrderedDict[tuple[int, ...], PrefixCache]]" = weakref.WeakKeyDictionary()
+_kept = KeptPerModel()
 
 
 def find(model: Any, ids: Sequence[int]) -> PrefixCache | None:
-    with _lock:
-        kept = _held.get(model)
-        prefix = kept.get(tuple(ids)) if kept else None
-        if prefix is not None:
-            kept.move_to_end(tuple(ids))
-        return prefix
+    return _kept.find(model, tuple(ids))
 
 
 def keep(model: Any, prefix: PrefixCache) -> None:
-    with _lock:
-        kept = _held.setdefault(model, OrderedDict())
-        kept[tuple(prefix.ids)] = prefix
-        while len(kept) > PER_MODEL:
-            kept.popitem(last=False)
+    with _kept.lock:
+        _kept.put(model, tuple(prefix.ids), prefix)
+        while _kept.count(model) > PER_MODEL:
+            _kept.pop_oldest(model)
 
 
 def forget(model: Any | None = None) -> None:
     """Drop the kept prefixes of `model` (all models when None)."""
-    with _lock:
-        for m in [model] if model is not None else list(_held):
-            _held.pop(m, None)
+    _kept.forget(model)

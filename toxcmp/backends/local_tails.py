@@ -14,11 +14,10 @@ them), least recently used first out past `BUDGET_BYTES`. A prompt not found her
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
+
+from toxcmp.backends.kept import KeptPerModel
 
 BUDGET_BYTES = 1 << 30  # host memory for kept tails, all models together (SmolLM2 fp32: ~46 KB a token)
 
@@ -30,9 +29,8 @@ class Tail:
     nbytes: int
 
 
-_lock = threading.Lock()
-_tails: "weakref.WeakKeyDictionary[Any, OrderedDict[tuple[int, ...], Tail]]" = weakref.WeakKeyDictionary()
-_held = 0
+_kept = KeptPerModel()
+_held = 0  # bytes kept, all models together (guarded by _kept.lock)
 
 
 def keep(model: Any, prompt_ids: Sequence[int], n_prefix: int, kv: Sequence[tuple[Any, Any]]) -> None:
@@ -40,39 +38,25 @@ def keep(model: Any, prompt_ids: Sequence[int], n_prefix: int, kv: Sequence[tupl
     global _held
     host = tuple((k.to("cpu", copy=True).contiguous(), v.to("cpu", copy=True).contiguous()) for k, v in kv)
     tail = Tail(n_prefix, host, sum(k.nbytes + v.nbytes for k, v in host))
-    key = tuple(prompt_ids)
-    with _lock:
-        rows = _tails.setdefault(model, OrderedDict())
-        if key in rows:
-            _held -= rows.pop(key).nbytes
-        rows[key] = tail
-        _held += tail.nbytes
-        while _held > BUDGET_BYTES and any(_tails.values()):
-            _evict_oldest()
-
-
-def _evict_oldest() -> None:
-    global _held
-    rows = next(r for r in _tails.values() if r)
-    _, tail = rows.popitem(last=False)
-    _held -= tail.nbytes
+    with _kept.lock:
+        previous = _kept.put(model, tuple(prompt_ids), tail)
+        _held += tail.nbytes - (previous.nbytes if previous is not None else 0)
+        while _held > BUDGET_BYTES:
+            oldest = _kept.pop_oldest()
+            if oldest is None:
+                break
+            _held -= oldest.nbytes
 
 
 def find(model: Any, prompt_ids: Sequence[int]) -> Tail | None:
-    with _lock:
-        rows = _tails.get(model)
-        tail = rows.get(tuple(prompt_ids)) if rows else None
-        if tail is not None:
-            rows.move_to_end(tuple(prompt_ids))
-        return tail
+    return _kept.find(model, tuple(prompt_ids))
 
 
 def forget(model: Any | None = None) -> None:
     """Drop the kept tails of `model` (all models when None)."""
     global _held
-    with _lock:
-        for m in [model] if model is not None else list(_tails):
-            _held -= sum(t.nbytes for t in _tails.pop(m, {}).values())
+    with _kept.lock:
+        _held -= sum(t.nbytes for t in _kept.forget(model))
 
 
 def held_bytes() -> int:
