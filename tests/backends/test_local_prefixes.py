@@ -13,7 +13,7 @@ class Model:  # any object the loaded-model cache would hold: the store keys on 
     pass
 
 
-def test_a_prefix_is_found_only_for_the_same_model_and_the_same_ids(monkeypatch):
+def test_a_prefix_is_found_only_for_the_same_model_and_the_same_ids():
     model, other = Model(), Model()
     prefix = PrefixCache([1, 2, 3], cache=object())
     local_prefixes.keep(model, prefix)

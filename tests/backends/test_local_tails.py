@@ -23,6 +23,7 @@ def no_tails_kept():
     local_prefixes.forget()
     yield
     local_tails.forget()
+    local_prefixes.forget()
 
 
 def _requests(n, max_new_tokens=12):
@@ -109,3 +110,24 @@ def test_the_store_drops_the_least_recently_used_tail_past_its_budget(monkeypatc
     assert local_tails.find(Model(), [1, 2]) is None  # another model's prompt of the same ids is not this one
     local_tails.forget(model)
     assert local_tails.held_bytes() == 0 and local_tails.find(model, [1, 2]) is None
+
+
+def test_a_model_dropped_from_the_process_takes_its_tails_bytes_with_it(monkeypatch):
+    """Else the budget would count tails nobody holds, and every later keep would evict what it just kept."""
+    import gc
+
+    import torch
+
+    class Model:
+        pass
+
+    model, kept = Model(), Model()
+    kv = [(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4))]
+    monkeypatch.setattr(local_tails, "BUDGET_BYTES", 2 * 192)
+    local_tails.keep(model, [1, 2], 1, kv)
+    local_tails.keep(kept, [1, 2], 1, kv)
+    del model
+    gc.collect()
+    assert local_tails.held_bytes() == 192
+    local_tails.keep(kept, [1, 3], 1, kv)  # fits: the collected model's bytes no longer count
+    assert local_tails.find(kept, [1, 2]) is not None and local_tails.find(kept, [1, 3]) is not None

@@ -256,3 +256,27 @@ def test_a_stream_asks_for_the_usage_it_records():
             assert (response.extra["prompt_tokens"], response.extra["completion_tokens"]) == (37, 2), stream
         plain, streamed = fake.requests
     assert "stream_options" not in plain and streamed["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize("refusal", ["Unexpected fields in the request: {'stream_options'}",
+                                     "unknown field `include_usage`"])
+def test_a_server_that_refuses_stream_options_is_asked_without_them_and_no_row_is_marked(refusal):
+    """`stream_options` is toxcmp's own transport setting: refused (by name, or by its inner field), the request is
+    sent again without it and later ones never carry it; it changes no answer, so no row records a refused
+    parameter (that finding makes an arm suspect) — the backend's reliability counts it."""
+    usage = {"prompt_tokens": 37, "completion_tokens": 2, "total_tokens": 39}
+
+    def respond(payload: dict) -> Reply:
+        if "stream_options" in payload:
+            return Reply(status=422, body={"error": {"message": refusal}})
+        return Reply(body=dict(completion_body("a b"), usage=usage))
+
+    with FakeChatServer(models=[GPT_OSS.model_id], responder=respond) as fake:
+        backend = get_backend("api", BackendConfig(base_url=fake.base_url, stream=True, concurrency=1))
+        responses = backend.generate(_requests()[:3])
+        sent = fake.requests
+    assert [r.error for r in responses] == [None] * 3 and [r.raw_text for r in responses] == ["a b"] * 3
+    assert all(r.extra["rejected_parameters"] == [] for r in responses)
+    assert all(r.extra["prompt_tokens"] is None for r in responses)  # no usage in the stream: said, never guessed
+    assert ["stream_options" in p for p in sent] == [True, False, False, False]
+    assert list(backend.reliability()["rejected_parameters"]) == ["stream_options"]

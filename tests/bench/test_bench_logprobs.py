@@ -24,6 +24,7 @@ def test_bench_logprobs_json_on_tiny_settings(cli):
     # every answer scored: at least one token each, never more than the budget
     assert 2 <= data["scored_tokens"] <= 2 * 4
     assert data["tails_reused"] == 2  # both scored over the prompt KV the recording run kept
+    assert data["prefix_tokens_found"] > 100  # ... after the shared prefix it computed (toxic_chat_claude_1: ~600)
     assert data["teacher_forcing_ratio"] == pytest.approx(data["teacher_forcing_s"] / data["generate_s"], abs=2e-3)
     assert data["recording_ratio"] == pytest.approx(data["generate_with_logprobs_s"] / data["generate_s"], abs=2e-3)
     assert data["met"] == (data["teacher_forcing_ratio"] <= data["goal"]) and data["goal"] == 0.25

@@ -43,6 +43,9 @@ DEFAULT_CONCURRENCY = 8  # a remote provider or a user's server: we cannot know 
 # What a request must carry, whatever a server says of it; any other parameter a 400/422 names is dropped and the
 # request sent once more without it, the name recorded on the row (`rejected_parameters`), never silently.
 ESSENTIAL_PARAMETERS = frozenset({"model", "messages", "max_tokens", "temperature", "stream"})
+# toxcmp's own transport settings: refused, they are dropped and the request sent again like any optional parameter
+# (in `reliability()`), but they change no answer, so a row answered without them is no refused-parameter finding
+TRANSPORT_PARAMETERS = frozenset({"stream_options"})
 REJECTION_STATUS = (400, 422)
 
 __all__ = ["DEFAULT_CONCURRENCY", "ApiBackend", "redact", "valid_providers"]
@@ -477,7 +480,8 @@ class RequestClock:
 
 
 def _dropped(asked: dict[str, Any], sent: dict[str, Any]) -> list[str]:
-    return sorted(k for k in asked if k not in sent)
+    """The answer-changing parameters a row was answered without (a refused transport setting is not one)."""
+    return sorted(k for k in asked if k not in sent and k not in TRANSPORT_PARAMETERS)
 
 
 def rejected_parameters(status: int, message: str, param: str | None, body: dict[str, Any]) -> list[str]:
@@ -489,4 +493,7 @@ def rejected_parameters(status: int, message: str, param: str | None, body: dict
     optional = [k for k in body if k not in ESSENTIAL_PARAMETERS]
     if param in optional:
         return [param]
-    return [k for k in optional if re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", message or "")]
+    named = [k for k in optional if re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", message or "")]
+    if "stream_options" in optional and "stream_options" not in named and "include_usage" in (message or ""):
+        named.append("stream_options")  # a refusal naming only the inner field
+    return named

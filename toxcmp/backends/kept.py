@@ -30,6 +30,11 @@ class KeptPerModel:
             kept[key] = value
             return previous
 
+    def values(self) -> list[Any]:
+        """Everything kept, every model (a model collected since is gone from here too)."""
+        with self.lock:
+            return [value for kept in self._held.values() for value in kept.values()]
+
     def count(self, model: Any) -> int:
         with self.lock:
             return len(self._held.get(model) or ())

@@ -30,22 +30,19 @@ class Tail:
 
 
 _kept = KeptPerModel()
-_held = 0  # bytes kept, all models together (guarded by _kept.lock)
 
 
 def keep(model: Any, prompt_ids: Sequence[int], n_prefix: int, kv: Sequence[tuple[Any, Any]]) -> None:
     """Keep one row's tail KV (per layer, the tail's positions after the prefix, its last token left out)."""
-    global _held
     host = tuple((k.to("cpu", copy=True).contiguous(), v.to("cpu", copy=True).contiguous()) for k, v in kv)
-    tail = Tail(n_prefix, host, sum(k.nbytes + v.nbytes for k, v in host))
     with _kept.lock:
-        previous = _kept.put(model, tuple(prompt_ids), tail)
-        _held += tail.nbytes - (previous.nbytes if previous is not None else 0)
-        while _held > BUDGET_BYTES:
+        _kept.put(model, tuple(prompt_ids), Tail(n_prefix, host, sum(k.nbytes + v.nbytes for k, v in host)))
+        held = held_bytes()
+        while held > BUDGET_BYTES:
             oldest = _kept.pop_oldest()
             if oldest is None:
                 break
-            _held -= oldest.nbytes
+            held -= oldest.nbytes
 
 
 def find(model: Any, prompt_ids: Sequence[int]) -> Tail | None:
@@ -54,13 +51,12 @@ def find(model: Any, prompt_ids: Sequence[int]) -> Tail | None:
 
 def forget(model: Any | None = None) -> None:
     """Drop the kept tails of `model` (all models when None)."""
-    global _held
-    with _kept.lock:
-        _held -= sum(t.nbytes for t in _kept.forget(model))
+    _kept.forget(model)
 
 
 def held_bytes() -> int:
-    return _held
+    """Bytes kept, all models together: counted from what is held, so a model collected since counts nothing."""
+    return sum(t.nbytes for t in _kept.values())
 
 
 def keeper(model: Any, prompts: Sequence[Sequence[int]], n_prefix: int) -> Callable[[int, list], None]:

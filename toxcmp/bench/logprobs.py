@@ -3,7 +3,9 @@ process on the same rows: the local backend's default strategy generating them (
 token log p), then teacher-forced scoring of those answers under the same model, then their label probabilities.
 Ratios are against the plain generation run here; the goal is scoring ≤ 25 % of it. As in `compare --logprobs K`,
 the run recording log p keeps each prompt's tail KV (toxcmp.backends.local_tails), so scoring runs only the scored
-tokens where it holds them (`tails_reused`); keeping them is inside `generate_with_logprobs_s`."""
+tokens where it holds them (`tails_reused`); keeping them is inside `generate_with_logprobs_s`. Each timed generation
+computes its own shared prefix; scoring finds the one the recording run computed, as compare's scoring phase does
+(toxcmp.backends.local_prefixes; `prefix_tokens_found`)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ class LogprobBenchResult(BenchResult):
     label_rows: int  # answers that wrote a label where it can be read (SmolLM2 seldom does)
     scored_tokens: int
     tails_reused: int  # rows scored over the tail KV the recording run kept (the rest ran their whole tail again)
+    prefix_tokens_found: int  # the shared prefix the scoring found instead of prefilling it (0: it computed its own)
     recording_ratio: float  # generate_with_logprobs_s / generate_s
     teacher_forcing_ratio: float  # teacher_forcing_s / generate_s
     label_probs_ratio: float | None
@@ -101,6 +104,6 @@ def bench_logprobs(csv_path, rows: int = 32, max_new_tokens: int = 32, policy: s
         threads=torch.get_num_threads(), generate_s=round(generate_s, 3),
         generate_with_logprobs_s=round(with_logprobs_s, 3), teacher_forcing_s=round(forcing_s, 3),
         label_probs_s=round(label_s, 3) if measured else None, label_rows=len(label_p), scored_tokens=sum(len(s.logprobs) for s in scores),
-        tails_reused=scorer.stats["tails_reused"],
+        tails_reused=scorer.stats["tails_reused"], prefix_tokens_found=scorer.stats["prefix_tokens_found"],
         recording_ratio=round(with_logprobs_s / generate_s, 3), teacher_forcing_ratio=round(forcing_s / generate_s, 3),
         label_probs_ratio=round(label_s / generate_s, 3) if measured else None)
