@@ -41,6 +41,19 @@ def models_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def module_env(tmp_path_factory, models_dir):
+    """A module's own fixtures (one run shared by its tests) get a cache dir of their own and no HF token — never
+    the user's cache, never another module's: there a loopback server on a port an earlier test's server had,
+    answering the same requests, was answered from that server's cache (seen in a fresh-clone CI)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TOXCMP_CACHE_DIR", str(tmp_path_factory.mktemp("module-cache")))
+        patch.setenv("TOXCMP_MODELS_DIR", str(models_dir))
+        patch.delenv("HF_TOKEN", raising=False)
+        patch.delenv("TOXCMP_DEBUG", raising=False)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch, models_dir):
     """Every test gets its own cache dir and no HF token."""
