@@ -22,13 +22,12 @@ class KeptPerModel:
                 kept.move_to_end(key)  # used: now the most recent
             return value
 
-    def put(self, model: Any, key: Hashable, value: Any) -> Any:
-        """Keep `value` as the most recent of `model`; returns the value it replaced, if any."""
+    def put(self, model: Any, key: Hashable, value: Any) -> None:
+        """Keep `value` as the most recent of `model` (in place of any value under `key`)."""
         with self.lock:
             kept = self._held.setdefault(model, OrderedDict())
-            previous = kept.pop(key, None)
+            kept.pop(key, None)
             kept[key] = value
-            return previous
 
     def values(self) -> list[Any]:
         """Everything kept, every model (a model collected since is gone from here too)."""
@@ -46,8 +45,8 @@ class KeptPerModel:
             kept = self._held.get(model) if model is not None else next((k for k in self._held.values() if k), None)
             return kept.popitem(last=False)[1] if kept else None
 
-    def forget(self, model: Any | None = None) -> list[Any]:
-        """Drop what is kept for `model` (every model when None); returns the values dropped."""
+    def forget(self, model: Any | None = None) -> None:
+        """Drop what is kept for `model` (every model when None)."""
         with self.lock:
-            models = [model] if model is not None else list(self._held)
-            return [value for m in models for value in (self._held.pop(m, None) or {}).values()]
+            for m in [model] if model is not None else list(self._held):
+                self._held.pop(m, None)

@@ -338,16 +338,15 @@ class LocalBackend:
                 prefix = local_prefixes.find(loaded.model, ids)  # another instance of this model computed it
                 if prefix is not None:
                     self.stats["prefix_tokens_found"] += len(ids)
-                    self._prefixes[key] = prefix
-                    return prefix
-                with torch.inference_mode():
-                    out = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), use_cache=True)
-                cache = shared_prefix.output_cache(out)
-                if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-                    raise TypeError(f"cache type {type(cache).__name__} cannot be expanded per batch")
-                prefix = PrefixCache(ids, cache)
-                local_prefixes.keep(loaded.model, prefix)
-                self.stats["prefix_tokens_computed"] += len(ids)
+                else:
+                    with torch.inference_mode():
+                        out = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), use_cache=True)
+                    cache = shared_prefix.output_cache(out)
+                    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+                        raise TypeError(f"cache type {type(cache).__name__} cannot be expanded per batch")
+                    prefix = PrefixCache(ids, cache)
+                    local_prefixes.keep(loaded.model, prefix)
+                    self.stats["prefix_tokens_computed"] += len(ids)
             except Exception as exc:  # noqa: BLE001 - fall back to plain batching
                 model_key = request.model.model_id
                 if model_key not in self._prefix_warned:

@@ -2,10 +2,12 @@
 
 The prefix strategy runs every prompt of one (model, policy, template options, render date) over the KV of the
 token prefix they share. Scoring phases after a run (token parity, label probabilities) build backend instances
-of their own for the local arm's model; keyed here by the loaded model object and the prefix's exact token ids, they find the prefix the arm's generation computed instead of prefilling it again (597 tokens of
+of their own for the local arm's model; keyed here by the loaded model object and the prefix's exact token ids,
+they find the prefix the arm's generation computed instead of prefilling it again (597 tokens of
 `toxic_chat_claude_1` on SmolLM2: ~2 s of a 7 s scoring phase on one thread). The KV is a function of the weights
 and the ids alone, so nothing else belongs in the key. A backend's `close()` leaves them (compare closes its
-engines before those phases); they go with their model (`LocalModelCache.clear()`) or with `forget()`. Benchmarks call `forget()` before each timed generation, so every timed run pays for its own prefix.
+engines before those phases); they go with their model (`LocalModelCache.clear()`) or with `forget()`.
+Benchmarks call `forget()` before each timed generation, so every timed run pays for its own prefix.
 """
 
 from __future__ import annotations

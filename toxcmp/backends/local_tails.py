@@ -2,11 +2,11 @@
 scored tokens.
 
 Scoring another arm's answer under the local model needs the KV of the exact prompt. The prefix strategy already
-computed it while generating: the shared policy prefix (kept per process and model, local_prefixes) and each row's tail after it (its own
-prefill). When the local arm records log-probabilities (`logprobs=K`, the runs that score), each row's tail KV is
-kept here, on the host, keyed by the prompt's token ids; `continuation_logits` then runs the prompt's last token and
-the scored tokens over [prefix ‖ tail] instead of the whole tail again. The last prompt token is left out of the
-kept KV because its logits predict the first scored token.
+computed it while generating: the shared policy prefix (kept per process and model, local_prefixes) and each
+row's tail after it (its own prefill). When the local arm records log-probabilities (`logprobs=K`, the runs that
+score), each row's tail KV is kept here, on the host, keyed by the prompt's token ids; `continuation_logits` then
+runs the prompt's last token and the scored tokens over [prefix ‖ tail] instead of the whole tail again. The last
+prompt token is left out of the kept KV because its logits predict the first scored token.
 
 Process-wide and per loaded model (another backend instance of the same model, as the scoring phase builds, finds
 them), least recently used first out past `BUDGET_BYTES`. A prompt not found here is scored the long way.

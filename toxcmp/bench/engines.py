@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from toxcmp.backends import BackendConfig
+from toxcmp.backends import BackendConfig, local_prefixes
 from toxcmp.backends.server import SpawnedServer
 from toxcmp.bench.result import BenchResult
 from toxcmp.config import GenerationConfig
@@ -112,7 +112,6 @@ def bench_engines(dataset, rows: int = 24, max_new_tokens: int = 32, policy: str
 
     from toxcmp.backends.api import ApiBackend
     from toxcmp.backends.api_options import ApiOptions
-    from toxcmp.backends import local_prefixes
     from toxcmp.backends.local import LocalBackend
     from toxcmp.backends.server import gguf_of, llamacpp_version
     from toxcmp.domain.data import read_file

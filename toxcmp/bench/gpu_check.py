@@ -25,8 +25,7 @@ def first_divergence(a: list[int], b: list[int]) -> int | None:
 def check(model: str, dtype: str, texts: list[str], max_new_tokens: int, device: str = "cuda") -> dict:
     import torch
 
-    from toxcmp.backends import BackendConfig
-    from toxcmp.backends import local_prefixes
+    from toxcmp.backends import BackendConfig, local_prefixes
     from toxcmp.backends.local import LocalBackend, auto_batch_size
     from toxcmp.backends.local_model import LocalModelCache
     from toxcmp.config import GenerationConfig

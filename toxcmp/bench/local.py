@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from toxcmp.backends import BackendConfig
+from toxcmp.backends import BackendConfig, local_prefixes
 from toxcmp.bench.result import BenchResult
 from toxcmp.config import GenerationConfig
 
@@ -56,7 +56,6 @@ def bench_local(csv_path, rows: int = 64, max_new_tokens: int = 32, policy: str 
     import torch
 
     torch.manual_seed(0)
-    from toxcmp.backends import local_prefixes
     from toxcmp.backends.local import LocalBackend
     from toxcmp.domain.models import resolve_model
     from toxcmp.domain.policies import load_policy

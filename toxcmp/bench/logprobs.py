@@ -51,8 +51,7 @@ def bench_logprobs(csv_path, rows: int = 32, max_new_tokens: int = 32, policy: s
     import polars as pl
     import torch
 
-    from toxcmp.backends import BackendConfig
-    from toxcmp.backends import local_prefixes
+    from toxcmp.backends import BackendConfig, local_prefixes
     from toxcmp.backends.local import LocalBackend, LocalOptions
     from toxcmp.domain.models import resolve_model
     from toxcmp.domain.policies import load_policy

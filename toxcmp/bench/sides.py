@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from toxcmp.backends import BackendConfig
+from toxcmp.backends import BackendConfig, local_prefixes
 from toxcmp.bench.result import BenchResult
 from toxcmp.config import GenerationConfig
 from toxcmp.testing.fake_server import FakeChatServer
@@ -51,7 +51,6 @@ def bench_sides(dataset, rows: int = 32, max_new_tokens: int = 16, chunk_size: i
     generation = GenerationConfig.from_defaults(max_new_tokens=max_new_tokens)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        from toxcmp.backends import local_prefixes
         from toxcmp.backends.threads import plan_threads
 
         local = LocalBackend(BackendConfig(threads=plan_threads([False, True], True).per_side[1]))
