@@ -98,10 +98,10 @@ def test_a_failing_batch_is_split_and_retried(reference, monkeypatch):
     requests, expected = reference
     original = LocalBackend._batch_generate
 
-    def flaky(self, loaded, reqs, batch, prefix):
+    def flaky(self, loaded, reqs, batch, prefix, recorder=None):
         if len(batch) > 2:
             raise RuntimeError("out of memory (simulated)")
-        return original(self, loaded, reqs, batch, prefix)
+        return original(self, loaded, reqs, batch, prefix, recorder)
 
     monkeypatch.setattr(LocalBackend, "_batch_generate", flaky)
     backend = LocalBackend(BackendConfig(strategy="prefix", batch_size="8"))
@@ -115,10 +115,10 @@ def test_an_example_that_fails_alone_becomes_a_per_example_error(reference, monk
     original = LocalBackend._batch_generate
     poison = requests[3].prompt_hash
 
-    def poisoned(self, loaded, reqs, batch, prefix):
+    def poisoned(self, loaded, reqs, batch, prefix, recorder=None):
         if any(reqs[i].prompt_hash == poison for i, _ in batch):
             raise RuntimeError("kernel failure on this input")
-        return original(self, loaded, reqs, batch, prefix)
+        return original(self, loaded, reqs, batch, prefix, recorder)
 
     monkeypatch.setattr(LocalBackend, "_batch_generate", poisoned)
     out = LocalBackend(BackendConfig(strategy="prefix")).generate(requests[:6])
@@ -157,7 +157,7 @@ def test_a_failed_batch_is_released_before_its_halves_run(monkeypatch):
     refs: list[weakref.ref] = []
     alive_when_called: list[int] = []
 
-    def failing(loaded, requests, batch, prefix):
+    def failing(loaded, requests, batch, prefix, recorder=None):
         alive_when_called.append(sum(ref() is not None for ref in refs))
         held = Activations()  # what a real failed forward pass leaves in its frames
         refs.append(weakref.ref(held))

@@ -33,8 +33,9 @@ def _requests(n, max_new_tokens=12):
     return [build_request(load_policy("toxic_simple"), t, resolve_model("smollm2-135m"), generation) for t in texts]
 
 
-def _plain_logp(loaded, request, answer_ids):
-    """log p of each answer token after the prompt, from one forward pass with no cache at all."""
+def _plain_logp(loaded, request, answer_ids, top_k=0):
+    """log p of each answer token after the prompt, from one forward pass with no cache at all (and with `top_k`,
+    the top ids at each position too)."""
     import torch
 
     tokenizer = loaded.tokenizer
@@ -43,7 +44,8 @@ def _plain_logp(loaded, request, answer_ids):
     with torch.inference_mode():
         logits = loaded.model(torch.tensor([prompt_ids + answer_ids])).logits[0].float()
     logp = torch.log_softmax(logits[len(prompt_ids) - 1:-1], dim=-1)
-    return [float(logp[j, t]) for j, t in enumerate(answer_ids)]
+    chosen = [float(logp[j, t]) for j, t in enumerate(answer_ids)]
+    return (chosen, torch.topk(logp, top_k, dim=-1).indices.tolist()) if top_k else chosen
 
 
 @pytest.mark.slow
@@ -61,14 +63,50 @@ def test_scoring_over_the_tails_a_recording_run_kept_equals_a_plain_forward_pass
     cut = [[t["id"] for t in a.extra["token_logprobs"]][: 12 - 2 * k] for k, a in enumerate(answers)]
     assert len({len(ids) for ids in cut}) == len(cut)
     scored = score_texts(scorer, [(r, loaded.tokenizer.decode(ids), ids) for r, ids in zip(requests, cut)])
-    for request, ids, local in zip(requests, cut, scored):
+    # every token forced over the kept KV, as for answers sharing no token with the generation
+    forced = scorer.continuation_scores_many(list(zip(requests, cut)), 5, reuse=False)
+    for request, ids, local, every in zip(requests, cut, scored, forced):
         expected = _plain_logp(loaded, request, ids)
-        assert len(local.logprobs) == len(expected) == len(ids)
+        assert len(local.logprobs) == len(every.logprobs) == len(expected) == len(ids)
         assert max(abs(a - b) for a, b in zip(local.logprobs, expected)) <= 1e-4
+        assert max(abs(a - b) for a, b in zip(every.logprobs, expected)) <= 1e-4
+    # the answers are the generation's own: score_texts read them all from it, the forced pass ran them all
+    assert scorer.stats["tokens_reused"] == sum(len(ids) for ids in cut)
     assert scorer.stats["tails_reused"] == len(requests)
     # the shared prefix too: computed by the recording run, found (not prefilled again) by the scoring instance
     assert recording.stats["prefix_tokens_computed"] > 100 and scorer.stats["prefix_tokens_computed"] == 0
     assert scorer.stats["prefix_tokens_found"] == recording.stats["prefix_tokens_computed"]
+
+
+@pytest.mark.slow
+def test_answers_that_start_as_the_generation_did_are_scored_as_a_plain_forward_pass_scores_them():
+    """Another arm's answer sharing its first d tokens with the local generation: those d read from what the
+    generation recorded, the rest forced over its KV cut after them — for d = 0, inside, all of it, and an answer
+    running past the generation's end; log p and the top 5 against a plain forward pass over prompt + answer."""
+    from toxcmp.run.teacher_forcing import score_texts
+
+    requests = _requests(5, max_new_tokens=10)
+    recording = LocalBackend(LocalOptions.build({"device": "cpu", "logprobs": 1}))  # the wire's K < scoring's 5
+    generated = [[t["id"] for t in a.extra["token_logprobs"]] for a in recording.generate(requests)]
+    assert all(len(g) >= 6 for g in generated), generated
+    scorer = LocalBackend(LocalOptions.build({"device": "cpu"}))
+    loaded = scorer.load(requests[0].model)
+    other = loaded.tokenizer(" I cannot say whether that is safe.", add_special_tokens=False)["input_ids"]
+    answers = [other,  # d = 0: nothing shared
+               generated[1][:3] + other,  # d = 3
+               generated[2][:5] + [generated[2][5] + 1] + generated[2][6:],  # d = 5, then its own tokens again
+               generated[3],  # all shared: nothing forced
+               generated[4] + other[:3]]  # past the generation's end: d = its length
+    shared = [0, 3, 5, len(generated[3]), len(generated[4])]
+    scored = score_texts(scorer, [(r, loaded.tokenizer.decode(ids), ids) for r, ids in zip(requests, answers)])
+    for request, ids, local in zip(requests, answers, scored):
+        logp, top = _plain_logp(loaded, request, ids, top_k=5)
+        assert len(local.logprobs) == len(ids)
+        assert max(abs(a - b) for a, b in zip(local.logprobs, logp)) <= 1e-4
+        assert local.top1 == [t == row[0] for t, row in zip(ids, top)]
+        assert local.top == [[loaded.tokenizer.decode([t]) for t in row] for row in top]
+    assert scorer.stats["tokens_reused"] == sum(shared)
+    assert scorer.stats["tails_reused"] == len(requests) - 1  # the one shared entirely runs no forward pass
 
 
 @pytest.mark.slow

@@ -20,13 +20,17 @@ def test_bench_logprobs_json_on_tiny_settings(cli):
     data = json.loads(result.stdout)
     assert data["rows"] == 2 and data["max_new_tokens"] == 4 and data["strategy"] == "prefix"
     assert data["policy"] == "toxic_chat_claude_1" and data["threads"] >= 1
-    assert data["generate_s"] > 0 and data["teacher_forcing_s"] > 0
-    # every answer scored: at least one token each, never more than the budget
-    assert 2 <= data["scored_tokens"] <= 2 * 4
-    assert data["tails_reused"] == 2  # both scored over the prompt KV the recording run kept
+    assert data["generate_s"] > 0 and data["forced_every_token_s"] > 0 and data["teacher_forcing_s"] >= 0
+    assert data["scored_answers"] == "llama-cpp-python in process" and 0 <= data["answers_identical"] <= 2
+    # every answer scored: at least one token each (llama.cpp re-encoded by the local tokenizer may split finer)
+    assert data["scored_tokens"] >= 2
+    assert 0 <= data["tokens_reused"] <= data["scored_tokens"]
+    assert 0 <= data["tails_reused"] <= 2  # rows forced over the KV the recording run kept (none: all read)
     assert data["prefix_tokens_found"] > 100  # ... after the shared prefix it computed (toxic_chat_claude_1: ~600)
     assert data["teacher_forcing_ratio"] == pytest.approx(data["teacher_forcing_s"] / data["generate_s"], abs=2e-3)
     assert data["recording_ratio"] == pytest.approx(data["generate_with_logprobs_s"] / data["generate_s"], abs=2e-3)
+    assert data["forced_every_token_ratio"] == pytest.approx(data["forced_every_token_s"] / data["generate_s"],
+                                                             abs=2e-3)
     assert data["met"] == (data["teacher_forcing_ratio"] <= data["goal"]) and data["goal"] == 0.25
     # four tokens cannot reach a JSON label: no label position, so no label-probability figure at all
     assert data["label_rows"] == 0

@@ -128,12 +128,23 @@ class ScoresTokens(Protocol):
         """The model's logits predicting each of `ids` after the exact prompt of `request` (len(ids) × vocab)."""
 
 
+@dataclass(frozen=True)
+class TokenScores:
+    """Given tokens scored under a model: each one's log p after the prompt and what came before it, and the
+    most likely token ids at its position, best first."""
+
+    logprobs: list[float]
+    top_ids: list[list[int]]
+
+
 @runtime_checkable
 class ScoresTokensInBatches(Protocol):
-    """A `ScoresTokens` that scores many (request, ids) in fewer forward passes than one each."""
+    """A `ScoresTokens` that scores many (request, ids) at once, in fewer forward passes than one each."""
 
-    def continuation_logits_many(self, items: Sequence[tuple[ChatRequest, list[int]]]) -> list[Any]:
-        """`continuation_logits` of each item, in order."""
+    def continuation_scores_many(self, items: Sequence[tuple[ChatRequest, list[int]]], top_k: int,
+                                 reuse: bool = True) -> list[TokenScores]:
+        """Each item's `TokenScores` (`top_k` ids a position), in order; `reuse=False`: computed even where the
+        backend already holds them (a benchmark's worst case)."""
 
 
 # -- registry ----------------------------------------------------------------------------------------------

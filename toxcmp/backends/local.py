@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
-from toxcmp.backends import OnResponse, local_prefixes, local_tails
+from toxcmp.backends import OnResponse, TokenScores, local_prefixes, local_tails
 from toxcmp.backends.local_logprobs import LogprobRecorder
 from toxcmp.backends.local_prefixes import PrefixCache
 from toxcmp.backends.local_model import (
@@ -92,7 +92,7 @@ class LocalBackend:
         self._resolved: dict[ModelSpec, str] = {}
         self.stats = {"batches": 0, "prefill_groups": 0, "splits": 0, "prefix_hits": 0, "prefix_misses": 0,
                       "prefix_tokens_reused": 0, "prefix_tokens_computed": 0, "prefix_tokens_found": 0,
-                      "tails_reused": 0}
+                      "tails_reused": 0, "tokens_reused": 0}
 
     @property
     def endpoint(self) -> str:
@@ -139,17 +139,29 @@ class LocalBackend:
 
     def continuation_logits_many(self, items: Sequence[tuple[ChatRequest, list[int]]]) -> list[Any]:
         """`continuation_logits` of each (request, ids): over the prompt's last token and `ids` only, several rows a
-        pass, where a run recording log p kept the prompt's tail KV; else over the prompt's tail and `ids` where
+        pass, where a run recording log p kept the prompt's KV; else over the prompt's tail and `ids` where
         the prefix strategy holds the shared policy prefix's KV cache, else the whole prompt (local_forcing)."""
         from toxcmp.backends import local_forcing
 
+        return local_forcing.logits(self._forcing_items(items), self.stats)
+
+    def continuation_scores_many(self, items: Sequence[tuple[ChatRequest, list[int]]], top_k: int,
+                                 reuse: bool = True) -> list[TokenScores]:
+        """Each (request, ids)'s log p and top ids, as `continuation_logits_many` computes them, but where this
+        process's generation of the prompt (a run recording log p) starts with the same tokens, their scores are
+        read from it, not computed again; `reuse=False` computes every one (local_forcing)."""
+        from toxcmp.backends import local_forcing
+
+        return local_forcing.scores(self._forcing_items(items), top_k, self.stats, reuse)
+
+    def _forcing_items(self, items: Sequence[tuple[ChatRequest, list[int]]]) -> list[tuple]:
         self._apply_threads()
         prepared = []
         for request, ids in items:
             loaded = self.load(request.model)
             prefix = self._prefix(loaded, request) if self.config.strategy == "prefix" else None
             prepared.append((loaded, prefix, request, list(ids)))
-        return local_forcing.logits(prepared, self.stats)
+        return prepared
 
     def generate(self, requests: Sequence[ChatRequest], on_response: OnResponse | None = None) -> list[ModelResponse]:
         self._apply_threads()
@@ -237,7 +249,7 @@ class LocalBackend:
         failure: str | None = None
         try:
             with self._recorder(loaded) as recorder:
-                outputs = self._batch_generate(loaded, requests, batch, prefix)
+                outputs = self._batch_generate(loaded, requests, batch, prefix, recorder)
             tokens = self._tokens(recorder, outputs, loaded, requests[batch[0][0]])
         except Exception as exc:  # noqa: BLE001 - OOM (a RuntimeError) above all, but never lose the batch
             # Keep only what the error said: the exception's traceback holds the failed batch's frames and with
@@ -270,7 +282,8 @@ class LocalBackend:
                                    {"strategy": strategy, "batch_size": len(batch), "batch_latency_s": round(elapsed, 4)},
                                    None if tokens is None else [tokens[k]]))
 
-    def _batch_generate(self, loaded: LoadedModel, requests, batch, prefix: PrefixCache | None) -> list[list[int]]:
+    def _batch_generate(self, loaded: LoadedModel, requests, batch, prefix: PrefixCache | None,
+                        recorder: Any = None) -> list[list[int]]:
         import torch
 
         from toxcmp.backends import shared_prefix
@@ -283,12 +296,15 @@ class LocalBackend:
         tails = [ids[n_prefix:] for _, ids in batch]
         if prefix is not None and shared_prefix.supported(loaded.model):
             groups = length_buckets(list(enumerate(tails)), len(tails), 0, PREFILL_CALL_TOKENS)
-            keep = None  # the runs that record log p are the ones scored afterwards: keep their tails' KV for it
-            if self.config.logprobs is not None and not shared_prefix.has_sinks(loaded.model):
-                keep = local_tails.keeper(loaded.model, [ids for _, ids in batch], n_prefix)
+            kv_after_prefix: dict[int, list] = {}
+            # the runs that record log p are the ones scored afterwards: keep what they computed for it
+            keeps = isinstance(recorder, LogprobRecorder) and not shared_prefix.has_sinks(loaded.model)
             out = shared_prefix.greedy_decode(loaded.model, shared_prefix.prefix_kv(prefix.cache), n_prefix, tails,
                                               pad, eos, gen.max_new_tokens, [[k for k, _ in g] for g in groups],
-                                              on_tail=keep)
+                                              on_tail=kv_after_prefix.__setitem__ if keeps else None)
+            if keeps:
+                for k, ((_, ids), new, steps) in enumerate(zip(batch, out, recorder.steps(out))):
+                    local_tails.keep(loaded.model, ids, n_prefix, kv_after_prefix[k], new, steps)
             self.stats["prefill_groups"] += len(groups)
             return out
         width = max(len(t) for t in tails)

@@ -13,11 +13,17 @@ from toxcmp.domain.parsing import HARMONY_FINAL
 from toxcmp.domain.tokens import token_strings
 
 
+# Alternatives recorded per step whatever K the wire shows: what teacher-forced scoring reads back
+# (toxcmp.run.teacher_forcing.TOP_K) where another arm's answer follows this generation (toxcmp.backends.local_tails).
+KEPT_TOP = 5
+
+
 class LogprobRecorder:
     """`with LogprobRecorder(model, k) as rec: …generate…; rec.rows(new_tokens_per_row, tokenizer, harmony)`."""
 
     def __init__(self, model: Any, top_k: int):
         self.model, self.top_k = model, top_k
+        self.recorded_top = max(top_k, KEPT_TOP)
         self.chosen: list[Any] = []  # per step: (batch,) log p of the token chosen
         self.tops: list[tuple[Any, Any]] = []  # per step: (values, indices), each (batch, k)
         self._last: Any = None
@@ -49,14 +55,11 @@ class LogprobRecorder:
             if self._pending_rows < batch:
                 return
             logp, self._pending = self._pending, None
-        if self.top_k:
-            values, indices = torch.topk(logp, self.top_k, dim=-1)
-            self.tops.append((values, indices))
+        values, indices = torch.topk(logp, self.recorded_top, dim=-1)
+        self.tops.append((values, indices))
         self._last = logp
 
-    def rows(self, new_tokens: Sequence[Sequence[int]], tokenizer: Any, harmony: bool | None) -> list[list[dict]]:
-        """Each row's tokens in the wire's shape ({"part", "token", "logprob", "top"}), token strings cut from the
-        cumulative decoding so that they spell the decoded text (a leading space belongs to its token)."""
+    def _resolve(self, new_tokens: Sequence[Sequence[int]]) -> None:
         import torch
 
         if self._last is not None:  # the last step's token is in the output only
@@ -64,8 +67,25 @@ class LogprobRecorder:
             last = torch.tensor([row[step] if len(row) > step else 0 for row in new_tokens], device=self._last.device)
             self.chosen.append(self._last.gather(-1, last[:, None])[:, 0])
         self._last = None
+
+    def steps(self, new_tokens: Sequence[Sequence[int]]) -> list[tuple[list[float], list[list[int]]]]:
+        """Per row, over its own steps: the chosen token's log p and the `recorded_top` most likely token ids."""
+        import torch
+
+        self._resolve(new_tokens)
         chosen = torch.stack(self.chosen, dim=1).tolist() if self.chosen else [[] for _ in new_tokens]
-        tops = [(v.tolist(), i.tolist()) for v, i in self.tops]
+        ids = torch.stack([i for _, i in self.tops], dim=1).tolist() if self.tops else [[] for _ in new_tokens]
+        return [(chosen[b][:len(row)], ids[b][:len(row)]) for b, row in enumerate(new_tokens)]
+
+    def rows(self, new_tokens: Sequence[Sequence[int]], tokenizer: Any, harmony: bool | None) -> list[list[dict]]:
+        """Each row's tokens in the wire's shape ({"part", "token", "logprob", "top"}), token strings cut from the
+        cumulative decoding so that they spell the decoded text (a leading space belongs to its token)."""
+        import torch
+
+        self._resolve(new_tokens)
+        chosen = torch.stack(self.chosen, dim=1).tolist() if self.chosen else [[] for _ in new_tokens]
+        k = self.top_k
+        tops = [(v[:, :k].tolist(), i[:, :k].tolist()) for v, i in self.tops] if k else []
         out = []
         for b, row in enumerate(new_tokens):
             strings = token_strings(tokenizer, row)

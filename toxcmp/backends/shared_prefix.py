@@ -249,8 +249,9 @@ def greedy_decode(model: Any, prefix: list, n_prefix: int, tails: list[list[int]
     The tails are prefilled in `prefill_groups` (row indices; each group left-padded to its own longest tail, so
     a long outlier pads only its group), then every row decodes in one loop: a decode step costs about the same
     for 3 rows as for 32 on a CPU (the weights are read once per step either way), so one loop for the batch
-    instead of one per prefill group. `on_tail(row, kv)`, when given, receives each row's tail KV after its prefill
-    (per layer (keys, values) views, the tail's last token left out: see toxcmp.backends.local_tails)."""
+    instead of one per prefill group. `on_tail(row, kv)`, when given, receives each row's KV after the prefix once
+    it is decoded: per layer (keys, values) views over its tail and its new tokens, the last new token left out
+    (it was never fed; see toxcmp.backends.local_tails)."""
     import torch
     from transformers import DynamicCache
 
@@ -285,11 +286,6 @@ def greedy_decode(model: Any, prefix: list, n_prefix: int, tails: list[list[int]
                     _prefill_group.reset(group)
                 first[torch.tensor(rows, device=device)] = logits.argmax(-1)
                 groups_kv.append((rows, prefix_kv(cache)))
-                if on_tail is not None:
-                    for j, r in enumerate(rows):
-                        start = group_width - len(tails[r])
-                        on_tail(r, [(k[j:j + 1, :, start:group_width - 1], v[j:j + 1, :, start:group_width - 1])
-                                    for k, v in groups_kv[-1][1]])
             cache = _preallocated_cache(groups_kv, len(tails), width, max_new_tokens)
             del groups_kv
             mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tails], device=device)
@@ -319,7 +315,13 @@ def greedy_decode(model: Any, prefix: list, n_prefix: int, tails: list[list[int]
         _active.reset(token)
         _prefix_len.reset(length)
     rows = torch.stack(generated, dim=1).tolist()
-    return [row[: next((k + 1 for k, t in enumerate(row) if t in eos), len(row))] for row in rows]
+    out = [row[: next((k + 1 for k, t in enumerate(row) if t in eos), len(row))] for row in rows]
+    if on_tail is not None:  # row r's columns: its tail right-aligned before `width`, then its fed new tokens
+        for r, (tail, new) in enumerate(zip(tails, out)):
+            start, stop = width - len(tail), width + len(new) - 1
+            on_tail(r, [(layer.k_buf[r:r + 1, :, start:stop], layer.v_buf[r:r + 1, :, start:stop])
+                        for layer in cache.layers])
+    return out
 
 
 def forced_logits(model: Any, prefix: list, n_prefix: int, tails_kv: list[list], inputs: list[list[int]],

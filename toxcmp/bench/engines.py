@@ -85,7 +85,7 @@ def llama_server_binary() -> tuple[str | None, str]:
                   "it from the llama.cpp sources in the llama-cpp-python sdist, ~15 min on 2 cores)")
 
 
-def _in_process(gguf: str, threads: int):
+def llamacpp_in_process(gguf: str, threads: int):
     """llama-cpp-python's `Llama` as a peer with a `generate(requests)`: greedy, no repeat penalty, one call per
     row in order (so each call reuses the previous prompt's KV up to their common prefix)."""
     from llama_cpp import Llama
@@ -148,7 +148,7 @@ def bench_engines(dataset, rows: int = 24, max_new_tokens: int = 32, policy: str
         backend.load(spec)  # once per process; not timed
         local_prefixes.forget()  # the timed run computes its own shared prefix
         timed(f"local_{strategy}", backend)
-    in_process = _in_process(gguf, threads)
+    in_process = llamacpp_in_process(gguf, threads)
     try:
         timed("llamacpp_in_process", in_process)
     finally:

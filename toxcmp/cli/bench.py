@@ -107,9 +107,11 @@ def bench_logprobs(
         return
     console.print(f"{result.rows} rows · {result.policy} · max_new_tokens {result.max_new_tokens} · "
                   f"{result.strategy} · {result.threads} threads")
-    console.print(f"teacher-forced scoring costs {result.teacher_forcing_ratio:.1%} of generating the rows "
-                  f"(goal ≤ {result.goal:.0%}: {'met' if result.met else 'NOT met'}; {result.tails_reused} of "
-                  f"{result.rows} over the prompt KV kept while recording); label probabilities "
+    console.print(f"teacher-forced scoring of {result.scored_answers}'s answers costs "
+                  f"{result.teacher_forcing_ratio:.1%} of generating the rows (goal ≤ {result.goal:.0%}: "
+                  f"{'met' if result.met else 'NOT met'}; {result.tokens_reused} of {result.scored_tokens} tokens "
+                  f"read from the local generation, which {result.answers_identical} of {result.rows} answers "
+                  f"equal; with every token forced {result.forced_every_token_ratio:.1%}); label probabilities "
                   + (f"{result.label_probs_ratio:.1%} ({result.label_rows} labelled answers)"
                      if result.label_probs_ratio is not None else "not measured (no answer wrote a label)")
                   + f"; recording its own log p makes generating {result.recording_ratio:.2f}× as long")

@@ -1,7 +1,8 @@
 """Teacher-forced scoring (issue 24, step 2): every arm that sent its own token log-probabilities, beside a local arm
 of the same model, has its exact text run through the local model — over prompt + text, the shared policy
 prefix's KV reused where the local arm's strategy holds it, and only the text, several rows a pass, where the local
-arm's recording run kept the prompt's KV — and each of its tokens gets the local log p of the same characters
+arm's recording run kept the prompt's KV; the tokens the text starts with that the local arm generated too are read
+from what it recorded — and each of its tokens gets the local log p of the same characters
 (toxcmp.analysis.token_parity)."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any, Sequence
 
 from toxcmp.analysis.token_parity import (LocalScores, align, arm_parity, delta_histogram, row_parity, spans_of,
                                           spelled_tokens)
-from toxcmp.backends import ScoresTokensInBatches, get_backend
+from toxcmp.backends import ScoresTokensInBatches, TokenScores, get_backend
 from toxcmp.domain.tokens import token_strings
 from toxcmp.run.arms import Arm
 from toxcmp.run.local_scoring import in_process, local_side, with_requests
@@ -26,36 +27,42 @@ def score_text(backend: Any, request: Any, text: str, top_k: int = TOP_K,
 
 
 def score_texts(backend: Any, items: Sequence[tuple[Any, str, Sequence[int] | None]],
-                top_k: int = TOP_K) -> list[LocalScores]:
+                top_k: int = TOP_K, reuse: bool = True) -> list[LocalScores]:
     """For each (request, text, ids): the local model's log p of each of its own tokens of `text` after the exact
     prompt of `request`, their character spans (from cumulative decoding, so a leading space belongs to its token,
     as on the wire), top-1 and top-K. `ids`: the text's token ids as an arm of the same model generated them
     (encoding the text again may split it otherwise), or None. Scored in as few forward passes as the backend
-    can (`continuation_logits_many`: several rows a pass over the prompt KV a recording run kept)."""
-    import torch
-
+    can (`continuation_scores_many`: several rows a pass over the prompt KV a recording run kept, and the tokens its
+    generation shares with the text read from what it recorded; `reuse=False`: computed, as a benchmark's worst
+    case)."""
     encoded = []
     for request, text, ids in items:
         tokenizer = backend.load(request.model).tokenizer
         encoded.append(list(ids) if ids is not None else list(tokenizer(text, add_special_tokens=False)["input_ids"]))
     todo = [(request, ids) for (request, _, _), ids in zip(items, encoded) if ids]
     if isinstance(backend, ScoresTokensInBatches):
-        scored = iter(backend.continuation_logits_many(todo))
+        scored = iter(backend.continuation_scores_many(todo, top_k, reuse=reuse))
     else:
-        scored = iter([backend.continuation_logits(request, ids) for request, ids in todo])
+        scored = iter([_scores(backend.continuation_logits(request, ids), ids, top_k) for request, ids in todo])
     out = []
     for (request, _, _), ids in zip(items, encoded):
         if not ids:
             out.append(LocalScores([], [], [], []))
             continue
         tokenizer = backend.load(request.model).tokenizer
-        logp = torch.log_softmax(next(scored).float(), dim=-1)
-        chosen = logp[torch.arange(len(ids)), torch.tensor(ids)]
-        top = torch.topk(logp, top_k, dim=-1).indices
-        out.append(LocalScores(spans=spans_of(token_strings(tokenizer, ids)), logprobs=chosen.tolist(),
-                               top1=(top[:, 0] == torch.tensor(ids)).tolist(),
-                               top=[[tokenizer.decode([t]) for t in row] for row in top.tolist()]))
+        s = next(scored)
+        out.append(LocalScores(spans=spans_of(token_strings(tokenizer, ids)), logprobs=s.logprobs,
+                               top1=[top[0] == t for top, t in zip(s.top_ids, ids)],
+                               top=[[tokenizer.decode([t]) for t in row] for row in s.top_ids]))
     return out
+
+
+def _scores(logits: Any, ids: Sequence[int], top_k: int) -> TokenScores:
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return TokenScores(logp[torch.arange(len(ids)), torch.tensor(ids)].tolist(),
+                       torch.topk(logp, top_k, dim=-1).indices.tolist())
 
 
 def add_token_parity(tidy: Sequence[dict[str, Any]], arms: Sequence[Arm],
