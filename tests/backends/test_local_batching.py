@@ -9,7 +9,8 @@ import pytest
 
 from toxcmp.backends import BackendConfig, local_prefixes
 from toxcmp.backends import local as local_mod
-from toxcmp.backends.local import LocalBackend, length_buckets, parse_batch_size
+from toxcmp.backends.local import LocalBackend
+from toxcmp.backends.local_batches import length_buckets, parse_batch_size
 from toxcmp.backends.local_model import LocalModelCache
 from toxcmp.config import GenerationConfig, configs_dir
 from toxcmp.errors import UsageError

@@ -34,7 +34,8 @@ START = {
 OTHER = {
     "api": {"base_url": "http://127.0.0.1:8124/v1", "provider": "together", "served_model": "openai/gpt-oss-20b:groq",
             "endpoint_label": "my-vllm", "api_server": "local", "engine": "vllm", "logprobs": 5},
-    "local": {"device": "auto", "dtype": "float32", "batch_size": "4", "strategy": "naive", "logprobs": 5},
+    "local": {"device": "auto", "dtype": "float32", "batch_size": "4", "strategy": "naive", "logprobs": 5,
+              "linear": "torch"},
     "recorded": {"recording": None, "side": "local"},  # recording: a copy of the file, made in the test
 }
 # Options that never change an answer: changing them must keep the key.

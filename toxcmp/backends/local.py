@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -9,6 +10,13 @@ from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 from toxcmp.backends import OnResponse, TokenScores, local_prefixes, local_tails
+from toxcmp.backends.local_batches import (
+    ONE_LOOP_STEP_COST,
+    PREFILL_CALL_TOKENS,
+    auto_batch_size,
+    length_buckets,
+    parse_batch_size,
+)
 from toxcmp.backends.local_logprobs import LogprobRecorder
 from toxcmp.backends.local_prefixes import PrefixCache
 from toxcmp.backends.local_model import (
@@ -37,6 +45,9 @@ STRATEGIES = ("prefix", "batched", "naive")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+LINEAR_KERNELS = ("onednn", "torch")
+
+
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -52,6 +63,10 @@ class LocalOptions(BackendOptions):
     logprobs: int | None = option(None, changes_answer=True,
                                   help="record each generated token's log p (fp32, raw logits) and its top K "
                                        "alternatives → tokens.parquet; None: not recorded")
+    linear: str = option("onednn", changes_answer=True,
+                         help="fp32 linear layers of the prefix strategy on a CPU: onednn (weights packed once, "
+                              "toxcmp.backends.cpu_linear) or torch (PyTorch's own, MKL); same dtype, rounding "
+                              "differs")
 
     def check(self, suffix: str = "") -> None:
         super().check(suffix)
@@ -61,21 +76,12 @@ class LocalOptions(BackendOptions):
 
             raise UsageError(f"unknown device {self.device!r}{suffix}", "use auto, cpu, mps, cuda or cuda:N")
         choice(self.strategy, STRATEGIES, "strategy", suffix, flag="--strategy")
+        choice(self.linear, LINEAR_KERNELS, "linear", suffix)
         parse_batch_size(self.batch_size, suffix)
         check_logprobs(self.logprobs, suffix)
 
     def computes_here(self) -> bool:
         return True
-
-
-MAX_AUTO_BATCH = 64
-# The shared-prefix decode (one loop per batch, rows padded only within their prefill group). Its batches: every
-# decode step reads each row's tail K/V up to the batch's longest tail (~12 µs a row-column, SmolLM2, 2-core CPU)
-# on top of a fixed ~110 ms (the weights), so a batch more costs as much as ~9,000 such columns per step; cut at
-# that price, one long outlier gets a batch of its own. A prefill group more costs one forward call, about as much
-# as prefilling 32 tokens (prefill ~230 tokens/s).
-ONE_LOOP_STEP_COST = 9000
-PREFILL_CALL_TOKENS = 32
 
 
 class LocalBackend:
@@ -143,7 +149,9 @@ class LocalBackend:
         the prefix strategy holds the shared policy prefix's KV cache, else the whole prompt (local_forcing)."""
         from toxcmp.backends import local_forcing
 
-        return local_forcing.logits(self._forcing_items(items), self.stats)
+        prepared = self._forcing_items(items)
+        with self._kernels(prepared):
+            return local_forcing.logits(prepared, self.stats)
 
     def continuation_scores_many(self, items: Sequence[tuple[ChatRequest, list[int]]], top_k: int,
                                  reuse: bool = True) -> list[TokenScores]:
@@ -152,7 +160,19 @@ class LocalBackend:
         read from it, not computed again; `reuse=False` computes every one (local_forcing)."""
         from toxcmp.backends import local_forcing
 
-        return local_forcing.scores(self._forcing_items(items), top_k, self.stats, reuse)
+        prepared = self._forcing_items(items)
+        with self._kernels(prepared):
+            return local_forcing.scores(prepared, top_k, self.stats, reuse)
+
+    def _kernels(self, prepared: Sequence[tuple]) -> Any:
+        """The linear kernels the prefix strategy computes with (cpu_linear), for the models of `prepared`."""
+        from toxcmp.backends import cpu_linear
+
+        stack = contextlib.ExitStack()
+        if self.config.strategy == "prefix" and self.config.linear == "onednn":
+            for model in {id(loaded.model): loaded.model for loaded, *_ in prepared}.values():
+                stack.enter_context(cpu_linear.packed(model))
+        return stack
 
     def _forcing_items(self, items: Sequence[tuple[ChatRequest, list[int]]]) -> list[tuple]:
         self._apply_threads()
@@ -299,9 +319,11 @@ class LocalBackend:
             kv_after_prefix: dict[int, list] = {}
             # the runs that record log p are the ones scored afterwards: keep what they computed for it
             keeps = isinstance(recorder, LogprobRecorder) and not shared_prefix.has_sinks(loaded.model)
-            out = shared_prefix.greedy_decode(loaded.model, shared_prefix.prefix_kv(prefix.cache), n_prefix, tails,
-                                              pad, eos, gen.max_new_tokens, [[k for k, _ in g] for g in groups],
-                                              on_tail=kv_after_prefix.__setitem__ if keeps else None)
+            with self._kernels([(loaded,)]):
+                out = shared_prefix.greedy_decode(loaded.model, shared_prefix.prefix_kv(prefix.cache), n_prefix,
+                                                  tails, pad, eos, gen.max_new_tokens,
+                                                  [[k for k, _ in g] for g in groups],
+                                                  on_tail=kv_after_prefix.__setitem__ if keeps else None)
             if keeps:
                 for k, ((_, ids), new, steps) in enumerate(zip(batch, out, recorder.steps(out))):
                     local_tails.keep(loaded.model, ids, n_prefix, kv_after_prefix[k], new, steps)
@@ -355,8 +377,10 @@ class LocalBackend:
                 if prefix is not None:
                     self.stats["prefix_tokens_found"] += len(ids)
                 else:
-                    with torch.inference_mode():
-                        out = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), use_cache=True)
+                    keep = {"logits_to_keep": 1} if shared_prefix.keeps_logits(loaded.model) else {}
+                    with torch.inference_mode(), self._kernels([(loaded,)]):  # only its KV is kept
+                        out = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), use_cache=True,
+                                           **keep)
                     cache = shared_prefix.output_cache(out)
                     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
                         raise TypeError(f"cache type {type(cache).__name__} cannot be expanded per batch")
@@ -407,67 +431,6 @@ class LocalBackend:
 
     def close(self) -> None:
         self._prefixes.clear()
-
-
-def length_buckets(items: list[tuple[int, list[int]]], size: int, shared: int = 0,
-                   step_cost_tokens: int = 0) -> list[list[tuple[int, list[int]]]]:
-    """Sort by length, then cut into batches of at most `size` that minimise estimated work.
-
-    A batch costs its padded prefill (n × longest tail; `shared` prefix tokens are cached, not recomputed) plus
-    `step_cost_tokens` for its decode loop, the price of one more batch expressed in prefill tokens. Optimal
-    contiguous partition by dynamic programming over the sorted lengths.
-    """
-    ordered = sorted(items, key=lambda it: len(it[1]))
-    tails = [max(1, len(ids) - shared) for _, ids in ordered]
-    n = len(ordered)
-    best = [0.0] + [float("inf")] * n
-    cut = [0] * (n + 1)
-    for j in range(1, n + 1):
-        for i in range(max(0, j - size), j):  # batch = ordered[i:j]; its width is tails[j-1]
-            cost = best[i] + (j - i) * tails[j - 1] + step_cost_tokens
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
-    batches = []
-    j = n
-    while j > 0:
-        batches.append(ordered[cut[j]:j])
-        j = cut[j]
-    return batches[::-1]
-
-
-def parse_batch_size(value: str | int | None, suffix: str = "") -> int | None:
-    """None means auto. `suffix`: where the value was written, for the error."""
-    if value in (None, "", "auto"):
-        return None
-    try:
-        size = int(value)
-    except (TypeError, ValueError):
-        size = 0
-    if size < 1:
-        from toxcmp.errors import UsageError
-
-        raise UsageError(f"--batch-size must be 'auto' or a positive integer (got {value!r}){suffix}",
-                         "e.g. --batch-size 8")
-    return size
-
-
-def auto_batch_size(loaded: LoadedModel, tokens_per_sequence: int, device: str) -> int:
-    """Largest batch whose KV cache and logits fit in a quarter of free memory, capped at MAX_AUTO_BATCH."""
-    config = loaded.model.config
-    layers = getattr(config, "num_hidden_layers", 24)
-    heads = getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", 16)
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // getattr(config, "num_attention_heads", 16)
-    width = next(loaded.model.parameters()).element_size()
-    per_sequence = 2 * layers * heads * head_dim * width * tokens_per_sequence + 4 * config.vocab_size * 2
-    if device.startswith("cuda"):
-        import torch
-
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-    else:
-        import psutil
-
-        free = psutil.virtual_memory().available
-    return max(1, min(MAX_AUTO_BATCH, int(free * 0.25 // max(1, per_sequence))))
 
 
 def _check_context(n_prompt: int, max_new_tokens: int, context_length: int) -> None:

@@ -25,6 +25,10 @@ from toxcmp.backends.server import SpawnedServer
 from toxcmp.bench.result import BenchResult
 from toxcmp.config import GenerationConfig
 
+# toxcmp's own runs: the reference, the default strategy, and the default strategy with PyTorch's own linear
+# kernels (MKL) instead of oneDNN's packed ones — the lever of toxcmp.backends.cpu_linear, measured beside it.
+LOCAL_RUNS = {"local_naive": {"strategy": "naive"}, "local_prefix": {"strategy": "prefix"},
+              "local_prefix_torch_linear": {"strategy": "prefix", "linear": "torch"}}
 PEERS = ("llamacpp_in_process", "llamacpp_sequential", "llamacpp_parallel", "llama_server")
 N_CTX = 4096  # per sequence: the longest prompt of the sample and its answer fit
 
@@ -35,10 +39,11 @@ class EnginesBenchResult(BenchResult):
     max_new_tokens: int
     policy: str
     threads: int
-    eps: dict  # examples/s of every engine that ran: local_naive, local_prefix and each peer in PEERS
+    eps: dict  # examples/s of every engine that ran: each of LOCAL_RUNS and each peer in PEERS
     ratios: dict  # local_prefix against the fastest peer and the others, same process
     fastest_peer: str
     identical_prefix: int  # local prefix outputs token-identical to local naive
+    identical_prefix_torch_linear: int  # the same with PyTorch's own linear kernels
     identical_llamacpp: int  # llama.cpp server final answers identical to local naive
     identical_peers: dict  # each peer's final answers identical to local naive
     not_run: dict = field(default_factory=dict)  # peer → why it did not run
@@ -112,7 +117,7 @@ def bench_engines(dataset, rows: int = 24, max_new_tokens: int = 32, policy: str
 
     from toxcmp.backends.api import ApiBackend
     from toxcmp.backends.api_options import ApiOptions
-    from toxcmp.backends.local import LocalBackend
+    from toxcmp.backends.local import LocalBackend, LocalOptions
     from toxcmp.backends.server import gguf_of, llamacpp_version
     from toxcmp.domain.data import read_file
     from toxcmp.domain.models import resolve_model
@@ -143,11 +148,11 @@ def bench_engines(dataset, rows: int = 24, max_new_tokens: int = 32, policy: str
         eps[name], outputs[name] = round(len(requests) / elapsed, 4), out
         log(f"{name:22s} {elapsed:7.2f}s  {len(requests) / elapsed:6.2f} ex/s")
 
-    for strategy in ("naive", "prefix"):
-        backend = LocalBackend(BackendConfig(strategy=strategy, threads=threads, device="cpu"))  # the CPU peer
+    for name, options in LOCAL_RUNS.items():
+        backend = LocalBackend(LocalOptions(threads=threads, device="cpu", **options))  # the CPU peer
         backend.load(spec)  # once per process; not timed
         local_prefixes.forget()  # the timed run computes its own shared prefix
-        timed(f"local_{strategy}", backend)
+        timed(name, backend)
     in_process = llamacpp_in_process(gguf, threads)
     try:
         timed("llamacpp_in_process", in_process)
@@ -180,6 +185,7 @@ def bench_engines(dataset, rows: int = 24, max_new_tokens: int = 32, policy: str
               "local_prefix_vs_llamacpp": round(eps["local_prefix"] / eps["llamacpp_sequential"], 3),
               "local_naive_vs_llamacpp": round(eps["local_naive"] / eps["llamacpp_sequential"], 3),
               "local_prefix_vs_local_naive": round(eps["local_prefix"] / eps["local_naive"], 3),
+              "local_prefix_vs_torch_linear": round(eps["local_prefix"] / eps["local_prefix_torch_linear"], 3),
               "llamacpp_parallel_vs_sequential": round(eps["llamacpp_parallel"] / eps["llamacpp_sequential"], 3)}
     naive = outputs["local_naive"]
     same = {name: sum(a.content == b.content for a, b in zip(naive, outputs[name])) for name in peers}
@@ -187,5 +193,7 @@ def bench_engines(dataset, rows: int = 24, max_new_tokens: int = 32, policy: str
         rows=len(requests), max_new_tokens=max_new_tokens, policy=policy, threads=threads, eps=eps, ratios=ratios,
         fastest_peer=fastest,
         identical_prefix=sum(a.raw_text == b.raw_text for a, b in zip(naive, outputs["local_prefix"])),
+        identical_prefix_torch_linear=sum(a.raw_text == b.raw_text
+                                          for a, b in zip(naive, outputs["local_prefix_torch_linear"])),
         identical_llamacpp=same["llamacpp_sequential"], identical_peers=same, not_run=not_run,
         llama_server_slots=slots if "llama_server" in eps else None)

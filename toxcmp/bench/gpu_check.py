@@ -26,7 +26,8 @@ def check(model: str, dtype: str, texts: list[str], max_new_tokens: int, device:
     import torch
 
     from toxcmp.backends import BackendConfig, local_prefixes
-    from toxcmp.backends.local import LocalBackend, auto_batch_size
+    from toxcmp.backends.local import LocalBackend
+    from toxcmp.backends.local_batches import auto_batch_size
     from toxcmp.backends.local_model import LocalModelCache
     from toxcmp.config import GenerationConfig
     from toxcmp.domain.models import resolve_model

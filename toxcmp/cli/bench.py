@@ -172,11 +172,13 @@ def bench_engines(
     partial = f" of the peers that ran ({', '.join(result.not_run)} did not)" if result.not_run else ""
     console.print(f"local prefix / fastest peer{partial} ({result.fastest_peer}) "
                   f"[bold]{r['local_prefix_vs_fastest_peer']:.2f}×[/] (goal ≥ 1.5) · prefix / naive "
-                  f"{r['local_prefix_vs_local_naive']:.2f}×")
-    console.print(f"identical to local naive: local prefix {result.identical_prefix}/{result.rows} (tokens); "
+                  f"{r['local_prefix_vs_local_naive']:.2f}× · oneDNN / PyTorch linear kernels "
+                  f"{r['local_prefix_vs_torch_linear']:.2f}×")
+    console.print(f"identical to local naive: local prefix {result.identical_prefix}/{result.rows} (tokens), with "
+                  f"PyTorch's linear kernels {result.identical_prefix_torch_linear}/{result.rows}; "
                   + ", ".join(f"{name} {n}/{result.rows}" for name, n in result.identical_peers.items())
                   + " (final answers)")
-    if result.identical_prefix != result.rows:
+    if result.rows != result.identical_prefix or result.rows != result.identical_prefix_torch_linear:
         raise typer.Exit(ExitCode.FAIL)
 
 
