@@ -379,8 +379,7 @@ class LocalBackend:
                 else:
                     keep = {"logits_to_keep": 1} if shared_prefix.keeps_logits(loaded.model) else {}
                     with torch.inference_mode(), self._kernels([(loaded,)]):  # only its KV is kept
-                        out = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), use_cache=True,
-                                           **keep)
+                        out = shared_prefix.prefill(loaded.model, torch.tensor([ids], device=loaded.device), **keep)
                     cache = shared_prefix.output_cache(out)
                     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
                         raise TypeError(f"cache type {type(cache).__name__} cannot be expanded per batch")
