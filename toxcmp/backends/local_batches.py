@@ -12,8 +12,9 @@ MAX_AUTO_BATCH = 64
 # The shared-prefix decode (one loop per batch, rows padded only within their prefill group). Its batches: every
 # decode step reads each row's tail K/V up to the batch's longest tail (~12 µs a row-column, SmolLM2, 2-core CPU)
 # on top of a fixed ~110 ms (the weights), so a batch more costs as much as ~9,000 such columns per step; cut at
-# that price, one long outlier gets a batch of its own. A prefill group more costs one forward call, about as much
-# as prefilling 32 tokens (prefill ~230 tokens/s).
+# that price, one long outlier gets a batch of its own. (Measured with PyTorch's MKL linears; with the oneDNN ones
+# (cpu_linear) the fixed part is ~45 ms and a row-column ~3 µs, a ratio of ~15,000: not re-tuned.) A prefill group
+# more costs one forward call, about as much as prefilling 32 tokens (prefill ~230 tokens/s).
 ONE_LOOP_STEP_COST = 9000
 PREFILL_CALL_TOKENS = 32
 
