@@ -38,6 +38,7 @@ def test_the_script_runs_on_the_cpu_and_writes_its_json(tmp_path):
     assert "no CUDA device: skipping the CUDA checks" in proc.stdout and "PASS" in proc.stdout
     results = json.loads(out.read_text())
     assert results["ok"] and not results["cuda"] and results["checks"][0]["prefix"]["identical_to_naive"] == 2
+    assert results["checks"][0]["prefix_vs_batched"] > 0  # recorded, judged only on a GPU
 
 
 def test_the_gpt_oss_shaped_model_is_built_from_the_repo_config(tmp_path, monkeypatch):
