@@ -480,14 +480,16 @@ def test_bench_engines_runs_every_peer_and_prints_ratios_against_the_fastest(cli
     data = json.loads(result.stdout)
     eps = data["eps"]
     peers = {"llamacpp_in_process", "llamacpp_sequential", "llamacpp_parallel"}
-    assert set(eps) == {"local_naive", "local_prefix", *peers}
+    assert set(eps) == {"local_naive", "local_prefix", "local_prefix_torch_linear", *peers}
     assert all(v > 0 for v in eps.values())
     assert data["fastest_peer"] == max(peers, key=eps.get)
     assert data["ratios"]["local_prefix_vs_fastest_peer"] == pytest.approx(
         eps["local_prefix"] / max(eps[p] for p in peers), rel=1e-2)
     assert data["ratios"]["local_prefix_vs_llamacpp"] == pytest.approx(eps["local_prefix"] / eps["llamacpp_sequential"],
                                                                        rel=1e-2)
-    assert data["identical_prefix"] == 2 and data["threads"] == 1
+    assert data["ratios"]["local_prefix_vs_torch_linear"] == pytest.approx(
+        eps["local_prefix"] / eps["local_prefix_torch_linear"], rel=1e-2)
+    assert data["identical_prefix"] == 2 and data["identical_prefix_torch_linear"] == 2 and data["threads"] == 1
     # the in-process library and its server run the same kernels on the same prompt: the same answers
     assert data["identical_peers"]["llamacpp_in_process"] == data["identical_peers"]["llamacpp_sequential"]
     assert set(data["not_run"]) == {"llama_server"} and "not an executable" in data["not_run"]["llama_server"]
