@@ -86,7 +86,7 @@ def test_a_model_that_is_not_fp32_on_the_cpu_is_left_alone():
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
-def test_a_replaced_weight_is_packed_again():
+def test_a_replaced_or_changed_weight_is_packed_again():
     model = Tiny().eval()
     x = torch.randn(4, 576)
     with torch.inference_mode(), cpu_linear.packed(model):
@@ -95,3 +95,22 @@ def test_a_replaced_weight_is_packed_again():
         after = model(x)
         expected = _onednn(torch.relu(_onednn(x, model.up)), model.down)
     assert torch.equal(after, expected)
+    with torch.no_grad():
+        model.up.weight.mul_(2)  # changed in place: the same Parameter, a new version
+    with torch.inference_mode(), cpu_linear.packed(model):
+        changed = model(x)
+        expected = _onednn(torch.relu(_onednn(x, model.up)), model.down)
+    assert torch.equal(changed, expected)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
+def test_only_the_models_entered_run_packed():
+    inside, other = Tiny().eval(), Tiny().eval()
+    x = torch.randn(4, 576)
+    with torch.inference_mode():
+        with cpu_linear.packed(other):
+            pass  # `other`'s layers are wrapped now
+        with cpu_linear.packed(inside):
+            seen = other(x)
+        plain = _plain(other, x)
+    assert torch.equal(seen, plain)

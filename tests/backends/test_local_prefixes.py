@@ -19,6 +19,7 @@ def test_a_prefix_is_found_only_for_the_same_model_and_the_same_ids():
     local_prefixes.keep(model, prefix)
     assert local_prefixes.find(model, (1, 2, 3)) is prefix
     assert local_prefixes.find(other, [1, 2, 3]) is None  # another model (another dtype, device, revision)
+    assert local_prefixes.find(model, [1, 2, 3], "onednn") is None  # computed with other linear kernels
     assert local_prefixes.find(model, [1, 2]) is None and local_prefixes.find(model, [1, 2, 3, 4]) is None
     local_prefixes.forget(model)
     assert local_prefixes.find(model, [1, 2, 3]) is None

@@ -146,6 +146,7 @@ def test_the_store_drops_the_least_recently_used_tail_past_its_budget(monkeypatc
     kept = local_tails.find(model, [1, 2])
     assert kept.n_prefix == 1 and kept.kv[0][0].device.type == "cpu"
     assert local_tails.find(Model(), [1, 2]) is None  # another model's prompt of the same ids is not this one
+    assert local_tails.find(model, [1, 2], "onednn") is None  # computed with other linear kernels: not this one
     local_tails.forget(model)
     assert local_tails.held_bytes() == 0 and local_tails.find(model, [1, 2]) is None
 
@@ -169,3 +170,19 @@ def test_a_model_dropped_from_the_process_takes_its_tails_bytes_with_it(monkeypa
     assert local_tails.held_bytes() == 192
     local_tails.keep(kept, [1, 3], 1, kv)  # fits: the collected model's bytes no longer count
     assert local_tails.find(kept, [1, 2]) is not None and local_tails.find(kept, [1, 3]) is not None
+
+
+@pytest.mark.slow
+def test_an_arm_on_other_linear_kernels_finds_nothing_the_default_one_kept():
+    """The prefix KV and the tails are keyed by the kernels that computed them: `linear=torch` computes its own."""
+    requests = _requests(2, max_new_tokens=2)
+    LocalBackend(LocalOptions.build({"device": "cpu", "logprobs": 2})).generate(requests)  # linear=onednn
+    same = LocalBackend(LocalOptions.build({"device": "cpu"}))
+    same.generate(requests)
+    other = LocalBackend(LocalOptions.build({"device": "cpu", "linear": "torch"}))
+    other.generate(requests)
+    assert same.stats["prefix_tokens_found"] > 0 and same.stats["prefix_tokens_computed"] == 0
+    assert other.stats["prefix_tokens_found"] == 0 and other.stats["prefix_tokens_computed"] > 0
+    loaded = other.load(requests[0].model)
+    ids = loaded.tokenizer(other.render(requests[0]), add_special_tokens=False)["input_ids"]
+    assert local_tails.find(loaded.model, ids, "onednn") is not None and local_tails.find(loaded.model, ids) is None

@@ -7,8 +7,8 @@ torch.compile's CPU backend does), the 576 → 1,536 projections 0.51 → 0.34 m
 Same dtype, same products: values differ from MKL's by summation order only (≤ 2e-4 on logits of order 10), and
 oneDNN's result for a row does not depend on the other rows of its batch (MKL's does).
 
-`packed(model)` is a context: inside it, in this thread only, every fp32 `nn.Linear` of `model` on the CPU runs
-through its packed weight; outside it (another strategy, another thread) the layer runs as transformers wrote
+`packed(model)` is a context: inside it, in this thread only, every fp32 `nn.Linear` of `model` (and of no other
+model) on the CPU runs through its packed weight; outside it (another strategy, another thread) the layer runs as transformers wrote
 it. The packed copies are made on first use and kept with the model (weights are frozen for inference)."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import threading
 import weakref
 from typing import Any, Iterator
 
-_active: contextvars.ContextVar[bool] = contextvars.ContextVar("toxcmp_packed_linear", default=False)
+# the models whose layers run packed in this context (a layer of any other model keeps PyTorch's kernels)
+_active: contextvars.ContextVar[frozenset] = contextvars.ContextVar("toxcmp_packed_linear", default=frozenset())
 _installed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → its packed linear layers
 _lock = threading.Lock()
 
@@ -38,7 +39,7 @@ def packed(model: Any) -> Iterator[int]:
     """Run `model`'s fp32 linear layers through oneDNN packed weights in this thread; yields how many layers
     that is (0 where the path does not apply, and nothing changes)."""
     count = _install(model) if available(model) else 0
-    token = _active.set(count > 0)
+    token = _active.set(_active.get() | {id(model)} if count else _active.get())
     try:
         yield count
     finally:
@@ -52,12 +53,12 @@ def _install(model: Any) -> int:
 
             layers = [m for m in model.modules() if type(m) is torch.nn.Linear]
             for layer in layers:
-                _wrap(layer)
+                _wrap(layer, id(model))
             _installed[model] = len(layers)
         return _installed[model]
 
 
-def _wrap(layer: Any) -> None:
+def _wrap(layer: Any, owner: int) -> None:
     """The layer's forward becomes: packed oneDNN product inside `packed(...)`, the original one outside."""
     import torch
 
@@ -65,13 +66,22 @@ def _wrap(layer: Any) -> None:
     weights: dict[str, Any] = {}
 
     def forward(x):
-        if not _active.get() or x.dtype != torch.float32 or x.device.type != "cpu":
+        if owner not in _active.get() or x.dtype != torch.float32 or x.device.type != "cpu":
             return original(x)
-        if weights.get("source") is not layer.weight:  # packed on first use; again if the weight was replaced
+        held = weights.get("source")  # packed on first use; again if the weight was replaced or changed in place
+        if held is None or held[0] is not layer.weight or held[1] != _version(layer.weight):
             with torch.inference_mode():
                 weights["packed"] = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), None)
-            weights["source"] = layer.weight
+            weights["source"] = (layer.weight, _version(layer.weight))
         x = x if x.is_contiguous() else x.contiguous()
         return torch.ops.mkldnn._linear_pointwise(x, weights["packed"], layer.bias, "none", [], "")
 
     layer.forward = forward
+
+
+def _version(tensor: Any) -> int:
+    """The tensor's in-place version counter; an inference-mode tensor has none (and cannot change outside it)."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return -1

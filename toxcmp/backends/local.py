@@ -151,7 +151,7 @@ class LocalBackend:
 
         prepared = self._forcing_items(items)
         with self._kernels(prepared):
-            return local_forcing.logits(prepared, self.stats)
+            return local_forcing.logits(prepared, self.stats, self._kernel_name(prepared))
 
     def continuation_scores_many(self, items: Sequence[tuple[ChatRequest, list[int]]], top_k: int,
                                  reuse: bool = True) -> list[TokenScores]:
@@ -162,7 +162,7 @@ class LocalBackend:
 
         prepared = self._forcing_items(items)
         with self._kernels(prepared):
-            return local_forcing.scores(prepared, top_k, self.stats, reuse)
+            return local_forcing.scores(prepared, top_k, self.stats, reuse, self._kernel_name(prepared))
 
     def _kernels(self, prepared: Sequence[tuple]) -> Any:
         """The linear kernels the prefix strategy computes with (cpu_linear), for the models of `prepared`."""
@@ -173,6 +173,14 @@ class LocalBackend:
             for model in {id(loaded.model): loaded.model for loaded, *_ in prepared}.values():
                 stack.enter_context(cpu_linear.packed(model))
         return stack
+
+    def _kernel_name(self, prepared: Sequence[tuple]) -> str:
+        """Which linear kernels `_kernels` computes with: part of the in-process keys of what it leaves behind
+        (local_prefixes, local_tails), so a `linear=torch` arm never reads KV that oneDNN computed."""
+        from toxcmp.backends import cpu_linear
+
+        packs = self.config.strategy == "prefix" and self.config.linear == "onednn"
+        return "onednn" if packs and all(cpu_linear.available(loaded.model) for loaded, *_ in prepared) else "torch"
 
     def _forcing_items(self, items: Sequence[tuple[ChatRequest, list[int]]]) -> list[tuple]:
         self._apply_threads()
@@ -326,7 +334,8 @@ class LocalBackend:
                                                   on_tail=kv_after_prefix.__setitem__ if keeps else None)
             if keeps:
                 for k, ((_, ids), new, steps) in enumerate(zip(batch, out, recorder.steps(out))):
-                    local_tails.keep(loaded.model, ids, n_prefix, kv_after_prefix[k], new, steps)
+                    local_tails.keep(loaded.model, ids, n_prefix, kv_after_prefix[k], new, steps,
+                                     self._kernel_name([(loaded,)]))
             self.stats["prefill_groups"] += len(groups)
             return out
         width = max(len(t) for t in tails)
@@ -373,7 +382,8 @@ class LocalBackend:
                 reason = shared_prefix.prefix_reusable(loaded.model)
                 if reason:
                     raise TypeError(reason)
-                prefix = local_prefixes.find(loaded.model, ids)  # another instance of this model computed it
+                kernels = self._kernel_name([(loaded,)])
+                prefix = local_prefixes.find(loaded.model, ids, kernels)  # another instance of this model computed it
                 if prefix is not None:
                     self.stats["prefix_tokens_found"] += len(ids)
                 else:
@@ -384,7 +394,7 @@ class LocalBackend:
                     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
                         raise TypeError(f"cache type {type(cache).__name__} cannot be expanded per batch")
                     prefix = PrefixCache(ids, cache)
-                    local_prefixes.keep(loaded.model, prefix)
+                    local_prefixes.keep(loaded.model, prefix, kernels)
                     self.stats["prefix_tokens_computed"] += len(ids)
             except Exception as exc:  # noqa: BLE001 - fall back to plain batching
                 model_key = request.model.model_id

@@ -20,20 +20,21 @@ BATCH_ROWS = 8
 Item = tuple[Any, Any, Any, list[int]]  # (loaded model, its PrefixCache or None, request, scored ids)
 
 
-def logits(items: Sequence[Item], stats: dict[str, int]) -> list[Any]:
+def logits(items: Sequence[Item], stats: dict[str, int], kernels: str = "torch") -> list[Any]:
     """Each item's len(ids) × vocab logits, in order. Counts the rows scored over kept KV in
     `stats["tails_reused"]`."""
-    kept = [_kept(item) for item in items]
+    kept = [_kept(item, kernels) for item in items]
     return _forced(items, kept, [0] * len(items), stats)
 
 
-def scores(items: Sequence[Item], top_k: int, stats: dict[str, int], reuse: bool = True) -> list[TokenScores]:
+def scores(items: Sequence[Item], top_k: int, stats: dict[str, int], reuse: bool = True,
+           kernels: str = "torch") -> list[TokenScores]:
     """Each item's scored ids' log p and `top_k` most likely ids per position, in order. Where the prompt's
     generation was kept and its new tokens start as the ids do, those positions are read from what it recorded
     (counted in `stats["tokens_reused"]`); `reuse=False` forces every token, as for an answer sharing none."""
     import torch
 
-    kept = [_kept(item) for item in items]
+    kept = [_kept(item, kernels) for item in items]
     reused = [_shared(tail, ids, top_k) if reuse else 0 for tail, (_, _, _, ids) in zip(kept, items)]
     out = []
     for (_, _, _, ids), tail, d, row in zip(items, kept, reused, _forced(items, kept, reused, stats)):
@@ -48,14 +49,14 @@ def scores(items: Sequence[Item], top_k: int, stats: dict[str, int], reuse: bool
     return out
 
 
-def _kept(item: Item) -> local_tails.Tail | None:
+def _kept(item: Item, kernels: str) -> local_tails.Tail | None:
     loaded, prefix, request, ids = item
     if not ids or prefix is None:
         return None
     prompt_ids = _prompt_ids(loaded, request)
     if not prefix.starts(prompt_ids):
         return None
-    tail = local_tails.find(loaded.model, prompt_ids)
+    tail = local_tails.find(loaded.model, prompt_ids, kernels)
     return tail if tail is not None and tail.n_prefix == len(prefix.ids) else None
 
 

@@ -4,8 +4,9 @@ The prefix strategy runs every prompt of one (model, policy, template options, r
 token prefix they share. Scoring phases after a run (token parity, label probabilities) build backend instances
 of their own for the local arm's model; keyed here by the loaded model object and the prefix's exact token ids,
 they find the prefix the arm's generation computed instead of prefilling it again (597 tokens of
-`toxic_chat_claude_1` on SmolLM2: ~2 s of a 7 s scoring phase on one thread). The KV is a function of the weights
-and the ids alone, so nothing else belongs in the key. A backend's `close()` leaves them (compare closes its
+`toxic_chat_claude_1` on SmolLM2: ~2 s of a 7 s scoring phase on one thread). The KV is a function of the weights,
+the ids and the linear kernels that computed it (`kernels`, toxcmp.backends.cpu_linear: their rounding differs), so
+those are the key. A backend's `close()` leaves them (compare closes its
 engines before those phases); they go with their model (`LocalModelCache.clear()`) or with `forget()`.
 Benchmarks call `forget()` before each timed generation, so every timed run pays for its own prefix.
 """
@@ -44,13 +45,13 @@ class PrefixCache:
 _kept = KeptPerModel()
 
 
-def find(model: Any, ids: Sequence[int]) -> PrefixCache | None:
-    return _kept.find(model, tuple(ids))
+def find(model: Any, ids: Sequence[int], kernels: str = "torch") -> PrefixCache | None:
+    return _kept.find(model, (kernels, *ids))
 
 
-def keep(model: Any, prefix: PrefixCache) -> None:
+def keep(model: Any, prefix: PrefixCache, kernels: str = "torch") -> None:
     with _kept.lock:
-        _kept.put(model, tuple(prefix.ids), prefix)
+        _kept.put(model, (kernels, *prefix.ids), prefix)
         while _kept.count(model) > PER_MODEL:
             _kept.pop_oldest(model)
 

@@ -46,7 +46,8 @@ _kept = KeptPerModel()
 
 
 def keep(model: Any, prompt_ids: Sequence[int], n_prefix: int, kv: Sequence[tuple[Any, Any]],
-         generated: Sequence[int] = (), steps: tuple[Sequence[float], Sequence[Sequence[int]]] = ((), ())) -> None:
+         generated: Sequence[int] = (), steps: tuple[Sequence[float], Sequence[Sequence[int]]] = ((), ()),
+         kernels: str = "torch") -> None:
     """Keep one row's KV after the prefix (per layer: its tail, then `generated` but the last; with nothing
     generated, the tail but its last token) and the recorded `steps` of `generated` (log p, top ids)."""
     host = tuple((k.to("cpu", copy=True).contiguous(), v.to("cpu", copy=True).contiguous()) for k, v in kv)
@@ -55,7 +56,7 @@ def keep(model: Any, prompt_ids: Sequence[int], n_prefix: int, kv: Sequence[tupl
     kept = Tail(n_prefix, host, sum(k.nbytes + v.nbytes for k, v in host), tail + tuple(generated), len(tail),
                 tuple(float(x) for x in logprobs), tuple(tuple(int(t) for t in ids) for ids in top_ids))
     with _kept.lock:
-        _kept.put(model, tuple(prompt_ids), kept)
+        _kept.put(model, (kernels, *prompt_ids), kept)
         held = held_bytes()
         while held > BUDGET_BYTES:
             oldest = _kept.pop_oldest()
@@ -64,8 +65,9 @@ def keep(model: Any, prompt_ids: Sequence[int], n_prefix: int, kv: Sequence[tupl
             held -= oldest.nbytes
 
 
-def find(model: Any, prompt_ids: Sequence[int]) -> Tail | None:
-    return _kept.find(model, tuple(prompt_ids))
+def find(model: Any, prompt_ids: Sequence[int], kernels: str = "torch") -> Tail | None:
+    """`kernels`: the linear kernels the tail was computed with (cpu_linear), part of the key."""
+    return _kept.find(model, (kernels, *prompt_ids))
 
 
 def forget(model: Any | None = None) -> None:

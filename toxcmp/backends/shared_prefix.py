@@ -101,9 +101,12 @@ def _sinks_prefill(module, query, key, value, attention_mask, k_pre, v_pre, posi
     if window:  # prefix key j (absolute) is visible to a query at p when j > p − W
         j = torch.arange(n_pre, device=query.device) + _prefix_len.get() - n_pre
         pre = pre.masked_fill((j[None, None, :] <= positions[:, :, None] - window)[:, None], float("-inf"))
-    if attention_mask is None:  # no padding: plain causal over the tail
-        tail = torch.full((q_len, tail_len), float("-inf"), dtype=query.dtype, device=query.device)
-        tail = tail.triu(tail_len - q_len + 1)[None, None]
+    if attention_mask is None:  # no padding: causal over the tail, and the window in window layers
+        k = torch.arange(tail_len, device=query.device)
+        q = torch.arange(q_len, device=query.device)[:, None] + tail_len - q_len
+        hidden = (k > q) | ((k <= q - window) if window else torch.zeros_like(k > q))
+        tail = torch.zeros(q_len, tail_len, dtype=query.dtype, device=query.device).masked_fill(hidden, float("-inf"))
+        tail = tail[None, None]
     else:  # the model's own (additive) mask over the tail: padding, causal, window
         tail = attention_mask[:, :, :, -tail_len:].to(query.dtype)
     sink = module.sinks.to(query.dtype).reshape(1, heads, 1, 1).expand(n, heads, q_len, 1)
