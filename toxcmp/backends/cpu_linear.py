@@ -8,8 +8,9 @@ Same dtype, same products: values differ from MKL's by summation order only (≤
 oneDNN's result for a row does not depend on the other rows of its batch (MKL's does).
 
 `packed(model)` is a context: inside it, in this thread only, every fp32 `nn.Linear` of `model` (and of no other
-model) on the CPU runs through its packed weight; outside it (another strategy, another thread) the layer runs as transformers wrote
-it. The packed copies are made on first use and kept with the model (weights are frozen for inference)."""
+model) on the CPU runs through its packed weight; outside it (another strategy, another thread) the layer runs as
+transformers wrote it. The packed copies are made on first use and kept with the model, made again if a weight is
+replaced or changed in place."""
 
 from __future__ import annotations
 

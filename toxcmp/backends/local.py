@@ -169,7 +169,7 @@ class LocalBackend:
         from toxcmp.backends import cpu_linear
 
         stack = contextlib.ExitStack()
-        if self.config.strategy == "prefix" and self.config.linear == "onednn":
+        if self._kernel_name(prepared) == "onednn":
             for model in {id(loaded.model): loaded.model for loaded, *_ in prepared}.values():
                 stack.enter_context(cpu_linear.packed(model))
         return stack

@@ -66,11 +66,8 @@ def shared_prefix_sinks_attention(module, query, key, value, attention_mask, sca
     q = query.reshape(n, kv_heads, group * q_len, dim)
     s_pre = torch.matmul(q, k_pre.transpose(-1, -2)).reshape(n, kv_heads, group, q_len, n_pre) * scale
     s_tail = torch.matmul(q, key.transpose(-1, -2)).reshape(n, kv_heads, group, q_len, tail_len) * scale
-    window = getattr(module, "sliding_window", None)
-    if window:  # prefix key j (absolute) is visible to a query at p when j > p − W
-        first = _prefix_len.get() - n_pre  # absolute position of the first kept prefix key
-        j = torch.arange(n_pre, device=query.device) + first
-        hidden = j[None, None, :] <= (positions[:, :, None] - window)  # (n, q_len, L)
+    hidden = _hidden_prefix(module, positions, n_pre)
+    if hidden is not None:
         s_pre = s_pre.masked_fill(hidden[:, None, None], float("-inf"))
     if attention_mask is not None:  # the model's own mask over the tail (padding, causal, window)
         s_tail = s_tail + attention_mask[:, :, None, :, -tail_len:].to(s_tail.dtype)
@@ -82,6 +79,19 @@ def shared_prefix_sinks_attention(module, query, key, value, attention_mask, sca
     out = (torch.matmul(p_pre.reshape(n, kv_heads, group * q_len, n_pre), v_pre)
            + torch.matmul(p_tail.reshape(n, kv_heads, group * q_len, tail_len), value))
     return out.reshape(n, heads, q_len, dim).transpose(1, 2).contiguous(), None
+
+
+def _hidden_prefix(module, positions, n_pre):
+    """In a window layer, which kept prefix keys each query cannot see, (n, q_len, n_pre): key j (absolute) is
+    visible to a query at p when j > p − W. None outside window layers."""
+    import torch
+
+    window = getattr(module, "sliding_window", None)
+    if not window:
+        return None
+    first = _prefix_len.get() - n_pre  # absolute position of the first kept prefix key
+    j = torch.arange(n_pre, device=positions.device) + first
+    return j[None, None, :] <= (positions[:, :, None] - window)
 
 
 def _sinks_prefill(module, query, key, value, attention_mask, k_pre, v_pre, positions, scale):
@@ -98,9 +108,9 @@ def _sinks_prefill(module, query, key, value, attention_mask, k_pre, v_pre, posi
     values = torch.cat([v_pre.expand(n, -1, -1, -1), value, zero], dim=2)
     pre = query.new_zeros(n, 1, q_len, n_pre)
     window = getattr(module, "sliding_window", None)
-    if window:  # prefix key j (absolute) is visible to a query at p when j > p − W
-        j = torch.arange(n_pre, device=query.device) + _prefix_len.get() - n_pre
-        pre = pre.masked_fill((j[None, None, :] <= positions[:, :, None] - window)[:, None], float("-inf"))
+    hidden = _hidden_prefix(module, positions, n_pre)
+    if hidden is not None:
+        pre = pre.masked_fill(hidden[:, None], float("-inf"))
     if attention_mask is None:  # no padding: causal over the tail, and the window in window layers
         k = torch.arange(tail_len, device=query.device)
         q = torch.arange(q_len, device=query.device)[:, None] + tail_len - q_len
